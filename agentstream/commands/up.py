@@ -1,0 +1,92 @@
+"""``agentstream up``: the embedded broker plus every service, supervised as child processes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import sys
+import types
+
+from agentstream.broker import BrokerError, EmbeddedBroker
+from agentstream.settings import BrokerSettings, UpSettings
+from agentstream.supervisor import Child, Supervisor
+from agentstream.topics import create_topics
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("up", help="start the broker and every service; Ctrl-C stops all")
+    parser.add_argument(
+        "--bootstrap",
+        help="use this Kafka instead of starting the embedded broker (KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
+    parser.add_argument("--workers", type=int, help="analytics worker processes (default 1)")
+    parser.set_defaults(func=run)
+
+
+def _service_available(name: str) -> bool:
+    return importlib.util.find_spec(f"agentstream.commands.{name}") is not None
+
+
+def _endpoints() -> list[tuple[str, str]]:
+    """Where each service listens, read from that service's own settings."""
+    lines: list[tuple[str, str]] = []
+    if _service_available("ingest"):
+        from ingest.settings import IngestSettings  # noqa: PLC0415
+
+        ing = IngestSettings()
+        base = f"{ing.host}:{ing.port}"
+        lines.append(("ingest", f"ws://{base}/stream  ws://{base}/voicebot  http://{base}/metrics"))
+    if _service_available("routing"):
+        from routing.settings import RoutingSettings  # noqa: PLC0415
+
+        rt = RoutingSettings()
+        base = f"http://{rt.host}:{rt.port}"
+        lines.append(("routing", f"{base}/exotel/passthru  {base}/exotel/connect  {base}/health"))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    up = UpSettings(**({"workers": args.workers} if args.workers else {}))
+    broker: EmbeddedBroker | None = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        bs = BrokerSettings(**({"port": args.broker_port} if args.broker_port else {}))
+        broker = EmbeddedBroker(bs.host, bs.port, bs.startup_timeout_s)
+        try:
+            broker.start()
+        except BrokerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        bootstrap = broker.bootstrap
+    supervisor = Supervisor(stop_timeout_s=up.stop_timeout_s)
+
+    def _stop(signum: int, frame: types.FrameType | None) -> None:
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = 0
+    try:
+        create_topics(bootstrap)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        me = [sys.executable, "-m", "agentstream.cli"]
+        if _service_available("ingest"):
+            supervisor.start(Child("ingest", [*me, "ingest"], env))
+        if _service_available("worker"):
+            for n in range(up.workers):
+                supervisor.start(Child(f"worker-{n + 1}", [*me, "worker"], env))
+        if _service_available("routing"):
+            supervisor.start(Child("routing", [*me, "routing"], env))
+        print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
+        for name, where in _endpoints():
+            print(f"{name:<8} {where}")
+        print("Ctrl-C stops everything.", flush=True)
+        code = supervisor.wait()
+    finally:
+        supervisor.stop_all()
+        if broker is not None:
+            broker.stop()
+    return code

@@ -1,0 +1,273 @@
+"""Kafka topic records: the values written to every ``agentstream.*`` topic.
+
+Every JSON value carries ``schema_version``; adding a field with a default is compatible,
+anything else is a new version. Units are in field names; timestamps are UTC epoch
+milliseconds (``*_at_ms``) so any tool can compare them without parsing.
+
+Audio frames are the one binary topic: the value is the raw PCM16 LE chunk exactly as Exotel
+sent it (decoded from base64) and the metadata travels in Kafka headers (:class:`AudioFrameMeta`),
+so a frame costs no JSON encoding on the hot path and analysts get playable audio bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    """Base of every topic value: frozen, JSON-serialisable, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> Record:
+        return cls.model_validate(orjson.loads(raw))
+
+
+class CallContext(BaseModel):
+    """Who a call belongs to; travels with the call into every downstream record."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    custom_parameters: dict[str, str] = Field(default_factory=dict)
+
+
+# --- agentstream.audio ------------------------------------------------------------------------
+
+AUDIO_HEADER_PREFIX = "as-"
+
+
+class AudioFrameMeta(Record):
+    """Headers of one ``agentstream.audio`` record (each header value is UTF-8 text).
+
+    The record key is the call SID and the value is the raw PCM16 LE mono chunk.
+    """
+
+    call_sid: str
+    stream_sid: str
+    tenant: str = "default"
+    campaign: str = "default"
+    sequence_number: int
+    chunk: int | None = None
+    timestamp_ms: int | None = Field(None, description="Exotel's media.timestamp")
+    sample_rate_hz: int
+    received_at_ms: int = Field(description="wall clock when ingest read the frame, UTC ms")
+    offset_ms: int = Field(0, description="audio position of this chunk from stream start")
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (AUDIO_HEADER_PREFIX + name, str(value).encode())
+            for name, value in self.model_dump().items()
+            if value is not None
+        ]
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes]] | dict[str, bytes]) -> AudioFrameMeta:
+        items = headers.items() if isinstance(headers, dict) else headers
+        fields = {
+            name[len(AUDIO_HEADER_PREFIX) :]: value.decode()
+            for name, value in items
+            if name.startswith(AUDIO_HEADER_PREFIX)
+        }
+        return cls.model_validate(fields)
+
+
+# --- agentstream.calls ------------------------------------------------------------------------
+
+CallEventKind = Literal[
+    "start",
+    "stop",
+    "dtmf",
+    "mark",
+    "gap",
+    "duplicate",
+    "passthru",
+    "connect",
+    "status",
+    "handoff",
+]
+
+
+class CallEvent(Record):
+    """One lifecycle event of a call: from the WebSocket, or from an Exotel HTTP callback."""
+
+    kind: CallEventKind
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    custom_parameters: dict[str, str] = Field(default_factory=dict)
+    occurred_at_ms: int
+    sequence_number: int | None = None
+    # start
+    account_sid: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    sample_rate_hz: int | None = None
+    encoding: str | None = None
+    # stop: "stopped", "callended", "disconnected", "timeout", "session_cap", "handoff", ...
+    stop_reason: str | None = None
+    # dtmf / mark
+    dtmf_digit: str | None = None
+    dtmf_duration_ms: int | None = None
+    mark_name: str | None = None
+    # gap / duplicate: what arrived versus what was expected, and frames lost
+    expected_sequence: int | None = None
+    received_sequence: int | None = None
+    dropped_frames: int | None = None
+    # passthru / connect / status: every parameter Exotel sent, verbatim
+    params: dict[str, str] = Field(default_factory=dict)
+    answer: str | None = Field(None, description="what we answered a callback, e.g. '302'")
+
+
+# --- agentstream.transcripts ------------------------------------------------------------------
+
+
+class Word(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    word: str
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+
+
+class Transcript(Record):
+    """A partial hypothesis or a final utterance; ``text`` is always PII-redacted."""
+
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    utterance_id: str
+    utterance_index: int
+    is_final: bool
+    text: str
+    pii_kinds: list[str] = Field(default_factory=list)
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+    words: list[Word] = Field(default_factory=list)
+    engine: str
+    speech_end_at_ms: int = Field(description="wall clock when ingest received the last frame")
+    produced_at_ms: int
+    latency_ms: float = Field(description="speech end (ingest receipt) to transcript publish")
+
+
+# --- agentstream.scores -----------------------------------------------------------------------
+
+
+class Sentiment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    score: float = Field(ge=-1.0, le=1.0)
+    label: Literal["negative", "neutral", "positive"]
+    confidence: float = Field(ge=0.0, le=1.0)
+    engine: str = ""
+
+
+class KeywordHit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    category: str
+    phrase: str
+    matched: str
+    span: tuple[int, int] = Field(description="character offsets [start, end) in the text")
+
+
+class CallState(BaseModel):
+    """Running per-call analytics folded over every scored utterance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    utterance_count: int = 0
+    sentiment_last_n: list[float] = Field(default_factory=list)
+    sentiment_mean_last_n: float = 0.0
+    sentiment_ewma: float = 0.0
+    sentiment_trend: float = 0.0
+    sentiment_min: float = 0.0
+    keyword_hits: dict[str, int] = Field(default_factory=dict)
+    talk_time_ms: int = 0
+    last_speech_end_ms: int = 0
+    silence_since_speech_ms: int = 0
+    last_dtmf: str | None = None
+    repeat_count: int = Field(0, description="consecutive utterances that repeat the previous one")
+    recent_texts: list[str] = Field(default_factory=list)
+    started_at_ms: int | None = None
+
+
+class Score(Record):
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    utterance_id: str
+    utterance_index: int = 0
+    text: str
+    start_ms: int = 0
+    end_ms: int = 0
+    sentiment: Sentiment
+    keywords: list[KeywordHit] = Field(default_factory=list)
+    pii_kinds: list[str] = Field(default_factory=list)
+    state: CallState
+    speech_end_at_ms: int = 0
+    transcript_at_ms: int = 0
+    scored_at_ms: int
+    latency_ms: float = Field(description="transcript publish to score publish")
+
+
+# --- agentstream.decisions --------------------------------------------------------------------
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    utterance_id: str
+    text: str
+
+
+class Decision(Record):
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    decision: Literal["escalate", "continue"]
+    rule_id: str | None = None
+    reason: str
+    target_group: str | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    utterance_id: str | None = None
+    speech_end_at_ms: int = 0
+    decided_at_ms: int
+    latency_ms: float = Field(description="score publish to decision publish")
+
+
+# --- agentstream.deadletter -------------------------------------------------------------------
+
+
+class DeadLetter(Record):
+    """A message or record that could not be processed, with its original bytes."""
+
+    stage: str = Field(description="ingest, asr, scoring, routing ...")
+    error: str
+    call_sid: str | None = None
+    stream_sid: str | None = None
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    raw_base64: str = Field("", description="the original bytes, base64")
+    occurred_at_ms: int
