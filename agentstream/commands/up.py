@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
     parser.add_argument("--workers", type=int, help="analytics worker processes (default 1)")
+    parser.add_argument(
+        "--services",
+        help="comma-separated subset of ingest,worker,routing to start ('none': broker only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,16 +33,27 @@ def _service_available(name: str) -> bool:
     return importlib.util.find_spec(f"agentstream.commands.{name}") is not None
 
 
-def _endpoints() -> list[tuple[str, str]]:
+SERVICES = ("ingest", "worker", "routing")
+
+
+def _selected(spec: str | None) -> list[str]:
+    wanted = SERVICES if spec is None else tuple(s for s in spec.split(",") if s and s != "none")
+    unknown = set(wanted) - set(SERVICES)
+    if unknown:
+        raise SystemExit(f"error: unknown service(s) {sorted(unknown)}; choose from {SERVICES}")
+    return [name for name in wanted if _service_available(name)]
+
+
+def _endpoints(services: list[str]) -> list[tuple[str, str]]:
     """Where each service listens, read from that service's own settings."""
     lines: list[tuple[str, str]] = []
-    if _service_available("ingest"):
+    if "ingest" in services:
         from ingest.settings import IngestSettings  # noqa: PLC0415
 
         ing = IngestSettings()
         base = f"{ing.host}:{ing.port}"
         lines.append(("ingest", f"ws://{base}/stream  ws://{base}/voicebot  http://{base}/metrics"))
-    if _service_available("routing"):
+    if "routing" in services:
         from routing.settings import RoutingSettings  # noqa: PLC0415
 
         rt = RoutingSettings()
@@ -49,6 +64,7 @@ def _endpoints() -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     up = UpSettings(**({"workers": args.workers} if args.workers else {}))
+    services = _selected(args.services)
     broker: EmbeddedBroker | None = None
     if args.bootstrap:
         bootstrap = args.bootstrap
@@ -73,15 +89,13 @@ def run(args: argparse.Namespace) -> int:
         create_topics(bootstrap)
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         me = [sys.executable, "-m", "agentstream.cli"]
-        if _service_available("ingest"):
-            supervisor.start(Child("ingest", [*me, "ingest"], env))
-        if _service_available("worker"):
-            for n in range(up.workers):
-                supervisor.start(Child(f"worker-{n + 1}", [*me, "worker"], env))
-        if _service_available("routing"):
-            supervisor.start(Child("routing", [*me, "routing"], env))
+        for name in services:
+            count = up.workers if name == "worker" else 1
+            for n in range(count):
+                label = f"{name}-{n + 1}" if count > 1 else name
+                supervisor.start(Child(label, [*me, name], env))
         print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
-        for name, where in _endpoints():
+        for name, where in _endpoints(services):
             print(f"{name:<8} {where}")
         print("Ctrl-C stops everything.", flush=True)
         code = supervisor.wait()

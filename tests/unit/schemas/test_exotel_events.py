@@ -1,0 +1,243 @@
+"""Golden Exotel WebSocket payloads: every documented variant parses; bad ones raise."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from schemas.errors import ProtocolError
+from schemas.exotel import (
+    ConnectedEvent,
+    DtmfEvent,
+    MarkEvent,
+    MediaEvent,
+    StartEvent,
+    StopEvent,
+    UnknownEvent,
+    clear_message,
+    mark_message,
+    media_message,
+    parse_event,
+)
+
+pytestmark = pytest.mark.unit
+
+PCM = bytes(range(256)) * 6 + bytes(64)  # 1,600 bytes: 100 ms at 8 kHz
+B64 = base64.b64encode(PCM).decode()
+
+
+def _start(
+    sid_key: str = "stream_sid",
+    encoding: str = "raw",
+    rate: object = 8000,
+    seq: object = 1,
+    bit_rate: object = "16",
+) -> dict[str, object]:
+    return {
+        "event": "start",
+        "sequence_number": seq,
+        sid_key: "MZ123",
+        "start": {
+            sid_key: "MZ123",
+            "call_sid": "CA456",
+            "account_sid": "AC789",
+            "from": "09999999999",
+            "to": "08000000000",
+            "custom_parameters": {"tenant": "acme", "campaign": "collections", "lang": "en"},
+            "media_format": {"encoding": encoding, "sample_rate": rate, "bit_rate": bit_rate},
+        },
+    }
+
+
+def test_connected() -> None:
+    assert isinstance(parse_event(b'{"event":"connected"}'), ConnectedEvent)
+
+
+@pytest.mark.parametrize("sid_key", ["stream_sid", "streamSid"])
+@pytest.mark.parametrize("encoding", ["raw", "audio/x-raw"])
+@pytest.mark.parametrize("rate", [8000, "8000", 16000, "16000", 24000, "24000"])
+@pytest.mark.parametrize("seq", [1, "1"])
+def test_start_variants(sid_key: str, encoding: str, rate: object, seq: object) -> None:
+    event = parse_event(orjson.dumps(_start(sid_key, encoding, rate, seq)))
+    assert isinstance(event, StartEvent)
+    assert event.sequence_number == 1
+    assert event.effective_stream_sid == "MZ123"
+    assert event.start.call_sid == "CA456"
+    assert event.start.media_format.sample_rate_hz == int(str(rate))
+    assert event.start.media_format.encoding == encoding
+    assert event.start.custom_parameters["tenant"] == "acme"
+    assert event.start.from_number == "09999999999"
+
+
+@pytest.mark.parametrize("bit_rate", ["16", "128", 16, 128, "128kbps"])
+def test_start_bit_rate_spellings(bit_rate: object) -> None:
+    event = parse_event(orjson.dumps(_start(bit_rate=bit_rate)))
+    assert isinstance(event, StartEvent)
+    assert event.start.media_format.bit_rate == str(bit_rate)
+
+
+def test_start_minimal_defaults_to_8k() -> None:
+    event = parse_event(b'{"event":"start","start":{"call_sid":"CA1"}}')
+    assert isinstance(event, StartEvent)
+    assert event.start.media_format.sample_rate_hz == 8000
+    assert event.effective_stream_sid == ""
+
+
+def test_unknown_fields_ignored() -> None:
+    payload = _start()
+    payload["brand_new_field"] = {"x": 1}
+    payload["start"]["whatever"] = "y"  # type: ignore[index]
+    assert isinstance(parse_event(orjson.dumps(payload)), StartEvent)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {
+            "event": "media",
+            "sequence_number": 3,
+            "stream_sid": "MZ1",
+            "media": {"chunk": 2, "timestamp": 200, "payload": B64},
+        },
+        {
+            "event": "media",
+            "sequence_number": "3",
+            "streamSid": "MZ1",
+            "media": {"chunk": "2", "timestamp": "200", "payload": B64},
+        },
+    ],
+)
+def test_media_variants(raw: dict[str, object]) -> None:
+    event = parse_event(orjson.dumps(raw))
+    assert isinstance(event, MediaEvent)
+    assert (event.sequence_number, event.stream_sid) == (3, "MZ1")
+    assert (event.media.chunk, event.media.timestamp_ms) == (2, 200)
+    assert event.media.pcm16() == PCM
+
+
+def test_dtmf_mark_stop() -> None:
+    dtmf = parse_event(
+        b'{"event":"dtmf","sequence_number":"5","streamSid":"MZ1",'
+        b'"dtmf":{"digit":"0","duration":"250"}}'
+    )
+    assert isinstance(dtmf, DtmfEvent)
+    assert (dtmf.dtmf.digit, dtmf.dtmf.duration_ms) == ("0", 250)
+    mark = parse_event(
+        b'{"event":"mark","sequence_number":6,"stream_sid":"MZ1","mark":{"name":"m1"}}'
+    )
+    assert isinstance(mark, MarkEvent)
+    assert mark.mark.name == "m1"
+    for reason in ("stopped", "callended"):
+        stop = parse_event(
+            orjson.dumps(
+                {
+                    "event": "stop",
+                    "sequence_number": 9,
+                    "stream_sid": "MZ1",
+                    "stop": {"call_sid": "CA1", "account_sid": "AC1", "reason": reason},
+                }
+            )
+        )
+        assert isinstance(stop, StopEvent)
+        assert stop.stop.reason == reason
+        assert stop.stop.call_sid == "CA1"
+
+
+def test_digit_as_number() -> None:
+    event = parse_event(b'{"event":"dtmf","dtmf":{"digit":5}}')
+    assert isinstance(event, DtmfEvent)
+    assert event.dtmf.digit == "5"
+
+
+def test_unknown_event_is_not_an_error() -> None:
+    event = parse_event(b'{"event":"transcription","foo":1}')
+    assert isinstance(event, UnknownEvent)
+    assert event.event == "transcription"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "fragment"),
+    [
+        (b"not json", 1007, "not valid JSON"),
+        (b"[1,2]", 1007, "not a JSON object"),
+        (b'{"no_event":1}', 1007, "no string 'event'"),
+        (b'{"event":"start","start":{}}', 1007, "call_sid"),
+        (
+            b'{"event":"start","start":{"call_sid":"C","media_format":{"sample_rate":44100}}}',
+            1007,
+            "sample_rate",
+        ),
+        (
+            b'{"event":"start","start":{"call_sid":"C","media_format":{"encoding":"mulaw"}}}',
+            1007,
+            "encoding",
+        ),
+        (
+            b'{"event":"media","sequence_number":"three","media":{"payload":""}}',
+            1007,
+            "sequence_number",
+        ),
+        (
+            b'{"event":"media","sequence_number":1.5,"media":{"payload":""}}',
+            1007,
+            "sequence_number",
+        ),
+        (b'{"event":"media","media":{"payload":12}}', 1007, "payload"),
+        (b'{"event":"media"}', 1007, "media"),
+        (b'{"event":"dtmf","dtmf":{"digit":true}}', 1007, "digit"),
+        (b'{"event":"start","sequence_number":true,"start":{"call_sid":"C"}}', 1007, "boolean"),
+    ],
+)
+def test_bad_messages_raise_protocol_error(raw: bytes, code: int, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_event(raw)
+    assert info.value.close_code == code
+    assert fragment in str(info.value)
+
+
+def test_absurd_nesting_is_a_policy_violation() -> None:
+    nested: dict[str, object] = {"event": "media"}
+    node = nested
+    for _ in range(50):
+        child: dict[str, object] = {}
+        node["x"] = child
+        node = child
+    with pytest.raises(ProtocolError) as info:
+        parse_event(orjson.dumps(nested))
+    assert info.value.close_code == 1008
+
+
+@pytest.mark.parametrize("payload", ["!!!notbase64", "AAA"])
+def test_bad_base64(payload: str) -> None:
+    event = parse_event(orjson.dumps({"event": "media", "media": {"payload": payload}}))
+    assert isinstance(event, MediaEvent)
+    with pytest.raises(ProtocolError, match="base64"):
+        event.media.pcm16()
+
+
+def test_odd_length_pcm() -> None:
+    odd = base64.b64encode(b"\x00\x01\x02").decode()
+    event = parse_event(orjson.dumps({"event": "media", "media": {"payload": odd}}))
+    assert isinstance(event, MediaEvent)
+    with pytest.raises(ProtocolError, match="odd length"):
+        event.media.pcm16()
+
+
+def test_outbound_messages() -> None:
+    audio = bytes(640)
+    msg = orjson.loads(media_message("MZ1", audio))
+    assert msg == {
+        "event": "media",
+        "stream_sid": "MZ1",
+        "media": {"payload": base64.b64encode(audio).decode()},
+    }
+    assert orjson.loads(mark_message("MZ1", "n")) == {
+        "event": "mark",
+        "stream_sid": "MZ1",
+        "mark": {"name": "n"},
+    }
+    assert orjson.loads(clear_message("MZ1")) == {"event": "clear", "stream_sid": "MZ1"}
+    with pytest.raises(ValueError, match="320"):
+        media_message("MZ1", bytes(100))
