@@ -35,17 +35,24 @@ DEFAULT_OUT = ROOT / "demo" / "calls"
 PEAK = 0.7  # normalise every call to the same peak level (espeak voices differ in loudness)
 
 
+def espeak() -> str:
+    found = shutil.which("espeak-ng")
+    if found is None:
+        raise SystemExit("error: espeak-ng not found (apt-get install -y espeak-ng)")
+    return found
+
+
 def espeak_version() -> str:
-    out = subprocess.run(
-        ["espeak-ng", "--version"], capture_output=True, text=True, check=True
+    out = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [espeak(), "--version"], capture_output=True, text=True, check=True
     ).stdout
     return out.strip()
 
 
 def speak(text: str, voice: str, speed_wpm: int) -> tuple[np.ndarray, int]:
     """One line of speech as float32 mono samples and its sample rate (espeak: 22,050 Hz)."""
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "--stdout", text],
+    wav = subprocess.run(  # noqa: S603 - argv list from our own scenario file, no shell
+        [espeak(), "-v", voice, "-s", str(speed_wpm), "--stdout", text],
         capture_output=True,
         check=True,
     ).stdout
@@ -110,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         audio = render(call, generator, defaults)
         path = args.out / f"{call['id']}.wav"
         sf.write(path, audio, rate, subtype="PCM_16")
-        print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
-              f"  {len(audio) / rate:5.1f} s  {call['expect']['decision']}")
+        print(
+            f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+            f"  {len(audio) / rate:5.1f} s  {call['expect']['decision']}"
+        )
     return 0
 
 
