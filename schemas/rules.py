@@ -24,11 +24,16 @@ Layout::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import tomllib
+from importlib import resources
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.errors import ProtocolError
+
+DEFAULT_RULES_RESOURCE = "rules.yaml"
 
 
 class RulesError(ProtocolError):
@@ -46,10 +51,11 @@ class PhraseCategory(_Strict):
 
 
 class _RuleBase(_Strict):
-    id: str
-    priority: int = Field(100, description="lower fires first")
+    id: str = Field(min_length=1)
+    priority: int = Field(100, description="lower fires first; ties keep file order")
     target: str = Field(description="agent group to escalate to")
     enabled: bool = True
+    description: str | None = Field(None, description="shown to the agent and in decisions")
 
 
 class SentimentRollingRule(_RuleBase):
@@ -79,12 +85,15 @@ class DtmfRule(_RuleBase):
 
 class SilenceRule(_RuleBase):
     kind: Literal["silence"]
-    seconds: float = Field(gt=0)
+    seconds: float = Field(gt=0, description="no caller speech for this long while live")
 
 
 class RepetitionRule(_RuleBase):
     kind: Literal["repetition"]
     count: int = Field(2, ge=1, description="consecutive repeats of the caller's utterance")
+    similarity: float = Field(
+        0.6, gt=0.0, le=1.0, description="word-overlap (Jaccard) that counts as a repeat"
+    )
 
 
 class MaxDurationRule(_RuleBase):
@@ -115,20 +124,44 @@ class TenantRules(RuleSet):
 
 
 class AgentGroup(_Strict):
+    """Who the Connect applet dials for an escalation: phone numbers or one SIP trunk."""
+
     numbers: list[str] = Field(default_factory=list)
     trunk: str | None = None
     caller_id: str | None = None
     parallel: bool = False
-    max_parallel_attempts: int = 3
-    max_ringing_s: int = 45
-    max_conversation_s: int = 3600
+    max_parallel_attempts: int = Field(3, ge=1)
+    max_ringing_s: int = Field(45, ge=1)
+    max_conversation_s: int = Field(3600, ge=1)
     record: bool = True
+    recording_channels: Literal["single", "dual"] = "dual"
+    music_on_hold: Literal["operator_tone"] | None = "operator_tone"
+    playback_to: Literal["callee", "caller", "both"] | None = Field(
+        "callee", description="who hears the escalation summary on pickup (None: nobody)"
+    )
     custom_params: str | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> AgentGroup:
+        if bool(self.numbers) == bool(self.trunk):
+            raise ValueError("an agent group needs either 'numbers' or 'trunk' (exactly one)")
+        return self
 
 
 class PassthruMapping(_Strict):
+    """HTTP status Passthru answers: 200 takes Exotel's first branch, 302 the second."""
+
     escalate_status: Literal[200, 302] = 302
     continue_status: Literal[200, 302] = 200
+    unknown_status: Literal[200, 302] | None = Field(
+        None, description="answer for a CallSid never seen (None: continue_status)"
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PassthruMapping:
+        if self.escalate_status == self.continue_status:
+            raise ValueError("escalate_status and continue_status must differ")
+        return self
 
 
 class ResolvedRules(BaseModel):
@@ -145,6 +178,9 @@ class RulesFile(_Strict):
     version: Literal[1] = 1
     passthru: PassthruMapping = Field(default_factory=PassthruMapping)
     agent_groups: dict[str, AgentGroup] = Field(default_factory=dict)
+    default_agent_group: str | None = Field(
+        None, description="Connect target for a call that was not escalated (None: first group)"
+    )
     default: RuleSet = Field(default_factory=RuleSet)
     tenants: dict[str, TenantRules] = Field(default_factory=dict)
 
@@ -166,3 +202,161 @@ class RulesFile(_Strict):
             rules.update({rule.id: rule for rule in layer.rules})
         ordered = sorted((r for r in rules.values() if r.enabled), key=lambda r: r.priority)
         return ResolvedRules(redact_pii=redact, categories=categories, rules=ordered)
+
+    def agent_group(self, name: str | None) -> tuple[str, AgentGroup] | None:
+        """The named group, else the default group, else the first one; None if there are none."""
+        for candidate in (name, self.default_agent_group):
+            if candidate and candidate in self.agent_groups:
+                return candidate, self.agent_groups[candidate]
+        if self.agent_groups:
+            first = next(iter(self.agent_groups))
+            return first, self.agent_groups[first]
+        return None
+
+
+# --- parsing: text in, validated models out, errors that name the line ------------------------
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """The deepest YAML node reached by following a pydantic error location."""
+    best = node
+    for part in loc:
+        if node is None:
+            break
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                child = node.value[part]
+        if child is None:
+            continue  # a union tag such as 'sentiment_rolling' is not in the document
+        node = best = child
+    return best
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise RulesError(f"{source}:{_line(key)}: duplicate key {key.value!r}")
+                seen.add(key.value)
+            _check_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, source)
+
+
+def _format_validation(exc: ValidationError, root: yaml.Node | None, source: str) -> RulesError:
+    lines: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line(_node_at(root, loc)) if root is not None else None
+        prefix = f"{source}:{line}" if line is not None else source
+        lines.append(f"{prefix}: {where}: {error['msg']}")
+    return RulesError("\n".join(lines))
+
+
+def _cross_check(rules: RulesFile, root: yaml.Node | None, source: str) -> None:
+    """References between sections: rule targets and keyword categories must exist."""
+    known_categories = set(rules.default.categories)
+    for tenant in rules.tenants.values():
+        known_categories |= set(tenant.categories)
+        for campaign in tenant.campaigns.values():
+            known_categories |= set(campaign.categories)
+    layers: list[tuple[tuple[str | int, ...], RuleSet]] = [(("default",), rules.default)]
+    for tname, tenant in rules.tenants.items():
+        layers.append((("tenants", tname), tenant))
+        for cname, campaign in tenant.campaigns.items():
+            layers.append((("tenants", tname, "campaigns", cname), campaign))
+    problems: list[str] = []
+
+    def report(loc: tuple[str | int, ...], message: str) -> None:
+        line = _line(_node_at(root, loc)) if root is not None else None
+        where = ".".join(str(p) for p in loc)
+        problems.append(f"{source}:{line}: {where}: {message}" if line else f"{source}: {message}")
+
+    seen_ids: set[tuple[tuple[str | int, ...], str]] = set()
+    for base, layer in layers:
+        for index, rule in enumerate(layer.rules):
+            loc = (*base, "rules", index)
+            if (base, rule.id) in seen_ids:
+                report((*loc, "id"), f"duplicate rule id {rule.id!r} in the same set")
+            seen_ids.add((base, rule.id))
+            if rule.target not in rules.agent_groups:
+                report((*loc, "target"), f"unknown agent group {rule.target!r}")
+            if isinstance(rule, KeywordRule):
+                for category in rule.categories:
+                    if category not in known_categories:
+                        report((*loc, "categories"), f"unknown keyword category {category!r}")
+    if rules.default_agent_group and rules.default_agent_group not in rules.agent_groups:
+        report(("default_agent_group",), f"unknown agent group {rules.default_agent_group!r}")
+    if problems:
+        raise RulesError("\n".join(problems))
+
+
+def _validate(data: Any, root: yaml.Node | None, source: str) -> RulesFile:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}:1: the rules file must be a mapping at the top level")
+    try:
+        rules = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(exc, root, source) from exc
+    _cross_check(rules, root, source)
+    return rules
+
+
+def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
+    """Parse and validate a YAML rules file; errors read ``file:line: message``."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _check_duplicate_keys(root, source)
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else "?"
+        raise RulesError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{source}: invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+    return _validate(data, root, source)
+
+
+def parse_rules_toml(text: str, source: str = "<rules>") -> RulesFile:
+    """Parse a TOML rules file (same layout); validation errors name the path, not the line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{source}: invalid TOML: {exc}") from exc
+    return _validate(data, None, source)
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
+    """YAML unless ``source`` ends in ``.toml``."""
+    if source.endswith(".toml"):
+        return parse_rules_toml(text, source)
+    return parse_rules_yaml(text, source)
+
+
+def default_rules_text() -> str:
+    """The shipped example rules file (``schemas/data/rules.yaml``)."""
+    return resources.files("schemas").joinpath("data", DEFAULT_RULES_RESOURCE).read_text("utf-8")
+
+
+def default_rules() -> RulesFile:
+    return parse_rules_yaml(default_rules_text(), "schemas/data/rules.yaml")
