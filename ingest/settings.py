@@ -1,0 +1,119 @@
+"""Settings of the ingest WebSocket server (env prefix ``AGENTSTREAM_INGEST_``).
+
+Built once by ``agentstream ingest`` and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.settings import KafkaFields
+
+logger = logging.getLogger(__name__)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class IngestSettings(KafkaFields, BaseSettings):
+    """Everything the ingest server needs; each field is env ``AGENTSTREAM_INGEST_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTSTREAM_INGEST_", frozen=True, populate_by_name=True
+    )
+
+    host: str = "0.0.0.0"  # noqa: S104 - Exotel connects from outside
+    port: int = Field(8080, ge=0, le=65535)
+
+    # --- auth -----------------------------------------------------------------------------
+    basic_auth: SecretStr | None = Field(
+        None,
+        description="'KEY:TOKEN[,KEY2:TOKEN2]' accepted as HTTP Basic auth; unset = auth off",
+    )
+    allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated IPs/CIDRs allowed to connect; empty = any"
+    )
+    public_url: str | None = Field(
+        None, description="base URL Exotel reaches us at, e.g. wss://ingest.example.com"
+    )
+
+    # --- limits ---------------------------------------------------------------------------
+    max_message_bytes: int = Field(512 * 1024, ge=1024)
+    max_calls: int = Field(2000, ge=1, description="concurrent calls; more are refused (503)")
+    first_message_timeout_s: float = Field(10.0, gt=0)
+    idle_timeout_s: float = Field(30.0, gt=0, description="started call with no media")
+    session_cap_s: float = Field(3600.0, gt=0)
+    sweep_interval_s: float = Field(0.5, gt=0)
+    ping_interval_s: float | None = 20.0
+    ping_timeout_s: float | None = 20.0
+
+    # --- producer -------------------------------------------------------------------------
+    buffer_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="audio kept while Kafka is slow/down"
+    )
+    linger_ms: float = Field(5.0, ge=0)
+    batch_max_bytes: int = Field(256 * 1024, ge=1024)
+    acks: str = "all"
+    enable_idempotence: bool = False
+    request_timeout_ms: int = Field(10_000, ge=500)
+    retry_backoff_ms: int = Field(200, ge=10)
+    connect_timeout_s: float = Field(30.0, gt=0, description="wait for Kafka at start")
+    shutdown_timeout_s: float = Field(10.0, gt=0)
+
+    # --- voicebot -------------------------------------------------------------------------
+    voicebot_upstream_url: str | None = Field(
+        None, description="upstream bot ws(s):// URL for every tenant without its own"
+    )
+    voicebot_upstreams: dict[str, str] = Field(
+        default_factory=dict, description='per tenant, JSON: {"acme": "wss://bot.acme/ws"}'
+    )
+    handoff_enabled: bool = True
+    upstream_open_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("allow_ips", mode="before")
+    @classmethod
+    def _split_ips(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _valid_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _valid_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for pair in value.get_secret_value().split(","):
+                if ":" not in pair.strip():
+                    raise ValueError("basic_auth must be 'KEY:TOKEN[,KEY2:TOKEN2]'")
+        return value
+
+    def credentials(self) -> dict[str, str]:
+        """The accepted key -> token pairs (empty when auth is off)."""
+        if self.basic_auth is None:
+            return {}
+        pairs: dict[str, str] = {}
+        for pair in self.basic_auth.get_secret_value().split(","):
+            key, _, token = pair.strip().partition(":")
+            pairs[key] = token
+        return pairs
+
+    def networks(self) -> tuple[IpNetwork, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.allow_ips)
+
+    def upstream_for(self, tenant: str) -> str | None:
+        """The upstream bot URL for ``tenant`` (None: /voicebot behaves like /stream)."""
+        return self.voicebot_upstreams.get(tenant, self.voicebot_upstream_url)

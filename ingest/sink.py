@@ -1,0 +1,367 @@
+"""The ingest side of Kafka: a bounded, ordered, batching buffer in front of aiokafka.
+
+Why not ``producer.send()`` per frame: aiokafka keeps one pending batch per partition and
+handlers stall whenever it fills (see shared performance notes). Instead every partition has
+its own queue and one sender task that builds a batch with ``create_batch()``, hands it over
+with ``send_batch()`` and waits for the ack before taking the next one, so
+
+* records of one call (one key -> one partition) are written in order, one batch in flight;
+* a failed batch is put back at the head of its queue and retried with backoff, so nothing
+  is lost or reordered while Kafka is down (at-least-once: an ambiguous ack can duplicate);
+* the handlers only append to a deque: the event loop never blocks on Kafka;
+* the buffer is bounded in bytes: past the bound the oldest queued *audio* frame (across all
+  partitions) is dropped and counted, and one ``gap`` record per affected call is written
+  once the buffer has room (or when the call ends). Lifecycle records are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from ingest.metrics import IngestStats
+from ingest.settings import IngestSettings
+from schemas.records import CallEvent
+from schemas.topics import AUDIO, CALLS, DEADLETTER, TopicSpec, prefixed
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class SinkError(RuntimeError):
+    """Kafka could not be reached at start."""
+
+
+@dataclass(frozen=True)
+class CallTag:
+    """Who a call belongs to, shared by every queued frame of the call (for gap records)."""
+
+    call_sid: str
+    stream_sid: str
+    tenant: str
+    campaign: str
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+class Entry:
+    __slots__ = ("key", "value", "headers", "timestamp_ms", "size", "read_at", "tag", "seq")
+
+    def __init__(
+        self,
+        key: bytes,
+        value: bytes,
+        headers: Headers,
+        timestamp_ms: int,
+        read_at: float,
+        tag: CallTag | None = None,
+        seq: int = 0,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp_ms = timestamp_ms
+        self.size = len(key) + len(value) + 64 + sum(len(k) + len(v) for k, v in headers)
+        self.read_at = read_at
+        self.tag = tag
+        self.seq = seq
+
+
+class PartitionQueue:
+    """Pending records of one topic partition and the task that sends them in order."""
+
+    __slots__ = ("topic", "partition", "audio", "pending", "wake", "task", "in_flight")
+
+    def __init__(self, topic: str, partition: int, audio: bool) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.audio = audio
+        self.pending: deque[Entry] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.in_flight = 0
+
+
+class _GapTally:
+    __slots__ = ("tag", "first_seq", "last_seq", "count")
+
+    def __init__(self, tag: CallTag, seq: int) -> None:
+        self.tag = tag
+        self.first_seq = seq
+        self.last_seq = seq
+        self.count = 0
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so Java clients agree on a call's partition."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KafkaSink:
+    """Buffered producer for AUDIO, CALLS and DEADLETTER (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        stats: IngestStats,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.audio_topic = prefixed(AUDIO, settings.topic_prefix)
+        self.calls_topic = prefixed(CALLS, settings.topic_prefix)
+        self.deadletter_topic = prefixed(DEADLETTER, settings.topic_prefix)
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, int] = {}
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}
+        self._audio_queues: list[PartitionQueue] = []
+        self._gaps: dict[str, _GapTally] = {}
+        self._closing = False
+        self._last_error_log = 0.0
+        self.buffered_bytes = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        deadline = self.clock() + s.connect_timeout_s
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.bootstrap_servers,
+                client_id=f"{s.client_id}-ingest",
+                acks="all" if s.acks == "all" else int(s.acks),
+                enable_idempotence=s.enable_idempotence,
+                max_batch_size=s.batch_max_bytes,
+                request_timeout_ms=s.request_timeout_ms,
+                retry_backoff_ms=s.retry_backoff_ms,
+                linger_ms=0,
+            )
+            try:
+                await producer.start()
+                for spec in (AUDIO, CALLS, DEADLETTER):
+                    await self._learn_partitions(producer, spec)
+            except (KafkaError, OSError) as exc:
+                await producer.stop()
+                if self.clock() >= deadline:
+                    raise SinkError(f"Kafka at {s.bootstrap_servers} not usable: {exc}") from exc
+                logger.warning("waiting for Kafka at %s: %s", s.bootstrap_servers, exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._producer = producer
+            return
+
+    async def _learn_partitions(self, producer: AIOKafkaProducer, spec: TopicSpec) -> None:
+        topic = prefixed(spec, self.settings.topic_prefix)
+        parts = await producer.partitions_for(topic)
+        if not parts:
+            raise KafkaError(f"topic {topic} has no partitions: create the topics first")
+        self._partitions[topic] = len(parts)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every buffered record is acked; False if ``timeout_s`` passed first."""
+        deadline = self.clock() + timeout_s
+        while self.buffered_bytes > 0 or any(q.in_flight for q in self._queues.values()):
+            if self._gaps:
+                self._emit_gaps()
+            if self.clock() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush what can be flushed within ``timeout_s``, then stop the producer."""
+        flushed = await self.flush(timeout_s)
+        if not flushed:
+            lost = sum(len(q.pending) for q in self._queues.values())
+            logger.error("stopping with %d records (%d bytes) unsent", lost, self.buffered_bytes)
+        self._closing = True
+        for queue in self._queues.values():
+            if queue.task is not None:
+                queue.task.cancel()
+        await asyncio.gather(
+            *(q.task for q in self._queues.values() if q.task is not None),
+            return_exceptions=True,
+        )
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def queue_for(self, topic: str, key: bytes) -> PartitionQueue:
+        """The queue a key's records go to (callers cache it per call)."""
+        partition = partition_for(key, self._partitions[topic])
+        queue = self._queues.get((topic, partition))
+        if queue is None:
+            queue = PartitionQueue(topic, partition, audio=topic == self.audio_topic)
+            self._queues[(topic, partition)] = queue
+            if queue.audio:
+                self._audio_queues.append(queue)
+            queue.task = asyncio.get_running_loop().create_task(self._sender(queue))
+        return queue
+
+    # --- enqueue (hot path: no awaits) --------------------------------------------------------
+
+    def send_audio(self, queue: PartitionQueue, entry: Entry) -> None:
+        """Queue one audio frame; may drop the oldest queued audio when over the bound."""
+        queue.pending.append(entry)
+        self.buffered_bytes += entry.size
+        if self.buffered_bytes > self.settings.buffer_max_bytes:
+            self._shed()
+        elif self._gaps and entry.tag is not None and entry.tag.call_sid in self._gaps:
+            self._emit_gaps()
+        queue.wake.set()
+
+    def send_record(self, topic: str, key: bytes, value: bytes, read_at: float) -> None:
+        """Queue a lifecycle or dead-letter record: never dropped."""
+        queue = self.queue_for(topic, key)
+        entry = Entry(key, value, [], self.wall_ms(), read_at)
+        queue.pending.append(entry)
+        self.buffered_bytes += entry.size
+        queue.wake.set()
+
+    def flush_gap(self, call_sid: str) -> None:
+        """Write the pending gap record of a call now (called before its stop record)."""
+        tally = self._gaps.pop(call_sid, None)
+        if tally is not None:
+            self._write_gap(tally)
+
+    # --- shedding -----------------------------------------------------------------------------
+
+    def _shed(self) -> None:
+        bound = self.settings.buffer_max_bytes
+        queues = self._audio_queues
+        while self.buffered_bytes > bound:
+            oldest: PartitionQueue | None = None
+            for queue in queues:
+                if queue.pending and (
+                    oldest is None or queue.pending[0].read_at < oldest.pending[0].read_at
+                ):
+                    oldest = queue
+            if oldest is None:
+                return  # only lifecycle records left: they are never dropped
+            entry = oldest.pending.popleft()
+            self.buffered_bytes -= entry.size
+            self.stats.frames_dropped += 1
+            tag = entry.tag
+            if tag is not None:
+                tally = self._gaps.get(tag.call_sid)
+                if tally is None:
+                    tally = self._gaps[tag.call_sid] = _GapTally(tag, entry.seq)
+                tally.count += 1
+                tally.first_seq = min(tally.first_seq, entry.seq)
+                tally.last_seq = max(tally.last_seq, entry.seq)
+
+    def _emit_gaps(self) -> None:
+        if self.buffered_bytes > self.settings.buffer_max_bytes // 2:
+            return
+        tallies = list(self._gaps.values())
+        self._gaps.clear()
+        for tally in tallies:
+            self._write_gap(tally)
+
+    def _write_gap(self, tally: _GapTally) -> None:
+        tag = tally.tag
+        event = CallEvent(
+            kind="gap",
+            call_sid=tag.call_sid,
+            stream_sid=tag.stream_sid,
+            tenant=tag.tenant,
+            campaign=tag.campaign,
+            custom_parameters=tag.custom_parameters,
+            occurred_at_ms=self.wall_ms(),
+            expected_sequence=tally.first_seq,
+            received_sequence=tally.last_seq + 1,
+            dropped_frames=tally.count,
+            params={
+                "cause": "ingest_buffer_full",
+                "first_dropped_sequence": str(tally.first_seq),
+                "last_dropped_sequence": str(tally.last_seq),
+            },
+        )
+        logger.warning(
+            "call_sid=%s stream_sid=%s dropped %d audio frames (buffer full)",
+            tag.call_sid,
+            tag.stream_sid,
+            tally.count,
+        )
+        self.send_record(self.calls_topic, tag.call_sid.encode(), event.to_bytes(), self.clock())
+
+    # --- sender -------------------------------------------------------------------------------
+
+    async def _sender(self, queue: PartitionQueue) -> None:
+        s = self.settings
+        linger_s = s.linger_ms / 1000
+        backoff_s = s.retry_backoff_ms / 1000
+        pending = queue.pending
+        while True:
+            while not pending:
+                queue.wake.clear()
+                await queue.wake.wait()
+            if linger_s and len(pending) < 64:
+                await asyncio.sleep(linger_s)
+            producer = self._producer
+            if producer is None or not pending:
+                await asyncio.sleep(backoff_s)
+                continue
+            batch = producer.create_batch()
+            taken: list[Entry] = []
+            size = 0
+            while pending:
+                entry = pending[0]
+                meta = batch.append(
+                    key=entry.key,
+                    value=entry.value,
+                    timestamp=entry.timestamp_ms,
+                    headers=entry.headers,
+                )
+                if meta is None:
+                    break
+                pending.popleft()
+                taken.append(entry)
+                size += entry.size
+            queue.in_flight = len(taken)
+            try:
+                future = await producer.send_batch(batch, queue.topic, partition=queue.partition)
+                await future
+            except KafkaError as exc:
+                pending.extendleft(reversed(taken))
+                queue.in_flight = 0
+                self.stats.produce_retries += 1
+                now = self.clock()
+                if now - self._last_error_log > 5.0:
+                    self._last_error_log = now
+                    logger.warning(
+                        "Kafka produce to %s[%d] failed, retrying (%d bytes buffered): %r",
+                        queue.topic,
+                        queue.partition,
+                        self.buffered_bytes,
+                        exc,
+                    )
+                if self.buffered_bytes > s.buffer_max_bytes:
+                    self._shed()
+                await asyncio.sleep(backoff_s)
+                continue
+            queue.in_flight = 0
+            now = self.clock()
+            self.buffered_bytes -= size
+            stats = self.stats
+            stats.records_acked += len(taken)
+            observe = stats.produce_latency.observe
+            for entry in taken:
+                observe(now - entry.read_at)
+            if queue.audio:
+                stats.frames_acked += len(taken)
+            if self._gaps:
+                self._emit_gaps()
