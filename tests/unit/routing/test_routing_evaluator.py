@@ -1,0 +1,360 @@
+"""The rule evaluator, without any framework: every rule kind, priorities, edges, dedup."""
+
+from __future__ import annotations
+
+import pytest
+
+from routing.evaluator import Evaluator
+from schemas.records import CallState, Decision
+from tests.unit.routing.routing_fakes import T0, FakeClock, call_event, rules_with, score
+
+pytestmark = pytest.mark.unit
+
+
+def make(*rules: dict[str, object], **kwargs: object) -> tuple[Evaluator, FakeClock]:
+    clock = FakeClock()
+    return Evaluator(rules_with(*rules), clock=clock, **kwargs), clock  # type: ignore[arg-type]
+
+
+def rolling(**kw: object) -> dict[str, object]:
+    return {"id": "angry", "kind": "sentiment_rolling", "target": "support", **kw}
+
+
+# --- sentiment_rolling ----------------------------------------------------------------------------
+
+
+def test_rolling_fires_when_mean_of_last_n_is_below_threshold() -> None:
+    ev, _ = make(rolling(threshold=-0.5, last_n=3, min_utterances=2))
+    assert ev.on_score(score("c", 1, -0.6)).decision == "continue"  # 1 < min_utterances
+    d = ev.on_score(score("c", 2, -0.7))
+    assert d is not None and d.decision == "escalate"
+    assert d.rule_id == "angry" and d.target_group == "support"
+    assert [e.utterance_id for e in d.evidence] == ["c-u1", "c-u2"]
+    assert "below -0.5" in d.reason
+
+
+def test_rolling_threshold_edge_is_strictly_below() -> None:
+    ev, _ = make(rolling(threshold=-0.5, last_n=2, min_utterances=2))
+    ev.on_score(score("c", 1, -0.5))
+    assert ev.on_score(score("c", 2, -0.5)).decision == "continue"  # mean == threshold
+    assert ev.on_score(score("c", 3, -0.51)).decision == "escalate"
+
+
+def test_rolling_uses_only_the_last_n() -> None:
+    ev, _ = make(rolling(threshold=-0.5, last_n=2, min_utterances=2))
+    ev.on_score(score("c", 1, -1.0))
+    ev.on_score(score("c", 2, 0.9))  # mean(-1, 0.9) = -0.05
+    assert ev.on_score(score("c", 3, 0.0)).decision == "continue"  # mean(0.9, 0) = 0.45
+    d = ev.on_score(score("c", 4, -1.0))  # mean(0, -1) = -0.5: not below
+    assert d.decision == "continue"
+    assert ev.on_score(score("c", 5, -0.2)).decision == "escalate"  # mean(-1, -0.2) = -0.6
+
+
+def test_rolling_time_window_drops_old_utterances() -> None:
+    ev, _ = make(rolling(threshold=-0.5, last_n=None, window_s=10, min_utterances=2))
+    base = int(T0 * 1000)
+    ev.on_score(score("c", 1, -0.9, speech_end_at_ms=base))
+    # 10.001 s later: the first utterance is out of the window, only one value left
+    d = ev.on_score(score("c", 2, -0.9, speech_end_at_ms=base + 10_001))
+    assert d.decision == "continue"
+    # exactly 10 s after the second: both in
+    d = ev.on_score(score("c", 3, -0.9, speech_end_at_ms=base + 20_001))
+    assert d.decision == "escalate"
+    assert [e.utterance_id for e in d.evidence] == ["c-u2", "c-u3"]
+
+
+def test_rolling_falls_back_to_scoring_state_after_restart() -> None:
+    ev, _ = make(rolling(threshold=-0.5, last_n=3, min_utterances=3))
+    state = CallState(utterance_count=5, sentiment_last_n=[-0.8, -0.7, -0.9])
+    assert ev.on_score(score("c", 5, -0.9, state=state)).decision == "escalate"
+
+
+# --- sentiment_single -----------------------------------------------------------------------------
+
+
+def test_single_threshold_and_confidence_edges() -> None:
+    rule = {"id": "one", "kind": "sentiment_single", "threshold": -0.8, "target": "support"}
+    ev, _ = make({**rule, "min_confidence": 0.7})
+    assert ev.on_score(score("a", 1, -0.8)).decision == "continue"  # equal: not below
+    assert ev.on_score(score("b", 1, -0.81, confidence=0.69)).decision == "continue"
+    d = ev.on_score(score("c", 1, -0.81, confidence=0.7, text="you are useless"))
+    assert d.decision == "escalate" and "useless" in d.reason
+    assert [e.text for e in d.evidence] == ["you are useless"]
+
+
+# --- keyword --------------------------------------------------------------------------------------
+
+
+def test_keyword_fires_on_a_category_hit() -> None:
+    ev, _ = make(
+        {"id": "human", "kind": "keyword", "categories": ["human_request"], "target": "support"}
+    )
+    assert ev.on_score(score("c", 1, 0.1, categories=("complaint",))).decision == "continue"
+    d = ev.on_score(score("c", 2, 0.1, "let me talk to a human", categories=("human_request",)))
+    assert d.decision == "escalate" and d.rule_id == "human"
+    assert "human_request" in d.reason and d.evidence[0].text == "let me talk to a human"
+
+
+def test_keyword_min_hits_counts_across_the_call_and_categories() -> None:
+    rule = {
+        "id": "fed-up",
+        "kind": "keyword",
+        "categories": ["complaint", "legal_threat"],
+        "min_hits": 3,
+        "target": "support",
+    }
+    ev, _ = make(rule)
+    assert ev.on_score(score("c", 1, categories=("complaint",))).decision == "continue"
+    assert ev.on_score(score("c", 2, categories=("human_request",))).decision == "continue"
+    assert ev.on_score(score("c", 3, categories=("legal_threat",))).decision == "continue"
+    assert ev.on_score(score("c", 4, categories=("complaint",))).decision == "escalate"
+
+
+def test_keyword_uses_scoring_state_counts() -> None:
+    ev, _ = make(
+        {
+            "id": "k",
+            "kind": "keyword",
+            "categories": ["complaint"],
+            "min_hits": 2,
+            "target": "support",
+        }
+    )
+    state = CallState(keyword_hits={"complaint": 2})
+    assert ev.on_score(score("c", 7, state=state)).decision == "escalate"
+
+
+# --- dtmf -----------------------------------------------------------------------------------------
+
+
+def test_dtmf_from_the_stream_and_from_passthru_digits() -> None:
+    ev, clock = make({"id": "zero", "kind": "dtmf", "digits": ["0"], "target": "support"})
+    assert ev.on_call_event(call_event("dtmf", "a", clock(), dtmf_digit="5")) is None
+    d = ev.on_call_event(call_event("dtmf", "a", clock(), dtmf_digit="0"))
+    assert d is not None and d.decision == "escalate" and "pressed 0" in d.reason
+    assert ev.on_digits("b", "12") is None
+    d2 = ev.on_digits("b", "0")
+    assert d2 is not None and d2.rule_id == "zero" and d2.utterance_id is None
+
+
+def test_dtmf_from_score_state() -> None:
+    ev, _ = make({"id": "nine", "kind": "dtmf", "digits": ["9"], "target": "support"})
+    assert ev.on_score(score("c", 1, state=CallState(last_dtmf="9"))).decision == "escalate"
+
+
+# --- silence / max_duration (ticks) ----------------------------------------------------------
+
+
+def test_silence_fires_on_tick_at_exactly_the_limit_and_not_before() -> None:
+    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 20, "target": "support"})
+    ev.on_call_event(call_event("start", "c", clock()))
+    clock.advance(19.999)
+    assert ev.tick() == []
+    clock.advance(0.001)
+    [d] = ev.tick()
+    assert d.decision == "escalate" and d.rule_id == "quiet" and d.latency_ms == 0.0
+    assert ev.tick() == []  # once
+
+
+def test_silence_restarts_after_speech_and_stops_with_the_stream() -> None:
+    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
+    ev.on_call_event(call_event("start", "c", clock()))
+    clock.advance(8)
+    now_ms = int(clock() * 1000)
+    ev.on_score(score("c", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
+    clock.advance(9)
+    assert ev.tick() == []
+    clock.advance(1)
+    assert len(ev.tick()) == 1
+    ev2, clock2 = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
+    ev2.on_call_event(call_event("start", "d", clock2()))
+    ev2.on_call_event(call_event("stop", "d", clock2() + 1))
+    clock2.advance(60)
+    assert ev2.tick() == []  # a stopped stream is not a silent caller
+
+
+def test_max_duration_counts_from_stream_start() -> None:
+    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 300, "target": "support"})
+    ev.on_call_event(call_event("start", "c", clock() - 100))  # started 100 s ago
+    clock.advance(199)
+    assert ev.tick() == []
+    clock.advance(1)
+    [d] = ev.tick()
+    assert d.rule_id == "long" and "300 s" in d.reason
+
+
+def test_tick_handles_many_calls_without_scanning_them_all() -> None:
+    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 60, "target": "support"})
+    for n in range(2000):
+        ev.on_call_event(call_event("start", f"c{n}", clock() + n))
+    clock.advance(60 + 9.5)
+    assert len(ev.tick()) == 10
+
+
+# --- repetition -----------------------------------------------------------------------------------
+
+
+def test_repetition_counts_consecutive_repeats() -> None:
+    ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
+    said = "I want to check my order status"
+    assert ev.on_score(score("c", 1, text=said)).decision == "continue"
+    assert ev.on_score(score("c", 2, text=said.lower() + ".")).decision == "continue"  # 1 repeat
+    d = ev.on_score(score("c", 3, text="I want to check my order status please"))
+    assert d.decision == "escalate" and len(d.evidence) == 3
+
+
+def test_repetition_is_broken_by_a_different_utterance() -> None:
+    ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
+    ev.on_score(score("c", 1, text="where is my order"))
+    ev.on_score(score("c", 2, text="where is my order"))
+    ev.on_score(score("c", 3, text="thank you very much"))
+    assert ev.on_score(score("c", 4, text="thank you very much")).decision == "continue"
+
+
+def test_repetition_from_scoring_state() -> None:
+    ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
+    assert ev.on_score(score("c", 9, state=CallState(repeat_count=2))).decision == "escalate"
+
+
+# --- priorities, dedup, layering ------------------------------------------------------------------
+
+
+def test_lowest_priority_number_wins_ties_keep_file_order() -> None:
+    ev, _ = make(
+        {
+            "id": "human",
+            "kind": "keyword",
+            "categories": ["human_request"],
+            "priority": 20,
+            "target": "support",
+        },
+        {
+            "id": "legal",
+            "kind": "keyword",
+            "categories": ["legal_threat"],
+            "priority": 5,
+            "target": "legal",
+        },
+        {
+            "id": "legal-too",
+            "kind": "keyword",
+            "categories": ["legal_threat"],
+            "priority": 5,
+            "target": "support",
+        },
+    )
+    d = ev.on_score(score("c", 1, categories=("human_request", "legal_threat")))
+    assert d.rule_id == "legal" and d.target_group == "legal"
+
+
+def test_disabled_rules_never_fire() -> None:
+    ev, _ = make(
+        {
+            "id": "k",
+            "kind": "keyword",
+            "categories": ["complaint"],
+            "target": "support",
+            "enabled": False,
+        }
+    )
+    assert ev.on_score(score("c", 1, categories=("complaint",))).decision == "continue"
+
+
+def test_at_most_one_escalation_and_no_duplicate_on_replay() -> None:
+    ev, _ = make({"id": "k", "kind": "keyword", "categories": ["complaint"], "target": "support"})
+    s1 = score("c", 1)
+    assert ev.on_score(s1).decision == "continue"
+    assert ev.on_score(s1) is None  # the same utterance replayed
+    assert ev.on_score(score("c", 2, categories=("complaint",))).decision == "escalate"
+    assert ev.on_score(score("c", 3, categories=("complaint",))) is None
+
+
+def test_state_rebuilt_from_decisions_prevents_a_second_escalation() -> None:
+    ev, _ = make({"id": "k", "kind": "keyword", "categories": ["complaint"], "target": "support"})
+    ev.note_decision(
+        Decision(
+            call_sid="c",
+            decision="escalate",
+            rule_id="k",
+            reason="x",
+            decided_at_ms=1,
+            latency_ms=0.0,
+        )
+    )
+    ev.note_decision(
+        Decision(
+            call_sid="d",
+            decision="continue",
+            reason="x",
+            utterance_id="d-u1",
+            decided_at_ms=1,
+            latency_ms=0.0,
+        )
+    )
+    assert ev.is_escalated("c") and not ev.is_escalated("d")
+    assert ev.on_score(score("c", 2, categories=("complaint",))) is None
+    assert ev.on_score(score("d", 1, categories=("complaint",))) is None  # already decided
+
+
+def test_old_scores_are_folded_in_but_not_decided() -> None:
+    ev, clock = make(
+        {
+            "id": "k",
+            "kind": "keyword",
+            "categories": ["complaint"],
+            "min_hits": 2,
+            "target": "support",
+        },
+        max_score_age_s=60,
+    )
+    old = int((clock() - 61) * 1000)
+    assert ev.on_score(score("c", 1, categories=("complaint",), scored_at_ms=old)) is None
+    assert ev.on_score(score("c", 2, categories=("complaint",))).decision == "escalate"
+
+
+def test_latency_and_speech_end_are_carried() -> None:
+    ev, clock = make()
+    s = score("c", 1, scored_at_ms=int(clock() * 1000) - 7, speech_end_at_ms=123)
+    d = ev.on_score(s)
+    assert d is not None and d.latency_ms == pytest.approx(7.0)
+    assert d.speech_end_at_ms == 123 and d.utterance_id == "c-u1"
+
+
+def test_tenant_and_campaign_layers_and_reload_keep_state() -> None:
+    clock = FakeClock()
+    rules = rules_with(
+        {"id": "k", "kind": "keyword", "categories": ["complaint"], "target": "support"},
+        tenants={
+            "acme": {
+                "campaigns": {
+                    "col": {
+                        "rules": [
+                            {
+                                "id": "k",
+                                "kind": "keyword",
+                                "categories": ["complaint"],
+                                "target": "legal",
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
+    ev = Evaluator(rules, clock=clock)
+    d = ev.on_score(score("c", 1, categories=("complaint",), tenant="acme", campaign="col"))
+    assert d.target_group == "legal" and d.tenant == "acme"
+    d2 = ev.on_score(score("x", 1, categories=("complaint",), tenant="acme", campaign="other"))
+    assert d2.target_group == "support"
+    ev.on_score(score("y", 1, -0.9))
+    ev.set_rules(rules_with(rolling(threshold=-0.5, last_n=2, min_utterances=2)))
+    assert ev.on_score(score("y", 2, -0.9)).decision == "escalate"  # history kept
+    assert ev.is_escalated("c")  # state kept
+
+
+def test_eviction_forgets_idle_calls() -> None:
+    ev, clock = make()
+    ev.on_score(score("old", 1))
+    clock.advance(100)
+    ev.on_score(score("new", 1))
+    assert ev.evict(50) == 1 and set(ev.calls) == {"new"}
