@@ -65,8 +65,8 @@ class DecisionFollower:
             auto_offset_reset="latest",
             fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
-        await consumer.start()
         try:
+            await consumer.start()
             parts = consumer.partitions_for_topic(self.topic)
             while not parts:
                 await consumer.topics()
