@@ -76,6 +76,7 @@ class CallRecord:
     state_repeat_count: int = 0
     digits: list[str] = field(default_factory=list)
     escalation: Decision | None = None
+    owned: bool = False  # fed by this instance's consumer group (ticks only for those)
     decided: deque[str] = field(default_factory=lambda: deque(maxlen=DECIDED_LIMIT))
 
     @property
@@ -195,6 +196,7 @@ class Evaluator:
         if event.kind not in ("start", "stop", "dtmf"):
             return None
         record = self._record(event.call_sid, event.tenant, event.campaign, event.stream_sid)
+        record.owned = True
         if event.kind == "start":
             record.started_at_ms = event.occurred_at_ms
             record.stopped_at_ms = None
@@ -217,6 +219,7 @@ class Evaluator:
     def on_score(self, score: Score) -> Decision | None:
         now = self._now_ms()
         record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
+        record.owned = True
         if score.utterance_id in record.decided:
             return None
         if record.escalation is not None:
@@ -269,7 +272,7 @@ class Evaluator:
 
     def _schedule(self, record: CallRecord) -> None:
         """Push the next time a time-based rule of this call could fire."""
-        if record.escalation is not None or not record.live:
+        if record.escalation is not None or not record.live or not record.owned:
             return
         due: list[int] = []
         for rule in self.resolve(record.tenant, record.campaign).rules:
