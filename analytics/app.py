@@ -1,0 +1,129 @@
+"""The faust app factory of the analytics worker, tuned for Apache Kafka and embedded tansu.
+
+``make_app(settings)`` configures everything that differs from faust's defaults:
+
+* records are plain JSON / raw bytes of :mod:`schemas.records` models (no faust class path in
+  payloads: ``value_serializer='raw'`` and we encode with ``Record.to_bytes()``);
+* consumer session 6 s / heartbeat 2 s (the group join takes session/2 on tansu);
+* the consumer fetch wait, hard-coded to 1,500 ms in faust's aiokafka driver, is overridden with
+  ``settings.fetch_max_wait_ms`` by a subclassed transport (see :class:`_FastFetchConsumerThread`);
+* our catalogue topics are never declared by faust (they are created beforehand with
+  ``agentstream.topics.create_topics``; :func:`catalogue_topic` marks them non-internal), and the
+  leader-election topic is disabled;
+* the web server is off by default (or on a configurable port) and each process gets its own
+  temporary datadir, so several workers run side by side on one machine.
+
+Other stages add their agents to the returned app (``analytics.scoring.attach_scoring``); a stage
+that needs to adjust the app once it exists (e.g. Table recovery on tansu) registers a hook with
+:func:`add_app_hook` before ``make_app`` is called, or simply edits the app it is given.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from analytics.settings import WorkerSettings
+from schemas.topics import TopicSpec, prefixed
+
+AppHook = Callable[[faust.App, WorkerSettings], None]
+_APP_HOOKS: list[AppHook] = []
+
+
+def add_app_hook(hook: AppHook) -> None:
+    """Run ``hook(app, settings)`` at the end of every later ``make_app`` (idempotent per hook)."""
+    if hook not in _APP_HOOKS:
+        _APP_HOOKS.append(hook)
+
+
+class _FastFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """faust's consumer thread with a configurable fetch wait instead of its fixed 1,500 ms.
+
+    faust builds the AIOKafkaConsumer with ``fetch_max_wait_ms=1500`` inline; aiokafka keeps the
+    value on the consumer and hands it to its Fetcher only in ``start()``, so setting it on the
+    freshly built (not yet started) consumer is the smallest override that keeps faust's code.
+    """
+
+    fetch_max_wait_ms: int = 30
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+def _transport_class(fetch_max_wait_ms: int) -> type[Any]:
+    thread_cls = type(
+        "AgentstreamConsumerThread",
+        (_FastFetchConsumerThread,),
+        {"fetch_max_wait_ms": fetch_max_wait_ms},
+    )
+
+    class AgentstreamConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+        def _new_consumer_thread(self) -> Any:
+            return thread_cls(self, loop=self.loop, beacon=self.beacon)
+
+    class AgentstreamTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+        Consumer = AgentstreamConsumer
+
+    return AgentstreamTransport
+
+
+class AgentstreamApp(faust.App):  # type: ignore[misc]
+    """faust.App whose consumer transport uses the configured fetch wait."""
+
+    fetch_max_wait_ms: int = 30
+
+    def _new_transport(self) -> Any:
+        transport_cls = _transport_class(self.fetch_max_wait_ms)
+        return transport_cls(self.conf.broker_consumer, self, loop=self.loop)
+
+
+def _broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{hp.strip()}" for hp in bootstrap_servers.split(",") if hp.strip()]
+
+
+def make_app(settings: WorkerSettings) -> faust.App:
+    """Build the (not yet started) faust app of one worker process."""
+    datadir = settings.datadir or Path(tempfile.mkdtemp(prefix="agentstream-worker-"))
+    app = AgentstreamApp(
+        settings.app_id,
+        broker=_broker_urls(settings.bootstrap_servers),
+        broker_client_id=settings.client_id,
+        broker_session_timeout=settings.session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000.0,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        producer_linger_ms=settings.producer_linger_ms,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_disable_leader=True,
+        topic_partitions=8,
+        datadir=str(datadir),
+        store=settings.store,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_port=settings.web_port or None,
+        web_bind=settings.web_host,
+        autodiscover=False,
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    for hook in _APP_HOOKS:
+        hook(app, settings)
+    return app
+
+
+def catalogue_topic(app: faust.App, spec: TopicSpec, prefix: str) -> Any:
+    """A faust topic for one catalogue entry: raw bytes, never declared (created beforehand)."""
+    return app.topic(
+        prefixed(spec, prefix),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=spec.partitions,
+        internal=False,
+    )

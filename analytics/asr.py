@@ -1,0 +1,117 @@
+"""The recogniser interface: plain classes, no framework import.
+
+A :class:`Recognizer` is loaded once per process and opens one :class:`RecognizerStream` per
+call. Audio reaches a stream already cut by the VAD (:mod:`analytics.vad`) and resampled to
+16 kHz: ``accept`` takes the speech of the open utterance chunk by chunk (returning a partial
+hypothesis when the backend streams) and ``finish`` returns the utterance's final hypothesis and
+resets the stream for the next one. Offsets are in ms from call start.
+
+Backends whose final decode is expensive and batchable (Whisper) also implement
+``finish_batch``: one pass over utterances from many calls. ``load_recognizer`` picks the backend
+from the worker settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from analytics.audio import FloatAudio
+from analytics.vad import Utterance
+
+if TYPE_CHECKING:
+    from analytics.settings import WorkerSettings
+
+
+class AsrError(RuntimeError):
+    """A recogniser could not be loaded or failed on an utterance."""
+
+
+class ModelNotFoundError(AsrError):
+    """A model directory is missing; the message names the package or setting to fix it."""
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    word: str
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A partial or final recognition result for one utterance."""
+
+    text: str
+    is_final: bool
+    start_ms: int
+    end_ms: int
+    confidence: float | None = None
+    words: tuple[WordTiming, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class RecognizerStream(Protocol):
+    """One call's recognition state."""
+
+    def accept(self, audio: FloatAudio, start_ms: int) -> Hypothesis | None:
+        """Speech audio (16 kHz) of the open utterance; a partial hypothesis or None."""
+        ...
+
+    def finish(self, utterance: Utterance) -> Hypothesis:
+        """The final hypothesis of ``utterance``; resets the stream for the next one."""
+        ...
+
+    def close(self) -> None:
+        """Release the call's resources."""
+        ...
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    engine: str
+    #: True when ``accept`` does real work (must run in the executor); False when it only buffers.
+    streaming: bool
+    #: most utterances ``finish_batch`` decodes in one pass (1 = no batching).
+    max_batch: int
+
+    def open_stream(self) -> RecognizerStream: ...
+
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, Utterance]]
+    ) -> list[Hypothesis]: ...
+
+    def warm_up(self) -> None:
+        """Load what the calling (executor) thread needs, e.g. its own model instance."""
+        ...
+
+
+def finish_each(items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    """``finish_batch`` for backends without batching."""
+    return [stream.finish(utterance) for stream, utterance in items]
+
+
+def load_recognizer(settings: WorkerSettings) -> Recognizer:
+    """The configured backend (models load lazily per executor thread / once per process)."""
+    if settings.asr_engine == "vosk":
+        from analytics.asr_vosk import VoskRecognizer  # noqa: PLC0415
+
+        return VoskRecognizer(
+            settings.vosk_model_path, partials=settings.vosk_partials, words=settings.vosk_words
+        )
+    from analytics.asr_whisper import WhisperConfig, WhisperRecognizer  # noqa: PLC0415
+
+    return WhisperRecognizer(
+        WhisperConfig(
+            model_path=settings.whisper_model_path,
+            compute_type=settings.whisper_compute_type,
+            beam_size=settings.whisper_beam_size,
+            cpu_threads=settings.whisper_cpu_threads,
+            language=settings.whisper_language,
+            max_batch=settings.whisper_batch_max,
+            min_window_s=settings.whisper_min_window_s,
+            partial_interval_ms=settings.whisper_partial_interval_ms,
+        )
+    )

