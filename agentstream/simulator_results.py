@@ -242,35 +242,34 @@ def render_live(runs: list[CallRun], watcher: TopicWatcher | None) -> Table:
 
 
 def render_summary(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="calls", show_lines=False)
+    table = Table(title="calls")
+    table.add_column("call", no_wrap=True)
+    table.add_column("transcript", ratio=1)
     for name in (
-        "call",
-        "transcript",
         "sentiment",
-        "decision",
-        "rule",
+        "decision (rule)",
         "passthru",
         "expected",
-        "ok",
-        "end→text p50",
-        "end→decision p95",
+        "speech end→text/decision",
     ):
-        table.add_column(name)
+        table.add_column(name, no_wrap=True)
     for row in rows:
         sentiment = row["sentiment"]
         latency = row["latency_ms"]
         ok = row["ok"]
+        mark = "" if ok is None else (" [green]✓[/]" if ok else " [red]✗[/]")
+        decision = row["decision"] or "-"
+        if row["rule_id"]:
+            decision += f" ({row['rule_id']})"
         table.add_row(
             row["call"],
-            _short(row["transcript"], 60),
+            _short(row["transcript"], 90),
             "-" if sentiment is None else f"{sentiment['mean_last_n']:+.2f} {sentiment['label']}",
-            row["decision"] or "-",
-            row["rule_id"] or "-",
-            f"{row['passthru_status'] or '-'} ({_ms(row['passthru_ms'])} ms)",
-            row["expected"] or "-",
-            "-" if ok is None else ("[green]yes[/]" if ok else "[red]NO[/]"),
-            _ms(latency["speech_end_to_transcript"]["p50"]),
-            _ms(latency["speech_end_to_decision"]["p95"]),
+            decision,
+            f"{row['passthru_status'] or '-'} {_ms(row['passthru_ms'])} ms",
+            f"{row['expected'] or '-'}{mark}",
+            f"{_ms(latency['speech_end_to_transcript']['p50'])} / "
+            f"{_ms(latency['speech_end_to_decision']['p95'])} ms",
         )
     return table
 

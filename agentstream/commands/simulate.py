@@ -140,6 +140,8 @@ async def _main(runs: list[CallRun], options: Any, settings: Any, args: argparse
     )
 
     console = Console(stderr=args.json)
+    if not console.is_terminal:
+        console = Console(stderr=args.json, width=max(console.width, 180))
     watcher: TopicWatcher | None = None
     if not args.no_results:
         watcher = TopicWatcher(settings.bootstrap_servers, settings.topic_prefix)
