@@ -1,0 +1,305 @@
+"""End-to-end latency benchmark: N concurrent Exotel calls through the whole pipeline.
+
+Starts the embedded broker (or uses --bootstrap) and a local stack (ingest, workers, routing,
+each its own process, private topic namespace), then for each load level plays N concurrent
+calls of the demo scenarios at real time with the simulator, and reads every transcript, score
+and decision back from Kafka. Prints, per stage and end to end, p50/p95/p99 in ms:
+
+  speech end -> final transcript   (Transcript.produced_at_ms - speech_end_at_ms)
+  transcript -> score              (Score.latency_ms)
+  score -> decision                (Decision.latency_ms)
+  speech end -> decision           (Decision.decided_at_ms - speech_end_at_ms)
+
+plus whether the level was "held" (every call played at real time, every Passthru answered as
+the scenario expects, no call lost, speech end -> decision p95 under 1 s), and the CPU (% of one
+core) and RSS of each process, read from /proc. ``--find-max`` raises N until a level is not
+held. Results go to bench/results/e2e-<time>.json.
+
+    .venv/bin/python bench/e2e.py --calls 1 10
+    .venv/bin/python bench/e2e.py --find-max --start 4 --step 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agentstream.broker import EmbeddedBroker  # noqa: E402
+from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls  # noqa: E402
+from agentstream.simulator_results import (  # noqa: E402
+    TopicWatcher,
+    aggregate,
+    summary_rows,
+)
+from agentstream.simulator_stack import LocalStack  # noqa: E402
+from agentstream.topics import create_topics  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HELD_P95_MS = 1000.0
+
+
+def proc_sample(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds used so far, RSS bytes) of a process, from /proc (no psutil here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return cpu, rss_pages * PAGE
+
+
+class ProcMonitor:
+    """Samples CPU and RSS of named processes once a second in a thread."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.first: dict[str, tuple[float, float]] = {}
+        self.last: dict[str, tuple[float, float]] = {}
+        self.rss_max: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        for name, pid in self.pids.items():
+            got = proc_sample(pid)
+            if got is None:
+                continue
+            cpu, rss = got
+            self.first.setdefault(name, (now, cpu))
+            self.last[name] = (now, cpu)
+            self.rss_max[name] = max(self.rss_max.get(name, 0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        out: dict[str, dict[str, float]] = {}
+        for name in self.last:
+            (t0, c0), (t1, c1) = self.first[name], self.last[name]
+            out[name] = {
+                "cpu_percent": round(100 * (c1 - c0) / max(1e-6, t1 - t0), 1),
+                "cpu_s": round(c1 - c0, 2),
+                "rss_max_mb": round(self.rss_max.get(name, 0) / 2**20, 1),
+            }
+        return out
+
+
+async def run_level(
+    n: int,
+    stack: LocalStack,
+    bootstrap: str,
+    prefix: str,
+    args: argparse.Namespace,
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    specs = load_scenarios(Path(args.scenarios))
+    options = SimOptions(
+        ingest_url=stack.ingest_url,
+        routing_url=stack.routing_url,
+        speed=1.0,
+        rates=(8000,) if args.rate == 8000 else (8000, 16000),
+        ramp_ms=args.ramp_ms,
+    )
+    # Each of the n concurrent "lines" plays `rounds` calls back to back.
+    runs = plan_calls(specs, n * args.rounds, options)
+    watcher = TopicWatcher(bootstrap, prefix)
+    watcher.watch(run.call_sid for run in runs)
+    await watcher.start()
+    monitor = ProcMonitor(pids)
+    monitor.start()
+    started = time.monotonic()
+    lateness: list[float] = []
+    simulator = Simulator(runs, options)
+    for run in runs:
+        simulator.audio(run)
+    options.concurrency = n
+    await simulator.run()
+    wall = time.monotonic() - started
+    settled = await watcher.settle(args.settle)
+    await watcher.stop()
+    procs = monitor.stop()
+    rows = summary_rows(runs, watcher)
+    totals = aggregate(rows, watcher)
+    audio_s = sum(r.audio_ms for r in runs) / 1000
+    for run in runs:
+        if run.started_at and run.ended_at:
+            lateness.append((run.ended_at - run.started_at) * 1000 - run.audio_ms)
+    lost = [r["call_sid"] for r in rows if r["utterances"] == 0 or r["decision"] is None]
+    p95 = totals["latency_ms"].get("speech_end_to_decision", {}).get("p95")
+    held = bool(
+        totals["failed"] == 0
+        and not lost
+        and totals["matched"] == totals["checked"]
+        and p95 is not None
+        and p95 < HELD_P95_MS
+        and max(lateness or [0]) < 1000
+    )
+    return {
+        "concurrent_calls": n,
+        "calls": len(runs),
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 1),
+        "settled": settled,
+        "held": held,
+        "lost_calls": lost,
+        "passthru_matched": f"{totals['matched']}/{totals['checked']}",
+        "max_stream_lateness_ms": round(max(lateness or [0]), 1),
+        "latency_ms": totals["latency_ms"],
+        "passthru_ms": totals["passthru_ms"],
+        "processes": procs,
+        "per_call": [
+            {
+                k: r[k]
+                for k in (
+                    "call",
+                    "call_sid",
+                    "decision",
+                    "rule_id",
+                    "passthru_status",
+                    "expected",
+                    "ok",
+                    "utterances",
+                    "transcript",
+                )
+            }
+            for r in rows
+        ],
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:7.0f}"
+
+
+def print_level(result: dict[str, Any]) -> None:
+    print(
+        f"\n== {result['concurrent_calls']} concurrent calls ({result['calls']} calls, "
+        f"{result['audio_s']} s audio, {result['wall_s']} s wall): "
+        f"{'HELD' if result['held'] else 'NOT held'}; passthru as expected "
+        f"{result['passthru_matched']}; lost {len(result['lost_calls'])}"
+    )
+    print(f"{'stage':<28}{'n':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  (ms)")
+    for stage, p in result["latency_ms"].items():
+        print(
+            f"{stage:<28}{int(p['n'] or 0):>6}{_fmt(p['p50'])}{_fmt(p['p95'])}"
+            f"{_fmt(p['p99'])}{_fmt(p['max'])}"
+        )
+    pt = result["passthru_ms"]
+    print(
+        f"{'passthru HTTP':<28}{int(pt['n'] or 0):>6}{_fmt(pt['p50'])}{_fmt(pt['p95'])}"
+        f"{_fmt(pt['p99'])}{_fmt(pt['max'])}"
+    )
+    print(f"{'process':<14}{'CPU %':>8}{'CPU s':>8}{'RSS MB':>9}")
+    for name, p in result["processes"].items():
+        print(f"{name:<14}{p['cpu_percent']:>8}{p['cpu_s']:>8}{p['rss_max_mb']:>9}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="*", default=[1, 10], help="load levels")
+    parser.add_argument("--find-max", action="store_true", help="raise N until not held")
+    parser.add_argument("--start", type=int, default=4)
+    parser.add_argument("--step", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="calls per concurrent line")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        choices=(8000, 0),
+        default=8000,
+        help="8000 = telephone audio only; 0 = rotate 8/16 kHz",
+    )
+    parser.add_argument("--ramp-ms", type=float, default=100.0, help="stagger call starts")
+    parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--scenarios", default=str(ROOT / "demo" / "scenarios.yaml"))
+    parser.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    broker: EmbeddedBroker | None = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        broker = EmbeddedBroker().start()
+        bootstrap = broker.bootstrap
+    results: list[dict[str, Any]] = []
+    try:
+        create_topics(bootstrap, prefix)
+        with LocalStack(bootstrap, prefix, workers=args.workers) as stack:
+            pids = stack.pids()
+            proc = getattr(broker, "_proc", None)
+            if proc is not None:
+                pids["broker"] = proc.pid
+            pids["simulator"] = os.getpid()
+            print(f"stack ready: {stack.ingest_url} {stack.routing_url} logs {stack.log_dir}")
+            # Warm-up call: model caches, JIT paths, consumer fetch sessions.
+            asyncio.run(run_level(1, stack, bootstrap, prefix, args, pids))
+            levels = list(args.calls) if not args.find_max else []
+            if args.find_max:
+                n = args.start
+                while n <= args.limit:
+                    result = asyncio.run(run_level(n, stack, bootstrap, prefix, args, pids))
+                    results.append(result)
+                    print_level(result)
+                    if not result["held"]:
+                        break
+                    n += args.step
+            for n in levels:
+                result = asyncio.run(run_level(n, stack, bootstrap, prefix, args, pids))
+                results.append(result)
+                print_level(result)
+    finally:
+        if broker is not None:
+            broker.stop()
+    held = [r["concurrent_calls"] for r in results if r["held"]]
+    print(
+        f"\nmost concurrent calls held (decision p95 < {HELD_P95_MS:.0f} ms): "
+        f"{max(held) if held else 0}"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "bench": "e2e",
+                "workers": args.workers,
+                "cpu_count": os.cpu_count(),
+                "levels": results,
+                "max_held": max(held) if held else 0,
+            },
+            indent=2,
+        )
+    )
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The whole pipeline as Exotel drives it: simulator -> ingest -> worker -> routing -> Passthru.
+
+Real processes (``agentstream ingest``, ``worker``, ``routing``) on the session's embedded
+broker in a private topic namespace; two demo calls, one calm and one asking for a human, must
+get Passthru answers 200 and 302, with transcripts, scores and decisions on the topics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls
+from agentstream.simulator_results import TopicWatcher, summary_rows
+from agentstream.simulator_stack import LocalStack
+from agentstream.topics import create_topics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "worker", "routing")
+
+
+def _require_services() -> None:
+    missing = [s for s in SERVICES if importlib.util.find_spec(f"agentstream.commands.{s}") is None]
+    if missing:
+        pytest.skip(f"services not in the repository yet: {missing}")
+
+
+@pytest.fixture
+def stack(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[LocalStack]:
+    _require_services()
+    create_topics(kafka_bootstrap, topic_prefix)
+    with LocalStack(kafka_bootstrap, topic_prefix, workers=1, log_dir=tmp_path) as running:
+        yield running
+
+
+async def test_calm_call_continues_and_human_request_escalates(
+    stack: LocalStack, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    specs = {s.name: s for s in load_scenarios(ROOT / "demo" / "scenarios.yaml")}
+    chosen = [specs["collections-calm"], specs["asks-for-human"]]
+    options = SimOptions(ingest_url=stack.ingest_url, routing_url=stack.routing_url, speed=1.0)
+    runs = plan_calls(chosen, 2, options)
+    watcher = TopicWatcher(kafka_bootstrap, topic_prefix)
+    watcher.watch(run.call_sid for run in runs)
+    await watcher.start()
+    try:
+        await Simulator(runs, options).run()
+        settled = await watcher.settle(20.0)
+    finally:
+        await watcher.stop()
+    rows = {row["call"]: row for row in summary_rows(runs, watcher)}
+    logs = "\n".join(f"--- {s.name}\n{s.log()[-1500:]}" for s in stack.services)
+    assert settled, f"pipeline did not settle: {rows}\n{logs}"
+    calm, human = rows["collections-calm"], rows["asks-for-human"]
+    for row in (calm, human):
+        assert row["error"] is None, row
+        assert row["frames_sent"] == row["frames_total"]
+        assert row["utterances"] >= 2, row["transcript"]
+    # One call at 8 kHz, the other at 16 kHz with every other spelling (variants 0 and 1).
+    assert {calm["variant"].split("/")[3], human["variant"].split("/")[3]} == {"8k", "16k"}
+    assert calm["passthru_status"] == 200, (calm, logs)
+    assert human["passthru_status"] == 302, (human, logs)
+    assert calm["decision"] == "continue" and human["decision"] == "escalate"
+    assert "human" in human["transcript"].lower()
+    escalations = [
+        d for d in watcher.calls[human["call_sid"]].decisions if d.decision == "escalate"
+    ]
+    assert len(escalations) == 1 and escalations[0].evidence
