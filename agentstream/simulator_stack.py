@@ -132,8 +132,15 @@ class LocalStack:
         argv = [sys.executable, "-m", "agentstream.cli", *args]
         return Service(name, argv, self._env(), self.log_dir / f"{name}.log")
 
+    def _worker(self, name: str) -> Service:
+        service = self._service(name, "worker")
+        # The client id prefixes the group member id, so a member names its process.
+        service.env["AGENTSTREAM_WORKER_CLIENT_ID"] = name
+        return service
+
     def add_worker(self, name: str | None = None) -> Service:
-        service = self._service(name or f"worker-{len(self.workers_running()) + 1}", "worker")
+        count = sum(1 for s in self.services if s.name.startswith("worker"))
+        service = self._worker(name or f"worker-{count + 1}")
         service.start()
         self.services.append(service)
         return service
@@ -149,7 +156,7 @@ class LocalStack:
         self.services = [
             self._service("routing", "routing"),
             self._service("ingest", "ingest", "--no-create-topics"),
-            *(self._service(f"worker-{n + 1}", "worker") for n in range(self.workers)),
+            *(self._worker(f"worker-{n + 1}") for n in range(self.workers)),
         ]
         for service in self.services:
             service.start()
