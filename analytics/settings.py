@@ -79,7 +79,10 @@ class WorkerSettings(KafkaFields, BaseSettings):
 
     # --- call lifecycle --------------------------------------------------------------------------
     call_idle_timeout_s: float = Field(30.0, gt=0, description="drop a call with no audio")
-    idle_sweep_interval_s: float = Field(5.0, gt=0)
+    stop_grace_s: float = Field(
+        1.0, ge=0, description="after 'stop', wait this long without frames before ending"
+    )
+    idle_sweep_interval_s: float = Field(0.5, gt=0)
 
     # --- other stages ----------------------------------------------------------------------------
     rules_path: Path | None = Field(

@@ -101,21 +101,37 @@ class VadConfig:
 
 @dataclass(frozen=True)
 class Utterance:
-    """One cut utterance: 16 kHz float audio and its position in the call (ms)."""
+    """One cut utterance: 16 kHz float audio and its position in the call (ms).
+
+    ``keep`` is False for a burst shorter than ``min_speech_ms``: a streaming recogniser still
+    has to be reset for it, but nothing is published.
+    """
 
     audio: FloatAudio
     start_ms: int
     end_ms: int
+    keep: bool = True
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """Speech audio of the open utterance (in order), for streaming recognisers."""
+
+    audio: FloatAudio
+    utterance_start_ms: int
 
 
 @dataclass
 class SegmentResult:
-    """What one ``Segmenter.feed`` produced."""
+    """What one ``Segmenter.feed`` produced, in order."""
 
-    utterances: list[Utterance] = field(default_factory=list)
-    speech_audio: list[FloatAudio] = field(default_factory=list)
+    events: list[SpeechChunk | Utterance] = field(default_factory=list)
     had_speech: bool = False
     in_speech: bool = False
+
+    @property
+    def utterances(self) -> list[Utterance]:
+        return [e for e in self.events if isinstance(e, Utterance) and e.keep]
 
 
 class Segmenter:
@@ -172,6 +188,14 @@ class Segmenter:
         low = max(0.01, cfg.threshold - 0.15)
         silence_limit = max(1, cfg.min_silence_ms // WINDOW_MS)
         max_windows = cfg.max_utterance_ms // WINDOW_MS
+        run: list[FloatAudio] = []
+
+        def flush_run() -> None:
+            if run:
+                start_ms = self._speech_start * 1000 // RATE_HZ
+                result.events.append(SpeechChunk(np.concatenate(run), max(0, start_ms)))
+                run.clear()
+
         for i in range(n):
             window = windows[i]
             start = self._position
@@ -187,14 +211,14 @@ class Segmenter:
                     self._silence_windows = 0
                     self._speech_windows = 1
                     result.had_speech = True
-                    result.speech_audio.append(window)
+                    run.extend(self._speech)
                 else:
                     self._preroll.append(window)
                     if len(self._preroll) > self._preroll_max:
                         self._preroll.pop(0)
                 continue
             self._speech.append(window)
-            result.speech_audio.append(window)
+            run.append(window)
             if prob >= low:
                 self._silence_windows = 0
                 if prob >= cfg.threshold:
@@ -204,9 +228,9 @@ class Segmenter:
             else:
                 self._silence_windows += 1
             if self._silence_windows >= silence_limit or len(self._speech) >= max_windows:
-                utterance = self._close()
-                if utterance is not None:
-                    result.utterances.append(utterance)
+                flush_run()
+                result.events.append(self._close())
+        flush_run()
         result.in_speech = self.in_speech
         return result
 
@@ -216,7 +240,7 @@ class Segmenter:
             return None
         return self._close()
 
-    def _close(self) -> Utterance | None:
+    def _close(self) -> Utterance:
         pad = self.config.speech_pad_ms * RATE_HZ // 1000
         end = min(self._position, self._last_speech_end + pad)
         audio = np.concatenate(self._speech)[: max(0, end - self._speech_start)]
@@ -225,10 +249,9 @@ class Segmenter:
         self._speech = []
         self._silence_windows = 0
         self._speech_windows = 0
-        if speech_ms < self.config.min_speech_ms:
-            return None
         return Utterance(
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             start_ms=max(0, self._speech_start * 1000 // RATE_HZ),
             end_ms=end * 1000 // RATE_HZ,
+            keep=speech_ms >= self.config.min_speech_ms,
         )

@@ -1,0 +1,56 @@
+"""``agentstream worker``: one analytics worker process (transcription + scoring agents).
+
+Run several to scale out: processes with the same app id form one consumer group and share
+the audio/transcript partitions. Settings: ``AGENTSTREAM_WORKER_*`` (see analytics/settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("worker", help="run an analytics worker (ASR + scoring)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument(
+        "--engine", choices=["whisper", "vosk"], help="ASR engine (AGENTSTREAM_WORKER_ASR_ENGINE)"
+    )
+    parser.add_argument("--model", help="model directory for the chosen engine")
+    parser.add_argument("--executor-workers", type=int, help="inference threads (one model each)")
+    parser.add_argument("--web-port", type=int, help="enable faust's web server on this port")
+    parser.add_argument("--no-scoring", action="store_true", help="transcription only")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust  # noqa: PLC0415
+
+    from analytics.asr import AsrError  # noqa: PLC0415
+    from analytics.settings import WorkerSettings  # noqa: PLC0415
+    from analytics.worker import build_worker  # noqa: PLC0415
+
+    overrides: dict[str, object] = {}
+    if args.bootstrap:
+        overrides["bootstrap_servers"] = args.bootstrap
+    if args.engine:
+        overrides["asr_engine"] = args.engine
+    if args.executor_workers:
+        overrides["executor_workers"] = args.executor_workers
+    if args.web_port:
+        overrides["web_enabled"] = True
+        overrides["web_port"] = args.web_port
+    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    if args.model:
+        key = "vosk_model_path" if settings.asr_engine == "vosk" else "whisper_model_path"
+        settings = settings.model_copy(update={key: args.model})
+        settings = WorkerSettings.model_validate(settings.model_dump())
+    try:
+        worker = build_worker(settings, with_scoring=False if args.no_scoring else None)
+    except AsrError as exc:
+        print(f"error: {exc}")
+        return 2
+    faust_worker = faust.Worker(
+        worker.app, loglevel=str(args.log_level).lower(), quiet=True, redirect_stdouts=False
+    )
+    faust_worker.execute_from_commandline()
+    return 0

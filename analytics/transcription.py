@@ -1,0 +1,446 @@
+"""The transcription engine of the worker: per-call sessions, VAD, batched decoding, publishing.
+
+Plain asyncio (no faust import): the faust agent in :mod:`analytics.worker` only routes records
+here, so the logic is tested with a fake recogniser and a fake sink.
+
+* Each call has a :class:`CallSession` with its own queue and task: a call's frames are processed
+  in order, calls are independent.
+* Frame -> 16 kHz float -> VAD (energy gate first: silence is nearly free) runs in a small
+  executor; streaming recognisers (Vosk) get the speech chunks in the inference executor.
+* Utterance ends from all calls go to one :class:`BatchDecoder`: when an inference thread is free
+  it takes every waiting utterance (up to ``max_batch``) into one ``finish_batch`` call.
+* A frame is reported done (its offset may be committed) only once every transcript it
+  contributed to is published: frames are held while an utterance is open.
+* ``stop`` (after a short grace period for late frames) or an idle timeout ends a session:
+  the open utterance is flushed and all per-call state is dropped.
+* A recogniser error on one call is logged and dead-lettered; that call's stream is reopened
+  and every other call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from analytics.asr import Hypothesis, Recognizer, RecognizerStream
+from analytics.audio import pcm16_to_float, resample
+from analytics.vad import (
+    RATE_HZ,
+    Segmenter,
+    SegmentResult,
+    SileroVad,
+    SpeechChunk,
+    Utterance,
+    VadConfig,
+)
+from schemas.records import AudioFrameMeta, DeadLetter, Transcript, Word
+
+logger = logging.getLogger(__name__)
+
+Done = Callable[[], None]
+Redact = Callable[[str, str, str], tuple[str, list[str]]]
+
+
+class TranscriptSink(Protocol):
+    """Where transcripts and dead letters go; ``publish`` returns once the record is durable."""
+
+    async def publish(self, transcript: Transcript) -> None: ...
+
+    async def dead_letter(self, record: DeadLetter) -> None: ...
+
+
+def no_redaction(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
+    return text, []
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    vad: VadConfig = VadConfig()
+    executor_workers: int = 2
+    idle_timeout_s: float = 30.0
+    stop_grace_s: float = 1.0
+    sweep_interval_s: float = 1.0
+    max_queued_frames: int = 50_000
+
+
+class BatchDecoder:
+    """Collects utterance ends from many calls; one ``finish_batch`` per free inference thread."""
+
+    def __init__(self, recognizer: Recognizer, executor: ThreadPoolExecutor, slots: int) -> None:
+        self.recognizer = recognizer
+        self.executor = executor
+        self._slots = asyncio.Semaphore(slots)
+        self._waiting: list[tuple[RecognizerStream, Utterance, asyncio.Future[Hypothesis]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.batch_sizes: list[int] = []
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="asr-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def decode(self, stream: RecognizerStream, utterance: Utterance) -> asyncio.Future[Hypothesis]:
+        future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
+        self._waiting.append((stream, utterance, future))
+        self._wakeup.set()
+        return future
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            await self._slots.acquire()
+            if not self._waiting:
+                self._slots.release()
+                self._wakeup.clear()
+                continue
+            batch = self._waiting[: self.recognizer.max_batch]
+            del self._waiting[: len(batch)]
+            if not self._waiting:
+                self._wakeup.clear()
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self, batch: list[tuple[RecognizerStream, Utterance, asyncio.Future[Hypothesis]]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            items = [(stream, utt) for stream, utt, _ in batch]
+            self.batches += 1
+            self.batch_sizes.append(len(items))
+            try:
+                results = await loop.run_in_executor(
+                    self.executor, self.recognizer.finish_batch, items
+                )
+            except Exception:  # noqa: BLE001 - isolate the failing call below
+                if len(batch) == 1:
+                    raise
+                results = []
+                for stream, utt, future in batch:
+                    try:
+                        [hyp] = await loop.run_in_executor(
+                            self.executor, self.recognizer.finish_batch, [(stream, utt)]
+                        )
+                    except Exception as exc:  # noqa: BLE001 - handed to the call's session
+                        if not future.done():
+                            future.set_exception(exc)
+                        continue
+                    if not future.done():
+                        future.set_result(hyp)
+                return
+            for (_, _, future), hyp in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(hyp)
+        except Exception as exc:  # noqa: BLE001 - handed to the call's session
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self._slots.release()
+
+
+_END = object()
+
+
+class CallSession:
+    """All per-call state: segmenter, recogniser stream, held frames, the ordered work queue."""
+
+    def __init__(self, service: TranscriptionService, meta: AudioFrameMeta) -> None:
+        self.service = service
+        self.call_sid = meta.call_sid
+        self.stream_sid = meta.stream_sid
+        self.tenant = meta.tenant
+        self.campaign = meta.campaign
+        self.sample_rate_hz = meta.sample_rate_hz
+        self.segmenter = Segmenter(service.vad, service.config.vad, start_ms=meta.offset_ms)
+        self.stream = service.recognizer.open_stream()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.held: list[Done] = []
+        self.utterance_index = 0
+        self.last_speech_received_at_ms = meta.received_at_ms
+        self.last_frame_at = service.clock()
+        self.stop_requested = False
+        self.ending = False
+        self.last_meta = meta
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._run(), name=f"call-{self.call_sid}")
+
+    def put(self, meta: AudioFrameMeta, pcm: bytes, done: Done) -> None:
+        self.last_frame_at = self.service.clock()
+        self.service.queued += 1
+        self.queue.put_nowait((meta, pcm, done))
+
+    def end(self) -> None:
+        if not self.ending:
+            self.ending = True
+            self.queue.put_nowait(_END)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _END:
+                    await self._finish_call()
+                    self._release()
+                    return
+                meta, pcm, done = item  # type: ignore[misc]
+                self.service.queued -= 1
+                self.service.capacity_changed()
+                self.held.append(done)
+                try:
+                    await self._process(meta, pcm)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one call's failure must not stop others
+                    await self._failed(meta, exc)
+                if not self.segmenter.in_speech:
+                    self._release()
+        finally:
+            # Cancelled (worker shutdown): held frames stay unacknowledged, so uncommitted.
+            self.service.forget(self)
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        for done in held:
+            done()
+
+    def _segment(self, pcm: bytes, rate_hz: int) -> SegmentResult:
+        audio = pcm16_to_float(pcm)
+        if rate_hz != RATE_HZ:
+            audio = resample(audio, rate_hz, RATE_HZ)
+        return self.segmenter.feed(audio)
+
+    async def _process(self, meta: AudioFrameMeta, pcm: bytes) -> None:
+        self.last_meta = meta
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self.service.vad_executor, self._segment, pcm, meta.sample_rate_hz
+        )
+        if result.had_speech:
+            self.last_speech_received_at_ms = meta.received_at_ms
+        await self._handle(result.events)
+
+    async def _handle(self, events: Sequence[SpeechChunk | Utterance]) -> None:
+        service = self.service
+        loop = asyncio.get_running_loop()
+        for event in events:
+            if isinstance(event, SpeechChunk):
+                if not service.recognizer.streaming:
+                    continue
+                partial = await loop.run_in_executor(
+                    service.asr_executor, self.stream.accept, event.audio, event.utterance_start_ms
+                )
+                if partial is not None and partial.text:
+                    await self._publish(partial)
+                continue
+            if not event.keep:
+                if service.recognizer.streaming:
+                    await loop.run_in_executor(service.asr_executor, self.stream.finish, event)
+                continue
+            hypothesis = await service.decoder.decode(self.stream, event)
+            if hypothesis.text:
+                await self._publish(hypothesis)
+            self.utterance_index += 1
+
+    async def _publish(self, hyp: Hypothesis) -> None:
+        service = self.service
+        text, kinds = service.redact(self.tenant, self.campaign, hyp.text)
+        now_ms = int(service.clock() * 1000)
+        transcript = Transcript(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            tenant=self.tenant,
+            campaign=self.campaign,
+            utterance_id=f"{self.call_sid}-{hyp.start_ms}",
+            # The start offset, not a counter: monotonic per call and the same when a restarted
+            # worker re-transcribes the utterance, so downstream stages can drop replays.
+            utterance_index=hyp.start_ms,
+            is_final=hyp.is_final,
+            text=text,
+            pii_kinds=kinds,
+            start_ms=hyp.start_ms,
+            end_ms=hyp.end_ms,
+            confidence=hyp.confidence,
+            words=[] if kinds else [Word(**w.__dict__) for w in hyp.words],
+            engine=service.recognizer.engine,
+            speech_end_at_ms=self.last_speech_received_at_ms,
+            produced_at_ms=now_ms,
+            latency_ms=float(now_ms - self.last_speech_received_at_ms),
+        )
+        await service.sink.publish(transcript)
+        service.published += 1
+
+    async def _failed(self, meta: AudioFrameMeta, exc: BaseException) -> None:
+        logger.error("asr failed on call %s: %r; reopening its stream", self.call_sid, exc)
+        self.service.errors += 1
+        await self.service.sink.dead_letter(
+            DeadLetter(
+                stage="asr",
+                error=f"{type(exc).__name__}: {exc}",
+                call_sid=self.call_sid,
+                stream_sid=self.stream_sid,
+                occurred_at_ms=int(self.service.clock() * 1000),
+            )
+        )
+        try:
+            self.stream.close()
+        finally:
+            self.stream = self.service.recognizer.open_stream()
+            self.segmenter = Segmenter(
+                self.service.vad, self.service.config.vad, start_ms=self.segmenter.position_ms
+            )
+
+    async def _finish_call(self) -> None:
+        try:
+            last = self.segmenter.flush()
+            if last is not None:
+                await self._handle([last])
+        except Exception as exc:  # noqa: BLE001 - still drop the call's state
+            await self._failed(self.last_meta, exc)
+        finally:
+            self.stream.close()
+
+
+class TranscriptionService:
+    """Routes frames to per-call sessions; owns the executors and the batch decoder."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        sink: TranscriptSink,
+        config: ServiceConfig | None = None,
+        vad: SileroVad | None = None,
+        redact: Redact = no_redaction,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recognizer = recognizer
+        self.sink = sink
+        self.config = config or ServiceConfig()
+        self.vad = vad
+        self.redact = redact
+        self.clock = clock
+        self.sessions: dict[str, CallSession] = {}
+        self.asr_executor = ThreadPoolExecutor(
+            max_workers=self.config.executor_workers, thread_name_prefix="asr"
+        )
+        self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        self.decoder = BatchDecoder(recognizer, self.asr_executor, self.config.executor_workers)
+        self.queued = 0
+        self.published = 0
+        self.errors = 0
+        self.calls_started = 0
+        self.calls_ended = 0
+        self._capacity = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load one model per inference thread (in those threads), then start the batcher."""
+        self._capacity.set()
+        loop = asyncio.get_running_loop()
+        barrier = _Barrier(self.config.executor_workers)
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self.asr_executor, barrier.run, self.recognizer.warm_up)
+                for _ in range(self.config.executor_workers)
+            )
+        )
+        self.decoder.start()
+        self._sweeper = loop.create_task(self._sweep(), name="asr-sweeper")
+
+    async def stop(self, flush: bool = False) -> None:
+        """Stop the executors; ``flush`` first ends every call (publishing open utterances).
+
+        A worker shutting down does not flush: the open utterances' frames are not committed,
+        so the worker that takes the partition over transcribes them once, from the start.
+        """
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            if flush:
+                session.end()
+            else:
+                session.task.cancel()
+        tasks = [s.task for s in sessions]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.decoder.stop()
+        self.asr_executor.shutdown(wait=True)
+        self.vad_executor.shutdown(wait=True)
+
+    def on_frame(self, meta: AudioFrameMeta, pcm: bytes, done: Done) -> None:
+        """Queue one audio frame for its call (never blocks)."""
+        session = self.sessions.get(meta.call_sid)
+        if session is None or session.ending:
+            if session is not None:
+                # A frame after the call ended: a fresh session picks the call up again.
+                self.sessions.pop(meta.call_sid, None)
+            session = CallSession(self, meta)
+            self.sessions[meta.call_sid] = session
+            self.calls_started += 1
+        session.put(meta, pcm, done)
+
+    def on_stop(self, call_sid: str) -> None:
+        """The call ended (``stop`` on the calls topic): end it once its frames stop coming."""
+        session = self.sessions.get(call_sid)
+        if session is not None:
+            session.stop_requested = True
+            session.last_frame_at = min(session.last_frame_at, self.clock())
+
+    def forget(self, session: CallSession) -> None:
+        if self.sessions.get(session.call_sid) is session:
+            del self.sessions[session.call_sid]
+        self.calls_ended += 1
+
+    def capacity_changed(self) -> None:
+        if self.queued < self.config.max_queued_frames:
+            self._capacity.set()
+
+    async def wait_capacity(self) -> None:
+        """Backpressure for the consumer: wait while too many frames are queued."""
+        if self.queued >= self.config.max_queued_frames:
+            self._capacity.clear()
+            await self._capacity.wait()
+
+    def sweep(self) -> None:
+        """End stopped calls after the grace period and calls idle past the timeout."""
+        now = self.clock()
+        for session in list(self.sessions.values()):
+            idle = now - session.last_frame_at
+            if (session.stop_requested and idle >= self.config.stop_grace_s) or (
+                idle >= self.config.idle_timeout_s
+            ):
+                session.end()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            self.sweep()
+
+
+class _Barrier:
+    """Makes N warm-up tasks run on N distinct executor threads."""
+
+    def __init__(self, parties: int) -> None:
+        import threading  # noqa: PLC0415
+
+        self._barrier = threading.Barrier(parties, timeout=120)
+
+    def run(self, func: Callable[[], None]) -> None:
+        func()
+        self._barrier.wait()

@@ -1,0 +1,227 @@
+"""The analytics worker process: the faust app with the transcription agent (and scoring).
+
+``build_worker(settings)`` returns the app with every agent registered; ``agentstream worker``
+runs it. Several processes with the same ``app_id`` share the topics' partitions.
+
+Offsets: the audio agent reads without faust's automatic acks; each frame is acknowledged once
+the transcription service reports it done (after the transcripts it contributed to were
+published), and acknowledgements are released to faust in offset order per partition
+(:class:`OffsetTracker`), so a commit never passes an unfinished frame and a killed worker's
+successor resumes at the start of every open utterance.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from analytics.app import catalogue_topic, make_app
+from analytics.asr import Recognizer, load_recognizer
+from analytics.settings import WorkerSettings
+from analytics.transcription import Redact, ServiceConfig, TranscriptionService
+from analytics.vad import SileroVad, VadConfig
+from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
+from schemas.rules import RulesFile, default_rules, parse_rules
+from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    offset: int
+    event: Any
+    done: bool = False
+
+
+@dataclass
+class OffsetTracker:
+    """Acknowledges events to faust in offset order per partition, whatever order they finish."""
+
+    pending: dict[tuple[str, int], deque[_Entry]] = field(default_factory=dict)
+
+    def add(self, topic: str, partition: int, offset: int, event: Any) -> Callable[[], None]:
+        queue = self.pending.setdefault((topic, partition), deque())
+        entry = _Entry(offset, event)
+        queue.append(entry)
+
+        def done() -> None:
+            entry.done = True
+            while queue and queue[0].done:
+                queue.popleft().event.ack()
+
+        return done
+
+    def forget(self, topic: str, partition: int) -> None:
+        self.pending.pop((topic, partition), None)
+
+    @property
+    def unacked(self) -> int:
+        return sum(len(q) for q in self.pending.values())
+
+
+def load_rules(settings: WorkerSettings) -> RulesFile:
+    if settings.rules_path is None:
+        return default_rules()
+    return parse_rules(settings.rules_path.read_text(encoding="utf-8"), str(settings.rules_path))
+
+
+def make_redactor(rules: RulesFile) -> Redact:
+    """PII redaction per tenant/campaign (``redact_pii`` in the rules file, on by default)."""
+    from analytics.redact import Redactor  # noqa: PLC0415
+
+    on, off = Redactor(enabled=True), Redactor(enabled=False)
+    cache: dict[tuple[str, str], Redactor] = {}
+
+    def redact(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
+        redactor = cache.get((tenant, campaign))
+        if redactor is None:
+            redactor = on if rules.resolve(tenant, campaign).redact_pii else off
+            cache[(tenant, campaign)] = redactor
+        return redactor.redact(text)
+
+    return redact
+
+
+class FaustSink:
+    """Publishes to the transcripts / dead-letter topics and waits for the broker's ack."""
+
+    def __init__(self, transcripts: Any, deadletter: Any) -> None:
+        self.transcripts = transcripts
+        self.deadletter = deadletter
+
+    async def publish(self, transcript: Transcript) -> None:
+        fut = await self.transcripts.send(
+            key=transcript.call_sid.encode(), value=transcript.to_bytes()
+        )
+        await fut
+
+    async def dead_letter(self, record: DeadLetter) -> None:
+        key = record.call_sid.encode() if record.call_sid else None
+        fut = await self.deadletter.send(key=key, value=record.to_bytes())
+        await fut
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    service: TranscriptionService
+    tracker: OffsetTracker
+    rules: RulesFile
+    scoring: Any = None
+
+
+def service_config(settings: WorkerSettings) -> ServiceConfig:
+    return ServiceConfig(
+        vad=VadConfig(
+            threshold=settings.vad_threshold,
+            min_silence_ms=settings.vad_min_silence_ms,
+            speech_pad_ms=settings.vad_speech_pad_ms,
+            min_speech_ms=settings.vad_min_speech_ms,
+            energy_floor_dbfs=settings.vad_energy_floor_dbfs,
+            max_utterance_ms=settings.max_utterance_ms,
+        ),
+        executor_workers=settings.executor_workers,
+        idle_timeout_s=settings.call_idle_timeout_s,
+        stop_grace_s=settings.stop_grace_s,
+        sweep_interval_s=settings.idle_sweep_interval_s,
+    )
+
+
+def build_worker(
+    settings: WorkerSettings,
+    *,
+    recognizer: Recognizer | None = None,
+    vad: SileroVad | None = None,
+    use_vad_model: bool = True,
+    with_scoring: bool | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Worker:
+    """The worker's app with the transcription agents (and scoring, when available).
+
+    ``recognizer`` overrides the configured engine (tests pass a fake); ``use_vad_model=False``
+    replaces Silero by the energy gate alone (tests with synthetic audio).
+    """
+    app = make_app(settings)
+    rules = load_rules(settings)
+    prefix = settings.topic_prefix
+    audio_topic = catalogue_topic(app, AUDIO, prefix)
+    calls_topic = catalogue_topic(app, CALLS, prefix)
+    sink = FaustSink(
+        catalogue_topic(app, TRANSCRIPTS, prefix), catalogue_topic(app, DEADLETTER, prefix)
+    )
+    service = TranscriptionService(
+        recognizer or load_recognizer(settings),
+        sink,
+        service_config(settings),
+        vad=(vad or SileroVad()) if use_vad_model else None,
+        redact=make_redactor(rules),
+        clock=clock,
+    )
+    tracker = OffsetTracker()
+    worker = Worker(app, service, tracker, rules)
+    audio_name = prefixed(AUDIO, prefix)
+
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == audio_name:
+                tracker.forget(tp.topic, tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    @app.agent(audio_topic, name="agentstream-asr")
+    async def transcribe_audio(stream: Any) -> None:
+        await service.start()
+        try:
+            async for event in stream.noack().events():
+                message = event.message
+                done = tracker.add(message.topic, message.partition, message.offset, event)
+                try:
+                    meta = AudioFrameMeta.from_headers(list(message.headers or []))
+                except (ValidationError, UnicodeDecodeError, AttributeError) as exc:
+                    await sink.dead_letter(
+                        DeadLetter(
+                            stage="asr",
+                            error=f"bad audio frame headers: {exc}",
+                            call_sid=(message.key or b"").decode(errors="replace") or None,
+                            source_topic=message.topic,
+                            source_partition=message.partition,
+                            source_offset=message.offset,
+                            raw_base64=base64.b64encode(message.value or b"").decode(),
+                            occurred_at_ms=int(clock() * 1000),
+                        )
+                    )
+                    done()
+                    continue
+                service.on_frame(meta, bytes(message.value or b""), done)
+                await service.wait_capacity()
+        finally:
+            await service.stop()
+
+    @app.agent(calls_topic, name="agentstream-asr-calls")
+    async def call_events(stream: Any) -> None:
+        async for raw in stream:
+            try:
+                event = CallEvent.model_validate(orjson.loads(raw))
+            except (ValidationError, orjson.JSONDecodeError) as exc:
+                logger.warning("ignoring a bad call event: %s", exc)
+                continue
+            if event.kind == "stop":
+                service.on_stop(event.call_sid)
+
+    enabled = settings.scoring.enabled if with_scoring is None else with_scoring
+    if enabled and importlib.util.find_spec("analytics.scoring") is not None:
+        from analytics.scoring import attach_scoring  # noqa: PLC0415
+
+        worker.scoring = attach_scoring(app, settings=settings.scoring, kafka=settings, rules=rules)
+    return worker
