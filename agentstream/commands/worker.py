@@ -39,11 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if args.web_port:
         overrides["web_enabled"] = True
         overrides["web_port"] = args.web_port
-    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     if args.model:
-        key = "vosk_model_path" if settings.asr_engine == "vosk" else "whisper_model_path"
-        settings = settings.model_copy(update={key: args.model})
-        settings = WorkerSettings.model_validate(settings.model_dump())
+        engine = args.engine or WorkerSettings().asr_engine
+        overrides["vosk_model_path" if engine == "vosk" else "whisper_model_path"] = args.model
+    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     try:
         worker = build_worker(settings, with_scoring=False if args.no_scoring else None)
     except AsrError as exc:

@@ -1,0 +1,65 @@
+"""``agentstream transcribe FILE...``: check the ASR model on your own audio.
+
+Prints ``PATH<TAB>TRANSCRIPT`` per file (the whole file's final text), or with ``--json`` the
+Transcript records the worker would publish. ``--rate 8000`` simulates the telephone path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("transcribe", help="transcribe WAV/FLAC files with the ASR engine")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="WAV or FLAC files, any rate")
+    parser.add_argument(
+        "--rate", type=int, help="resample to this rate first (8000 = the telephone path)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the Transcript records")
+    parser.add_argument(
+        "--engine", choices=["whisper", "vosk"], help="ASR engine (AGENTSTREAM_WORKER_ASR_ENGINE)"
+    )
+    parser.add_argument("--model", help="model directory for the chosen engine")
+    parser.add_argument("--no-redact", action="store_true", help="print text without redaction")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from analytics.asr import AsrError, load_recognizer  # noqa: PLC0415
+    from analytics.asr_offline import transcribe_file  # noqa: PLC0415
+    from analytics.settings import WorkerSettings  # noqa: PLC0415
+    from analytics.vad import SileroVad  # noqa: PLC0415
+    from analytics.worker import load_rules, make_redactor, service_config  # noqa: PLC0415
+
+    overrides: dict[str, object] = {}
+    if args.engine:
+        overrides["asr_engine"] = args.engine
+    engine = args.engine or WorkerSettings().asr_engine
+    if args.model:
+        overrides["vosk_model_path" if engine == "vosk" else "whisper_model_path"] = args.model
+    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        recognizer = load_recognizer(settings)
+        recognizer.warm_up()
+    except AsrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    redact = None if args.no_redact else make_redactor(load_rules(settings))
+    vad = SileroVad()
+    config = service_config(settings).vad
+    code = 0
+    for path in args.files:
+        try:
+            result = transcribe_file(path, recognizer, vad, config, args.rate, redact)
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"{path}\terror: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        if args.json:
+            for transcript in result.transcripts:
+                sys.stdout.write(transcript.to_bytes().decode() + "\n")
+        else:
+            sys.stdout.write(f"{path}\t{result.text}\n")
+        sys.stdout.flush()
+    return code
