@@ -128,6 +128,8 @@ class KafkaSink:
         self._audio_queues: list[PartitionQueue] = []
         self._gaps: dict[str, _GapTally] = {}
         self._closing = False
+        self._suspect = False  # a send failed: check the topics before writing again
+        self._probe_lock = asyncio.Lock()
         self._last_error_log = 0.0
         self.buffered_bytes = 0
 
@@ -171,7 +173,7 @@ class KafkaSink:
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every buffered record is acked; False if ``timeout_s`` passed first."""
         deadline = self.clock() + timeout_s
-        while self.buffered_bytes > 0 or any(q.in_flight for q in self._queues.values()):
+        while self.buffered_bytes > 0 or self.in_flight:
             if self._gaps:
                 self._emit_gaps()
             if self.clock() >= deadline:
@@ -196,6 +198,11 @@ class KafkaSink:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    @property
+    def in_flight(self) -> int:
+        """Records handed to the Kafka client and not acknowledged yet."""
+        return sum(queue.in_flight for queue in self._queues.values())
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -298,6 +305,28 @@ class KafkaSink:
         )
         self.send_record(self.calls_topic, tag.call_sid.encode(), event.to_bytes(), self.clock())
 
+    async def _probe(self, producer: AIOKafkaProducer, backoff_s: float) -> None:
+        """After a failure, wait until every topic exists again with its partition count.
+
+        A broker that comes back empty (tansu is memory-only; a re-created Kafka cluster)
+        must not receive our records before the topics exist: tansu acknowledges writes to
+        a missing topic and drops them, Kafka might auto-create it with other partitions.
+        """
+        async with self._probe_lock:
+            while self._suspect:
+                try:
+                    cluster = await producer.client.fetch_all_metadata()
+                except KafkaError:
+                    cluster = None
+                if cluster is not None and all(
+                    len(cluster.partitions_for_topic(topic) or ()) == count
+                    for topic, count in self._partitions.items()
+                ):
+                    self._suspect = False
+                    logger.info("Kafka is back with every topic: resuming delivery")
+                    return
+                await asyncio.sleep(backoff_s)
+
     # --- sender -------------------------------------------------------------------------------
 
     async def _sender(self, queue: PartitionQueue) -> None:
@@ -315,6 +344,10 @@ class KafkaSink:
             if producer is None or not pending:
                 await asyncio.sleep(backoff_s)
                 continue
+            if self._suspect:
+                await self._probe(producer, backoff_s)
+                if not pending:
+                    continue
             batch = producer.create_batch()
             taken: list[Entry] = []
             size = 0
@@ -338,6 +371,7 @@ class KafkaSink:
             except KafkaError as exc:
                 pending.extendleft(reversed(taken))
                 queue.in_flight = 0
+                self._suspect = True
                 self.stats.produce_retries += 1
                 now = self.clock()
                 if now - self._last_error_log > 5.0:
