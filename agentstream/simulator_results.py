@@ -118,12 +118,16 @@ class TopicWatcher:
                     elif isinstance(record, Decision):
                         calls.decisions.append(record)
 
-    async def settle(self, timeout_s: float, interval_s: float = 0.1) -> bool:
-        """Wait until every watched call has settled (or ``timeout_s``); True if all did."""
+    async def settle(
+        self, timeout_s: float, call_sids: Iterable[str] | None = None, interval_s: float = 0.1
+    ) -> bool:
+        """Wait until every watched call (or those of ``call_sids``) has settled, at most
+        ``timeout_s``; True if all did."""
+        wanted = [self.calls[sid] for sid in (self.calls if call_sids is None else call_sids)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            if self._task is None or all(c.settled() for c in self.calls.values()):
+            if self._task is None or all(c.settled() for c in wanted):
                 return self._task is not None
             await asyncio.sleep(interval_s)
         return False

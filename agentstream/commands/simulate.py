@@ -73,6 +73,11 @@ def default_scenarios(configured: Path) -> Path:
     return bundled if bundled.exists() else configured
 
 
+def _streamed(runs: list[CallRun]) -> list[str]:
+    """Calls that reached the server (a refused call has nothing to wait for)."""
+    return [run.call_sid for run in runs if run.started_at is not None]
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
@@ -162,12 +167,12 @@ async def _main(runs: list[CallRun], options: Any, settings: Any, args: argparse
                 await task
                 if watcher is not None:
                     live.update(render_live(runs, watcher))
-                    await watcher.settle(settings.settle_timeout_s)
+                    await watcher.settle(settings.settle_timeout_s, _streamed(runs))
                 live.update(render_live(runs, watcher))
         else:
             await simulator.run()
             if watcher is not None:
-                await watcher.settle(settings.settle_timeout_s)
+                await watcher.settle(settings.settle_timeout_s, _streamed(runs))
     finally:
         if watcher is not None:
             await watcher.stop()
