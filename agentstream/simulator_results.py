@@ -174,6 +174,29 @@ def stage_latencies(records: CallRecords) -> dict[str, list[float]]:
     }
 
 
+def utterance_detail(records: CallRecords) -> list[dict[str, Any]]:
+    """Per final utterance: text, times, sentiment, keyword categories, the decision it led to."""
+    scores = {s.utterance_id: s for s in records.scores}
+    decisions = {d.utterance_id: d for d in records.decisions if d.utterance_id}
+    out: list[dict[str, Any]] = []
+    for t in records.finals:
+        score = scores.get(t.utterance_id)
+        decision = decisions.get(t.utterance_id)
+        out.append(
+            {
+                "utterance_id": t.utterance_id,
+                "text": t.text,
+                "start_ms": t.start_ms,
+                "end_ms": t.end_ms,
+                "sentiment": None if score is None else round(score.sentiment.score, 3),
+                "keywords": [] if score is None else sorted({k.category for k in score.keywords}),
+                "decision": None if decision is None else decision.decision,
+                "rule_id": None if decision is None else decision.rule_id,
+            }
+        )
+    return out
+
+
 def summary_row(run: CallRun, records: CallRecords | None) -> dict[str, Any]:
     row = describe(run)
     records = records or CallRecords()
@@ -196,6 +219,7 @@ def summary_row(run: CallRun, records: CallRecords | None) -> dict[str, Any]:
             "reason": None if decision is None else decision.reason,
             "target_group": None if decision is None else decision.target_group,
             "latency_ms": {k: percentiles(v) for k, v in stage_latencies(records).items()},
+            "utterance_detail": utterance_detail(records),
         }
     )
     row["ok"] = check_row(row)

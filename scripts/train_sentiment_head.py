@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     train, calib, test = split(labels, args.seed)
 
     best: tuple[float, float, float, LinearHead] | None = None
-    for c in (1.0, 4.0, 16.0):
+    for c in (1.0, 4.0, 16.0, 64.0):
         clf = LogisticRegression(C=c, max_iter=2000, random_state=args.seed)
         clf.fit(x[train], labels[train])
         head = LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), 0.3, {})
