@@ -52,10 +52,15 @@ class ScoringSettings(BaseModel):
     repeat_similarity: float = Field(
         0.8, ge=0.0, le=1.0, description="normalised similarity above which an utterance repeats"
     )
-    recent_texts: int = Field(3, ge=0, le=20, description="redacted texts kept in the state")
+    recent_texts: int = Field(3, ge=1, le=20, description="redacted texts kept in the state")
     fuzzy_threshold: float = Field(
         0.8, ge=0.5, le=1.0, description="word similarity for a fuzzy keyword match"
     )
+    drop_after_stop_s: float = Field(
+        10.0, ge=0, description="keep a stopped call's state this long for its last utterance"
+    )
+    idle_drop_s: float = Field(3600.0, gt=0, description="drop a call's state after this idle")
+    sweep_interval_s: float = Field(5.0, gt=0, description="how often expired states are dropped")
     table_name: str = Field("agentstream-callstate", description="faust Table (changelog) name")
     recovery_timeout_s: float = Field(
         60.0, gt=0, description="how long to wait for the call-state changelog to be read back"
