@@ -28,7 +28,7 @@ from schemas.exotel import (
     UnknownEvent,
     parse_event,
 )
-from schemas.records import AudioFrameMeta, CallEvent, DeadLetter
+from schemas.records import AUDIO_HEADER_PREFIX, SCHEMA_VERSION, CallEvent, DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,44 @@ class Sink(Protocol):
     def send_record(self, topic: str, key: bytes, value: bytes, read_at: float) -> None: ...
 
     def flush_gap(self, call_sid: str) -> None: ...
+
+
+_H = AUDIO_HEADER_PREFIX
+
+
+def static_audio_headers(
+    call_sid: str, stream_sid: str, tenant: str, campaign: str
+) -> list[tuple[str, bytes]]:
+    """The per-call part of the audio headers, in ``AudioFrameMeta`` field order."""
+    return [
+        (_H + "schema_version", str(SCHEMA_VERSION).encode()),
+        (_H + "call_sid", call_sid.encode()),
+        (_H + "stream_sid", stream_sid.encode()),
+        (_H + "tenant", tenant.encode()),
+        (_H + "campaign", campaign.encode()),
+    ]
+
+
+def audio_headers(
+    static: list[tuple[str, bytes]],
+    sequence_number: int,
+    chunk: int | None,
+    timestamp_ms: int | None,
+    rate_header: tuple[str, bytes],
+    received_at_ms: int,
+    offset_ms: int,
+) -> list[tuple[str, bytes]]:
+    """Exactly ``AudioFrameMeta(...).to_headers()`` without building a model per frame
+    (a unit test holds the two equal); the model costs ~20 us a frame at 10k frames/s."""
+    headers = [*static, (_H + "sequence_number", str(sequence_number).encode())]
+    if chunk is not None:
+        headers.append((_H + "chunk", str(chunk).encode()))
+    if timestamp_ms is not None:
+        headers.append((_H + "timestamp_ms", str(timestamp_ms).encode()))
+    headers.append(rate_header)
+    headers.append((_H + "received_at_ms", str(received_at_ms).encode()))
+    headers.append((_H + "offset_ms", str(offset_ms).encode()))
+    return headers
 
 
 def _wall_ms() -> int:
@@ -91,6 +129,8 @@ class CallSession:
         self._key = b""
         self._tag: CallTag | None = None
         self._audio_queue: PartitionQueue | None = None
+        self._static_headers: list[tuple[str, bytes]] = []
+        self._rate_header: tuple[str, bytes] = ("", b"")
 
     @property
     def started(self) -> bool:
@@ -149,6 +189,10 @@ class CallSession:
         self._key = info.call_sid.encode()
         self._tag = CallTag(info.call_sid, self.stream_sid, self.tenant, self.campaign, custom)
         self._audio_queue = self.sink.queue_for(self.sink.audio_topic, self._key)
+        self._static_headers = static_audio_headers(
+            info.call_sid, self.stream_sid, self.tenant, self.campaign
+        )
+        self._rate_header = (_H + "sample_rate_hz", str(self.sample_rate_hz).encode())
         self._emit(
             "start",
             read_at,
@@ -225,22 +269,19 @@ class CallSession:
         stats.frames_in += 1
         stats.audio_bytes_in += len(pcm)
         seq_value = seq if seq is not None else self.frames
-        meta = AudioFrameMeta.model_construct(
-            call_sid=self._tag.call_sid if self._tag else "",
-            stream_sid=self.stream_sid,
-            tenant=self.tenant,
-            campaign=self.campaign,
-            sequence_number=seq_value,
-            chunk=event.media.chunk,
-            timestamp_ms=event.media.timestamp_ms,
-            sample_rate_hz=rate,
-            received_at_ms=received_at_ms,
-            offset_ms=offset_ms,
-        )
         assert self._audio_queue is not None
+        headers = audio_headers(
+            self._static_headers,
+            seq_value,
+            event.media.chunk,
+            event.media.timestamp_ms,
+            self._rate_header,
+            received_at_ms,
+            offset_ms,
+        )
         self.sink.send_audio(
             self._audio_queue,
-            Entry(self._key, pcm, meta.to_headers(), received_at_ms, read_at, self._tag, seq_value),
+            Entry(self._key, pcm, headers, received_at_ms, read_at, self._tag, seq_value),
         )
 
     def _on_dtmf_or_mark(self, event: DtmfEvent | MarkEvent, read_at: float) -> None:

@@ -69,7 +69,8 @@ class Entry:
         self.value = value
         self.headers = headers
         self.timestamp_ms = timestamp_ms
-        self.size = len(key) + len(value) + 64 + sum(len(k) + len(v) for k, v in headers)
+        # an estimate (headers of an audio frame are ~250 bytes): summing them costs more
+        self.size = len(key) + len(value) + 64 + 24 * len(headers)
         self.read_at = read_at
         self.tag = tag
         self.seq = seq
@@ -236,6 +237,8 @@ class KafkaSink:
         entry = Entry(key, value, [], self.wall_ms(), read_at)
         queue.pending.append(entry)
         self.buffered_bytes += entry.size
+        if self.buffered_bytes > self.settings.buffer_max_bytes:
+            self._shed()  # make room by dropping audio: lifecycle records have priority
         queue.wake.set()
 
     def flush_gap(self, call_sid: str) -> None:

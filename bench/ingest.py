@@ -1,0 +1,334 @@
+"""Ingest load benchmark: N concurrent Exotel calls at real time against `agentstream ingest`.
+
+Starts the embedded broker (or uses --bootstrap) and the ingest server as a child process
+(or uses --url), opens N WebSocket calls that each send one media frame every --frame-ms
+(8 kHz PCM16 by default: 100 ms = 1,600 bytes, base64 in JSON, as Exotel does), reads the
+audio topic back and prints: calls held, frames/s, frame-to-broker latency (client send ->
+record readable in the topic, and server read -> Kafka ack from /metrics), server CPU per
+call and loss. Writes JSON to bench/results/ingest-<calls>.json.
+
+    .venv/bin/python bench/ingest.py --calls 1000 --duration 60
+    .venv/bin/python bench/ingest.py --calls 200 --duration 20 --profile   # cProfile the server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agentstream.broker import EmbeddedBroker, free_port  # noqa: E402
+from agentstream.topics import create_topics  # noqa: E402
+
+
+@dataclass
+class CallStats:
+    sent_at: list[float] = field(default_factory=list)  # wall clock per frame index
+    closed_early: bool = False
+    connect_failed: bool = False
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def clock_ticks(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local server
+        return bytes(resp.read())
+
+
+def histogram_quantiles(metrics: str, name: str) -> dict[str, float]:
+    """Approximate p50/p99 from a Prometheus histogram (upper bucket bound)."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float] = {}
+    for label, q in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
+        out[label] = next((b * 1000 for b, c in buckets if total and c >= q * total), float("nan"))
+    return out
+
+
+def metric_value(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def run_call(
+    index: int,
+    url: str,
+    frames: int,
+    frame_s: float,
+    start_at: float,
+    payload: str,
+    stats: CallStats,
+) -> None:
+    call_sid = f"BENCH{index:05d}"
+    stream_sid = f"ST{index:05d}"
+    try:
+        ws = await connect(url, compression=None, open_timeout=30, ping_interval=None)
+    except (OSError, TimeoutError, ConnectionClosed) as exc:
+        stats.connect_failed = True
+        print(f"call {index} connect failed: {exc!r}", file=sys.stderr)
+        return
+    head = f'{{"event":"media","stream_sid":"{stream_sid}","sequence_number":'
+    try:
+        await ws.send('{"event":"connected"}')
+        start = {
+            "event": "start",
+            "sequence_number": 1,
+            "stream_sid": stream_sid,
+            "start": {
+                "stream_sid": stream_sid,
+                "call_sid": call_sid,
+                "account_sid": "ACbench",
+                "custom_parameters": {"tenant": "bench"},
+                "media_format": {"encoding": "raw", "sample_rate": 8000, "bit_rate": "128kbps"},
+            },
+        }
+        await ws.send(orjson.dumps(start).decode())
+        loop = asyncio.get_running_loop()
+        for n in range(frames):
+            due = start_at + n * frame_s
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            message = (
+                f'{head}{n + 2},"media":{{"chunk":{n + 1},"timestamp":{int(n * frame_s * 1000)},'
+                f'"payload":"{payload}"}}}}'
+            )
+            stats.sent_at.append(time.time())
+            await ws.send(message)
+        stop = {
+            "event": "stop",
+            "sequence_number": frames + 2,
+            "stream_sid": stream_sid,
+            "stop": {"call_sid": call_sid, "reason": "callended"},
+        }
+        await ws.send(orjson.dumps(stop).decode())
+        await ws.wait_closed()
+    except ConnectionClosed:
+        stats.closed_early = True
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    calls: list[CallStats],
+    expected: int,
+    done: asyncio.Event,
+    latencies: list[float],
+    server_to_topic: list[float],
+) -> int:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen: set[tuple[int, int]] = set()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        while not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        while len(seen) < expected:
+            batches = await consumer.getmany(timeout_ms=200, max_records=20000)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    headers = dict(record.headers)
+                    index = int((record.key or b"BENCH0")[5:])
+                    frame = int(headers["as-sequence_number"]) - 2
+                    if (index, frame) in seen:
+                        continue
+                    seen.add((index, frame))
+                    sent = calls[index].sent_at
+                    if frame < len(sent):
+                        latencies.append(now - sent[frame])
+                    server_to_topic.append(now - int(headers["as-received_at_ms"]) / 1000)
+            if done.is_set() and not batches:
+                break
+    finally:
+        await consumer.stop()
+    return len(seen)
+
+
+async def drive(args: argparse.Namespace, url: str, bootstrap: str, server_pid: int | None) -> dict:
+    frame_bytes = args.rate * 2 * args.frame_ms // 1000
+    payload = base64.b64encode(os.urandom(frame_bytes)).decode()
+    frames = int(args.duration * 1000 / args.frame_ms)
+    frame_s = args.frame_ms / 1000
+    calls = [CallStats() for _ in range(args.calls)]
+    latencies: list[float] = []
+    server_to_topic: list[float] = []
+    done = asyncio.Event()
+    topic = f"{args.prefix}agentstream.audio"
+    consumer = asyncio.create_task(
+        consume(bootstrap, topic, calls, args.calls * frames, done, latencies, server_to_topic)
+    )
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 1.0
+    tasks = []
+    for i in range(args.calls):
+        # spread call starts over the ramp, and frame phases over one frame period
+        start_at = t0 + args.ramp * i / max(1, args.calls) + (i % 100) * frame_s / 100
+        tasks.append(
+            asyncio.create_task(run_call(i, url, frames, frame_s, start_at, payload, calls[i]))
+        )
+    steady_from = t0 + args.ramp + frame_s
+    await asyncio.sleep(max(0.0, steady_from - loop.time()))
+    cpu0 = clock_ticks(server_pid) if server_pid else None
+    wall0 = time.monotonic()
+    await asyncio.gather(*tasks)
+    wall = time.monotonic() - wall0
+    cpu = (clock_ticks(server_pid) - cpu0) if server_pid and cpu0 is not None else None
+    await asyncio.sleep(2.0)  # let the last acks land
+    done.set()
+    try:
+        received = await asyncio.wait_for(consumer, 60)
+    except TimeoutError:
+        received = -1
+    metrics = http_get(url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics").decode()
+    sent = sum(len(c.sent_at) for c in calls)
+    held = sum(1 for c in calls if not c.closed_early and not c.connect_failed)
+    steady_frames = args.calls * (wall / frame_s)
+    result = {
+        "calls": args.calls,
+        "calls_held": held,
+        "connect_failed": sum(c.connect_failed for c in calls),
+        "closed_early": sum(c.closed_early for c in calls),
+        "duration_s": args.duration,
+        "frame_ms": args.frame_ms,
+        "frame_bytes": frame_bytes,
+        "frames_sent": sent,
+        "frames_in_topic": received,
+        "lost": sent - received if received >= 0 else None,
+        "frames_per_s": round(sent / (args.duration + args.ramp), 1),
+        "send_to_topic_p50_ms": round(pct(latencies, 0.5) * 1000, 1),
+        "send_to_topic_p99_ms": round(pct(latencies, 0.99) * 1000, 1),
+        "send_to_topic_max_ms": round(max(latencies, default=float("nan")) * 1000, 1),
+        "server_read_to_topic_p50_ms": round(pct(server_to_topic, 0.5) * 1000, 1),
+        "server_read_to_topic_p99_ms": round(pct(server_to_topic, 0.99) * 1000, 1),
+        "server_read_to_ack": histogram_quantiles(metrics, "ingest_produce_latency_seconds"),
+        "server_frames_dropped": metric_value(metrics, "ingest_frames_dropped_total"),
+        "server_produce_retries": metric_value(metrics, "ingest_produce_retries_total"),
+        "server_cpu_s": round(cpu, 2) if cpu is not None else None,
+        "server_cpu_per_call_pct": round(100 * cpu / wall / args.calls, 3) if cpu else None,
+        "server_cpu_us_per_frame": round(1e6 * cpu / steady_frames, 1) if cpu else None,
+        "server_cpu_core_pct": round(100 * cpu / wall, 1) if cpu else None,
+        "loadavg": os.getloadavg(),
+    }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio per call")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds to open all calls")
+    parser.add_argument("--frame-ms", type=int, default=100)
+    parser.add_argument("--rate", type=int, default=8000)
+    parser.add_argument("--bootstrap", help="use this Kafka (default: start the embedded broker)")
+    parser.add_argument("--url", help="use this running server's /stream URL (no child server)")
+    parser.add_argument("--prefix", default="", help="topic prefix (default: a fresh one)")
+    parser.add_argument("--profile", action="store_true", help="run the server under cProfile")
+    args = parser.parse_args()
+    if not args.prefix:
+        args.prefix = f"bench{int(time.time())}."
+
+    broker = None
+    server = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        broker = EmbeddedBroker().start()
+        bootstrap = broker.bootstrap
+    try:
+        create_topics(bootstrap, args.prefix)
+        url = args.url
+        prof_path = ROOT / "bench" / "results" / f"ingest-{args.calls}.prof"
+        prof_path.parent.mkdir(parents=True, exist_ok=True)
+        if url is None:
+            port = free_port()
+            env = {
+                **os.environ,
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "AGENTSTREAM_INGEST_TOPIC_PREFIX": args.prefix,
+                "AGENTSTREAM_INGEST_PORT": str(port),
+                "AGENTSTREAM_INGEST_HOST": "127.0.0.1",
+                "AGENTSTREAM_INGEST_MAX_CALLS": str(max(2000, args.calls + 10)),
+            }
+            cmd = [sys.executable]
+            if args.profile:
+                cmd += ["-m", "cProfile", "-o", str(prof_path)]
+            cmd += ["-m", "agentstream.cli", "--log-level", "WARNING", "ingest"]
+            cmd += ["--no-create-topics"]
+            server = subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: S603
+            url = f"ws://127.0.0.1:{port}/stream"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    http_get(f"http://127.0.0.1:{port}/health")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("ingest server did not start") from None
+                    time.sleep(0.1)
+        pid = server.pid if server else None
+        result = uvloop.run(drive(args, url, bootstrap, pid))
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        if broker is not None:
+            broker.stop()
+    for key, value in result.items():
+        print(f"{key:32} {value}")
+    out = ROOT / "bench" / "results" / f"ingest-{args.calls}.json"
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"wrote {out}")
+    if args.profile and prof_path.exists():
+        stats = pstats.Stats(str(prof_path))
+        stats.sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
