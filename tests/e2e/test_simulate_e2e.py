@@ -62,7 +62,7 @@ async def test_calm_call_continues_and_human_request_escalates(
         assert row["frames_sent"] == row["frames_total"]
         assert row["utterances"] >= 2, row["transcript"]
     # One call at 8 kHz, the other at 16 kHz with every other spelling (variants 0 and 1).
-    assert {calm["variant"].split("/")[3], human["variant"].split("/")[3]} == {"8k", "16k"}
+    assert {run.variant.sample_rate_hz for run in runs} == {8000, 16000}
     assert calm["passthru_status"] == 200, (calm, logs)
     assert human["passthru_status"] == 302, (human, logs)
     assert calm["decision"] == "continue" and human["decision"] == "escalate"
