@@ -66,8 +66,22 @@ class WhisperConfig:
     partial_interval_ms: int = 0
 
 
+def trim_restart(tokens: list[int], min_period: int = 6) -> list[int]:
+    """Cut where the text starts over from its beginning (``A B C A B C A``): keep ``A B C``."""
+    n = len(tokens)
+    for k in range(min_period, n - min(min_period, n - 1) + 1):
+        if tokens[k : k + min_period] == tokens[:min_period] or (
+            2 <= n - k < min_period and tokens[k:] == tokens[: n - k]
+        ):
+            tail = tokens[k:]
+            if all(tail[i] == tokens[i % k] for i in range(len(tail))):
+                return tokens[:k]
+    return tokens
+
+
 def trim_repetition(tokens: list[int], min_period: int = 2, min_repeats: int = 3) -> list[int]:
     """Drop a tail where a block of tokens repeats ``min_repeats``+ times (keep one copy)."""
+    tokens = trim_restart(tokens)
     n = len(tokens)
     for period in range(min_period, n // min_repeats + 1):
         k = n - period

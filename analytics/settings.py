@@ -70,10 +70,10 @@ class WorkerSettings(KafkaFields, BaseSettings):
     vad_min_silence_ms: int = Field(
         400, ge=50, description="end-of-speech: this much silence closes an utterance"
     )
-    vad_speech_pad_ms: int = Field(150, ge=0, description="audio kept around speech")
+    vad_speech_pad_ms: int = Field(200, ge=0, description="audio kept around speech")
     vad_min_speech_ms: int = Field(200, ge=0, description="shorter speech bursts are dropped")
     vad_energy_floor_dbfs: float = Field(
-        -55.0, description="frames quieter than this skip the VAD model (cheap silence gate)"
+        -75.0, description="windows quieter than this skip the VAD model (cheap silence gate)"
     )
     max_utterance_ms: int = Field(20_000, ge=1_000, description="force a cut (Whisper: <= 30 s)")
 

@@ -93,9 +93,9 @@ class VadState:
 class VadConfig:
     threshold: float = 0.5
     min_silence_ms: int = 400
-    speech_pad_ms: int = 150
+    speech_pad_ms: int = 200
     min_speech_ms: int = 200
-    energy_floor_dbfs: float = -55.0
+    energy_floor_dbfs: float = -75.0
     max_utterance_ms: int = 20_000
 
 
@@ -162,14 +162,15 @@ class Segmenter:
         power = np.mean(np.square(windows, dtype=np.float32), axis=1)
         loud = power >= self._floor_power
         probs = np.zeros(windows.shape[0], dtype=np.float32)
-        if not loud.any():
-            # Silence: skip the model; the LSTM state restarts with the next loud window.
+        if not loud.any() and not self.in_speech:
+            # Silence between utterances: skip the model; its state restarts with the next
+            # loud window. Inside an utterance every window is scored (quiet phonemes).
             self.state = VadState()
             return probs
         if self.vad is None:
             probs[loud] = 1.0
             return probs
-        first = int(np.argmax(loud))
+        first = 0 if self.in_speech else int(np.argmax(loud))
         probs[first:] = self.vad.probabilities(np.ascontiguousarray(windows[first:]), self.state)
         return probs
 
