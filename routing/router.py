@@ -75,6 +75,8 @@ class Router:
         self.book = CallBook(clock=clock, on_change=self._wake)
         self.ready = False
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._unknown_logged_at = 0.0
+        self._unknown_since_log = 0
 
     # --- rules ----------------------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class Router:
                 view = self.book.get(call_sid)
         if view is None:
             status: int = self.rules.passthru.unknown_status or self.rules.passthru.continue_status
-            logger.warning("passthru for unknown CallSid %s: default answer %d", call_sid, status)
+            self._log_unknown(call_sid, status)
             return PassthruResult(status, "unknown", None)
         waited = 0.0
         deadline = self._grace_deadline_ms(view)
@@ -188,6 +190,20 @@ class Router:
         escalated = view.escalation is not None
         status = self.book.remember_answer(call_sid, self._status(escalated))
         return PassthruResult(status, "escalate" if escalated else "continue", view, waited)
+
+    def _log_unknown(self, call_sid: str, status: int) -> None:
+        """Warn about unknown calls, at most once a second (a flood must not flood the log)."""
+        self._unknown_since_log += 1
+        now = time.monotonic()
+        if now - self._unknown_logged_at >= 1.0:
+            logger.warning(
+                "passthru for unknown CallSid %s: default answer %d (%d unknown since last log)",
+                call_sid,
+                status,
+                self._unknown_since_log,
+            )
+            self._unknown_logged_at = now
+            self._unknown_since_log = 0
 
     async def _wait_pending(self, view: CallView, deadline_ms: float) -> float:
         started = self.clock()
