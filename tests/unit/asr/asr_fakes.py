@@ -1,0 +1,99 @@
+"""Fakes for the ASR tests (plain classes): a recogniser that 'reads' tone amplitudes.
+
+Test audio is made of constant-amplitude tone bursts separated by digital silence; the fake
+recogniser names each utterance by its peak amplitude (``"amp 0.30"``), so a test knows which
+burst produced which transcript. An utterance at amplitude >= 0.85 raises (a model error).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from analytics.asr import Hypothesis, RecognizerStream
+from analytics.audio import FloatAudio, float_to_pcm16
+from analytics.vad import Utterance
+
+FAIL_AMPLITUDE = 0.85
+
+
+def amplitude_label(audio: FloatAudio) -> str:
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return f"amp {round(peak * 20) / 20:.2f}"
+
+
+class FakeStream:
+    def __init__(self, owner: FakeRecognizer) -> None:
+        self.owner = owner
+        self.fed: list[FloatAudio] = []
+        self.closed = False
+
+    def accept(self, audio: FloatAudio, start_ms: int) -> Hypothesis | None:
+        self.fed.append(audio)
+        if not self.owner.streaming:
+            return None
+        heard = np.concatenate(self.fed)
+        return Hypothesis(amplitude_label(heard), False, start_ms, start_ms + len(heard) // 16)
+
+    def finish(self, utterance: Utterance) -> Hypothesis:
+        return self.owner.finish_batch([(self, utterance)])[0]
+
+    def close(self) -> None:
+        self.closed = True
+        self.owner.closed += 1
+
+
+class FakeRecognizer:
+    """Recognises tone amplitude; records batches; fails on loud utterances."""
+
+    engine = "fake"
+
+    def __init__(self, streaming: bool = False, max_batch: int = 4) -> None:
+        self.streaming = streaming
+        self.max_batch = max_batch
+        self.batches: list[int] = []
+        self.streams: list[FakeStream] = []
+        self.closed = 0
+        self.warmed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        with self._lock:
+            self.warmed.add(threading.current_thread().name)
+
+    def open_stream(self) -> RecognizerStream:
+        stream = FakeStream(self)
+        self.streams.append(stream)
+        return stream
+
+    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+        with self._lock:
+            self.batches.append(len(items))
+        out = []
+        for stream, utt in items:
+            if isinstance(stream, FakeStream):
+                stream.fed = []
+            label = amplitude_label(utt.audio)
+            if float(label.split()[1]) >= FAIL_AMPLITUDE:
+                raise RuntimeError(f"fake model error on {label}")
+            out.append(Hypothesis(label, True, utt.start_ms, utt.end_ms, 0.9))
+        return out
+
+
+def tone(amplitude: float, ms: int, rate_hz: int = 8000, freq_hz: float = 440.0) -> FloatAudio:
+    t = np.arange(rate_hz * ms // 1000) / rate_hz
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def silence(ms: int, rate_hz: int = 8000) -> FloatAudio:
+    return np.zeros(rate_hz * ms // 1000, dtype=np.float32)
+
+
+def call_pcm(amplitudes: Sequence[float], speech_ms: int = 600, gap_ms: int = 700) -> bytes:
+    """PCM16 at 8 kHz: silence, then one tone burst per amplitude, each followed by a gap."""
+    parts = [silence(300)]
+    for amp in amplitudes:
+        parts += [tone(amp, speech_ms), silence(gap_ms)]
+    return float_to_pcm16(np.concatenate(parts))
