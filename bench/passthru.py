@@ -3,8 +3,9 @@
 What it does:
 1. starts the embedded broker (or uses ``--bootstrap``) and creates topics under a fresh prefix;
 2. starts ``agentstream routing`` as a separate process (the real command, uvloop);
-3. loads a realistic state through Kafka: ``--calls`` calls, each with a start event and
-   ``--utterances`` scores, ``--angry-share`` of them angry, and waits until every score is decided;
+3. loads a realistic state through Kafka: ``--calls`` calls, each with a start event,
+   ``--utterances`` scores and a stop event (Passthru comes after the stream ends),
+   ``--angry-share`` of them angry, and waits until every score is decided;
 4. fires Passthru GETs open-loop at ``--rate`` requests/s for ``--duration`` s from this process
    (aiohttp, keep-alive), a mix of known calls (Stream[...] params, some Stream=<json>, some
    quoted digits) and ``--unknown-share`` unknown CallSids, and checks every answer
@@ -123,6 +124,21 @@ async def load_state(
                         prefixed(SCORES, prefix), score.to_bytes(), key=sid.encode()
                     )
                 )
+        # The stream has ended when Exotel calls Passthru: every call gets its stop event.
+        for n, sid in enumerate(sids):
+            tenant = TENANTS[n % len(TENANTS)]
+            stop = CallEvent(
+                kind="stop",
+                call_sid=sid,
+                stream_sid=f"ST{sid[2:]}",
+                tenant=tenant[0],
+                campaign=tenant[1],
+                stop_reason="stopped",
+                occurred_at_ms=now_ms(),
+            )
+            futures.append(
+                await producer.send(prefixed(CALLS, prefix), stop.to_bytes(), key=sid.encode())
+            )
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -77,6 +77,7 @@ class CallRecord:
     digits: list[str] = field(default_factory=list)
     escalation: Decision | None = None
     owned: bool = False  # fed by this instance's consumer group (ticks only for those)
+    next_due_ms: int | None = None  # the one live entry of this call in the tick heap
     decided: deque[str] = field(default_factory=lambda: deque(maxlen=DECIDED_LIMIT))
 
     @property
@@ -141,6 +142,7 @@ class Evaluator:
         self._resolved.clear()
         self._due = []
         for record in self.calls.values():
+            record.next_due_ms = None
             self._schedule(record)
 
     def resolve(self, tenant: str, campaign: str) -> ResolvedRules:
@@ -254,14 +256,25 @@ class Evaluator:
             return None  # a replay of old history: remember it, decide nothing
         return self._evaluate(record, score=score, kinds=None)
 
-    def tick(self) -> list[Decision]:
-        """Decisions for calls whose silence / max-duration deadline has passed."""
+    def tick(self, limit: int | None = None) -> list[Decision]:
+        """Decisions for calls whose silence / max-duration deadline has passed.
+
+        ``limit`` bounds the calls looked at in one go so a burst of deadlines cannot stall the
+        event loop; :attr:`due_now` says whether more are waiting.
+        """
         now = self._now_ms()
         decisions: list[Decision] = []
+        looked = 0
         while self._due and self._due[0][0] <= now:
-            _, call_sid = heapq.heappop(self._due)
+            if limit is not None and looked >= limit:
+                break
+            due, call_sid = heapq.heappop(self._due)
             record = self.calls.get(call_sid)
-            if record is None or record.escalation is not None or not record.live:
+            if record is None or record.next_due_ms != due:
+                continue  # superseded by a later schedule
+            record.next_due_ms = None
+            looked += 1
+            if record.escalation is not None or not record.live:
                 continue
             decision = self._evaluate(record, score=None, kinds=("silence", "max_duration"))
             if decision is not None:
@@ -284,7 +297,13 @@ class Evaluator:
         now = self._now_ms()
         upcoming = [t for t in due if t > now] or due
         if upcoming:
-            heapq.heappush(self._due, (min(upcoming), record.call_sid))
+            when = min(upcoming)
+            if record.next_due_ms != when:
+                record.next_due_ms = when
+                heapq.heappush(self._due, (when, record.call_sid))
+
+    def due_now(self) -> bool:
+        return bool(self._due) and self._due[0][0] <= self._now_ms()
 
     # --- evaluation -----------------------------------------------------------------------------
 

@@ -110,8 +110,8 @@ class Router:
             self._publish(decision)
         return decision
 
-    def tick(self) -> list[Decision]:
-        decisions = self.evaluator.tick()
+    def tick(self, limit: int | None = None) -> list[Decision]:
+        decisions = self.evaluator.tick(limit)
         for decision in decisions:
             self._publish(decision)
         return decisions

@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,11 @@ from schemas.topics import CALLS, DEADLETTER, DECISIONS, SCORES, TRANSCRIPTS, pr
 
 logger = logging.getLogger(__name__)
 
-_YIELD_EVERY = 64
+_YIELD_EVERY = 32
+_TICK_BATCH = 200
+_OWN = "as-routing-instance"
+_WANTED_BY_READER = frozenset({"start", "stop", "passthru"})
+_WANTED_BY_EVALUATOR = frozenset({"start", "stop", "dtmf"})
 
 
 class RulesSource:
@@ -92,6 +97,9 @@ class KafkaSink:
         self._queue: asyncio.Queue[tuple[str, bytes | None, bytes]] = asyncio.Queue()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
+        # Our own records carry this header so our reader skips them without parsing.
+        self.instance_id = uuid.uuid4().hex
+        self._headers = [(_OWN, self.instance_id.encode())]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="routing-sink")
@@ -120,7 +128,9 @@ class KafkaSink:
         while True:
             topic, key, value = await self._queue.get()
             try:
-                future = await self._producer.send(topic, value=value, key=key)
+                future = await self._producer.send(
+                    topic, value=value, key=key, headers=self._headers
+                )
             except KafkaError:
                 logger.exception("cannot publish to %s", topic)
                 self._metrics.publish_errors.labels(topic).inc()
@@ -137,7 +147,7 @@ class KafkaSink:
             self._metrics.publish_errors.labels(topic).inc()
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is acknowledged (or failed)."""
+        """Wait until everything queued so far is acknowledged (or failed): a commit point."""
         await self._queue.join()
         if self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
@@ -249,9 +259,25 @@ class RoutingService:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def _parse(self, topic_kind: str, model: type[Record], raw: Any) -> Record | None:
+    def _is_own(self, raw: Any) -> bool:
+        if self._sink is None or not raw.headers:
+            return False
+        own = self._sink.instance_id.encode()
+        return any(k == _OWN and v == own for k, v in raw.headers)
+
+    def _parse(
+        self,
+        topic_kind: str,
+        model: type[Record],
+        raw: Any,
+        kinds: frozenset[str] | None = None,
+    ) -> Record | None:
+        """Validate one record; with ``kinds``, skip other call-event kinds before validating."""
         try:
-            return model.model_validate(orjson.loads(raw.value))
+            data = orjson.loads(raw.value)
+            if kinds is not None and isinstance(data, dict) and data.get("kind") not in kinds:
+                return None
+            return model.model_validate(data)
         except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
             self.metrics.bad_records.labels(topic_kind).inc()
             logger.warning("bad %s record at %s/%s: %s", topic_kind, raw.partition, raw.offset, exc)
@@ -301,7 +327,7 @@ class RoutingService:
         rebuilt = 0
         pending = set(tps["decisions"])
         while True:
-            batches = await reader.getmany(timeout_ms=100, max_records=2000)
+            batches = await reader.getmany(timeout_ms=100, max_records=500)
             count = 0
             for tp, records in batches.items():
                 for raw in records:
@@ -332,12 +358,14 @@ class RoutingService:
                     )
 
     def _apply_read(self, topic: str, raw: Any) -> None:
+        if self._is_own(raw):
+            return  # applied when we published it
         if topic == self.topics["decisions"]:
             decision = self._parse("decisions", Decision, raw)
             if isinstance(decision, Decision):
                 self.router.on_decision_record(decision)
         elif topic == self.topics["calls"]:
-            event = self._parse("calls", CallEvent, raw)
+            event = self._parse("calls", CallEvent, raw, _WANTED_BY_READER)
             if isinstance(event, CallEvent):
                 self.router.on_observed_call_event(event)
         else:
@@ -385,7 +413,7 @@ class RoutingService:
             if isinstance(score, Score):
                 self.router.on_score(score)
         else:
-            event = self._parse("calls", CallEvent, raw)
+            event = self._parse("calls", CallEvent, raw, _WANTED_BY_EVALUATOR)
             if isinstance(event, CallEvent):
                 self.router.on_call_event(event)
 
@@ -397,7 +425,10 @@ class RoutingService:
         while True:
             await asyncio.sleep(s.tick_interval_ms / 1000)
             if self.router.ready:
-                self.router.tick()
+                self.router.tick(_TICK_BATCH)
+                while self.router.evaluator.due_now():
+                    await asyncio.sleep(0)  # let callbacks in between bursts of deadlines
+                    self.router.tick(_TICK_BATCH)
             now = time.monotonic()
             if now - last_evict >= 60:
                 last_evict = now

@@ -358,3 +358,21 @@ def test_eviction_forgets_idle_calls() -> None:
     clock.advance(100)
     ev.on_score(score("new", 1))
     assert ev.evict(50) == 1 and set(ev.calls) == {"new"}
+
+
+def test_tick_limit_bounds_one_pass_and_superseded_entries_are_skipped() -> None:
+    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
+    for n in range(50):
+        ev.on_call_event(call_event("start", f"c{n}", clock()))
+    # speech on c0 moves its deadline: its old heap entry must not fire
+    clock.advance(5)
+    now_ms = int(clock() * 1000)
+    ev.on_score(score("c0", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
+    clock.advance(5)
+    first = ev.tick(limit=20)
+    assert len(first) == 20 and ev.due_now()
+    rest = ev.tick()
+    assert len(rest) == 29 and not ev.due_now()
+    assert "c0" not in {d.call_sid for d in first + rest}
+    clock.advance(5)
+    assert [d.call_sid for d in ev.tick()] == ["c0"]
