@@ -59,6 +59,8 @@ class VoskStream:
         self._done: list[dict[str, Any]] = []  # results Vosk's own endpointer closed mid-utterance
         self._start_ms: int | None = None
         self._fed_ms = 0
+        # audio fed before the open utterance: Vosk's word times keep counting across Reset()
+        self._base_ms = 0
 
     def _pcm(self, audio: FloatAudio) -> bytes:
         return float_to_pcm16(resample(audio, RATE_HZ, self._owner.sample_rate_hz))
@@ -81,12 +83,18 @@ class VoskStream:
     def finish(self, utterance: Utterance) -> Hypothesis:
         if self._start_ms is None:
             # Not streamed chunk by chunk (e.g. the CLI): feed the whole utterance now.
+            self._fed_ms = utterance.audio.shape[0] * 1000 // RATE_HZ
             self._rec.AcceptWaveform(self._pcm(utterance.audio))
         results = [*self._done, orjson.loads(self._rec.FinalResult())]
         self._rec.Reset()
+        base_ms = self._base_ms
+        self._base_ms += self._fed_ms
         self._done = []
         self._start_ms = None
         self._fed_ms = 0
+        first = [w for r in results for w in r.get("result", [])][:1]
+        if first and float(first[0]["start"]) * 1000 < base_ms - 50:
+            base_ms = 0  # this Vosk build restarts word times at Reset()
         text = " ".join(str(r.get("text", "")).strip() for r in results).strip()
         words: list[WordTiming] = []
         for result in results:
@@ -94,8 +102,8 @@ class VoskStream:
                 words.append(
                     WordTiming(
                         word=str(w["word"]),
-                        start_ms=utterance.start_ms + int(float(w["start"]) * 1000),
-                        end_ms=utterance.start_ms + int(float(w["end"]) * 1000),
+                        start_ms=utterance.start_ms + int(float(w["start"]) * 1000) - base_ms,
+                        end_ms=utterance.start_ms + int(float(w["end"]) * 1000) - base_ms,
                         confidence=float(w.get("conf", 1.0)),
                     )
                 )
