@@ -1,0 +1,157 @@
+"""Sentiment engines on the VADER human-rated sets (Hutto & Gilbert, ICWSM 2014), in one run.
+
+For each engine and domain (tweets, movie reviews, Amazon reviews, NYT editorials): 3-class
+macro-F1 (ground truth rating/4 with neutral band +-0.05, as in the paper), binary accuracy on
+sentences with |rating| >= 1 (predicted sign of the score), per-utterance latency p50/p95 at
+batch 1 (a sample of sentences) and throughput at batch 32. Evaluation only: nothing here is
+ever used for training or calibration.
+
+    .venv/bin/python bench/sentiment.py                       # transformers, onnx, vader
+    .venv/bin/python bench/sentiment.py --engines onnx vader --limit 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analytics.scoring_settings import ScoringSettings  # noqa: E402
+from analytics.sentiment import build_scorer  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "sentiment" / "vader-icwsm2014"
+DOMAINS = {
+    "tweets": "tweets_GroundTruth.txt",
+    "movie": "movieReviewSnippets_GroundTruth.txt",
+    "amazon": "amazonReviewSnippets_GroundTruth.txt",
+    "nyt": "nytEditorialSnippets_GroundTruth.txt",
+}
+CLASSES = ("negative", "neutral", "positive")
+
+
+def load(path: Path, limit: int | None) -> list[tuple[float, str]]:
+    rows: list[tuple[float, str]] = []
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        for line in fh:
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) < 3:
+                continue
+            try:
+                rating = float(parts[1])
+            except ValueError:
+                continue
+            rows.append((rating, "\t".join(parts[2:]).strip()))
+    if limit:
+        step = max(1, len(rows) // limit)
+        rows = rows[::step][:limit]
+    return rows
+
+
+def truth(rating: float) -> str:
+    x = rating / 4.0
+    return "positive" if x >= 0.05 else "negative" if x <= -0.05 else "neutral"
+
+
+def macro_f1(true: list[str], pred: list[str]) -> float:
+    f1s = []
+    for cls in CLASSES:
+        tp = sum(1 for t, p in zip(true, pred, strict=True) if t == cls and p == cls)
+        fp = sum(1 for t, p in zip(true, pred, strict=True) if t != cls and p == cls)
+        fn = sum(1 for t, p in zip(true, pred, strict=True) if t == cls and p != cls)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return statistics.fmean(f1s)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engines", nargs="+", default=["transformers", "onnx", "vader"])
+    parser.add_argument("--limit", type=int, help="sentences per domain (evenly sampled)")
+    parser.add_argument("--latency-n", type=int, default=300, help="batch-1 timing sample")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sentiment.json")
+    args = parser.parse_args()
+
+    data = {name: load(DATA / file, args.limit) for name, file in DOMAINS.items()}
+    settings = ScoringSettings(threads=args.threads)
+    results: dict[str, dict[str, object]] = {}
+    for engine in args.engines:
+        started = time.monotonic()
+        scorer = build_scorer(settings, engine)
+        load_s = time.monotonic() - started
+        per_domain: dict[str, dict[str, float]] = {}
+        all_texts: list[str] = []
+        for domain, rows in data.items():
+            texts = [t for _, t in rows]
+            all_texts.extend(texts)
+            preds = []
+            t0 = time.monotonic()
+            for k in range(0, len(texts), 32):
+                preds.extend(scorer.score_batch(texts[k : k + 32]))
+            elapsed = time.monotonic() - t0
+            true = [truth(r) for r, _ in rows]
+            labels = [p.label for p in preds]
+            strong = [(r, p.score) for (r, _), p in zip(rows, preds, strict=True) if abs(r) >= 1]
+            binary = statistics.fmean((r > 0) == (s > 0) for r, s in strong) if strong else 0.0
+            per_domain[domain] = {
+                "n": len(rows),
+                "macro_f1": round(macro_f1(true, labels), 4),
+                "binary_acc": round(binary, 4),
+                "throughput_b32_per_s": round(len(texts) / elapsed, 1),
+            }
+            print(f"{engine:>12} {domain:>7}: {per_domain[domain]}", flush=True)
+        sample = all_texts[:: max(1, len(all_texts) // args.latency_n)][: args.latency_n]
+        scorer.score(sample[0])  # warm-up
+        lat = []
+        for text in sample:
+            t0 = time.perf_counter()
+            scorer.score(text)
+            lat.append((time.perf_counter() - t0) * 1000)
+        total_n = sum(d["n"] for d in per_domain.values())
+        total_s = sum(d["n"] / d["throughput_b32_per_s"] for d in per_domain.values())
+        results[engine] = {
+            "load_s": round(load_s, 2),
+            "p50_ms_b1": round(percentile(lat, 0.5), 2),
+            "p95_ms_b1": round(percentile(lat, 0.95), 2),
+            "throughput_b32_per_s": round(total_n / total_s, 1),
+            "domains": per_domain,
+        }
+        print(
+            f"{engine:>12} latency b1 p50 {results[engine]['p50_ms_b1']} ms, "
+            f"p95 {results[engine]['p95_ms_b1']} ms; b32 {results[engine]['throughput_b32_per_s']}"
+            f"/s; load {load_s:.1f} s",
+            flush=True,
+        )
+    print(
+        "\n| engine | "
+        + " | ".join(f"{d} F1 / bin acc" for d in DOMAINS)
+        + " | p50 / p95 ms (b1) | texts/s (b32) |"
+    )
+    print("|---" * (len(DOMAINS) + 3) + "|")
+    for engine, res in results.items():
+        doms = res["domains"]
+        assert isinstance(doms, dict)
+        cells = " | ".join(
+            f"{doms[d]['macro_f1']:.3f} / {doms[d]['binary_acc']:.3f}" for d in DOMAINS
+        )
+        print(
+            f"| {engine} | {cells} | {res['p50_ms_b1']} / {res['p95_ms_b1']} | {res['throughput_b32_per_s']} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
