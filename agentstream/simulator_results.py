@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class CallRecords:
     transcripts: list[Transcript] = field(default_factory=list)
     scores: list[Score] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    last_seen: float = 0.0  # monotonic time of the latest record
 
     @property
     def finals(self) -> list[Transcript]:
@@ -111,6 +113,7 @@ class TopicWatcher:
                         logger.warning("unreadable %s record for %s: %s", tp.topic, sid, exc)
                         continue
                     calls = self.calls[sid]
+                    calls.last_seen = time.monotonic()
                     if isinstance(record, Transcript):
                         calls.transcripts.append(record)
                     elif isinstance(record, Score):
@@ -119,15 +122,25 @@ class TopicWatcher:
                         calls.decisions.append(record)
 
     async def settle(
-        self, timeout_s: float, call_sids: Iterable[str] | None = None, interval_s: float = 0.1
+        self,
+        timeout_s: float,
+        call_sids: Iterable[str] | None = None,
+        quiet_s: float = 1.5,
+        interval_s: float = 0.1,
     ) -> bool:
-        """Wait until every watched call (or those of ``call_sids``) has settled, at most
-        ``timeout_s``; True if all did."""
+        """Wait until every watched call (or those of ``call_sids``) has settled and has had no
+        new record for ``quiet_s`` (the last utterance may still be in the recogniser when the
+        previous one is already decided), at most ``timeout_s``; True if all did."""
         wanted = [self.calls[sid] for sid in (self.calls if call_sids is None else call_sids)]
+        started = time.monotonic()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+
+        def quiet(records: CallRecords) -> bool:
+            return time.monotonic() - max(records.last_seen, started) >= quiet_s
+
         while loop.time() < deadline:
-            if self._task is None or all(c.settled() for c in wanted):
+            if self._task is None or all(c.settled() and quiet(c) for c in wanted):
                 return self._task is not None
             await asyncio.sleep(interval_s)
         return False
