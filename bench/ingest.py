@@ -46,6 +46,21 @@ class CallStats:
     connect_failed: bool = False
 
 
+SERVER_MAIN = (
+    "import argparse, logging, sys; "
+    "logging.basicConfig(level=logging.WARNING); "
+    "from agentstream.commands.ingest import run; "
+    "sys.exit(run(argparse.Namespace(host=None, port=None, bootstrap=None, "
+    "no_create_topics=True)))"
+)
+
+
+def pin(pid: int, cpus: set[int], what: str) -> None:
+    for task in Path(f"/proc/{pid}/task").iterdir():  # every thread (tansu runs tokio)
+        os.sched_setaffinity(int(task.name), cpus)
+    print(f"pinned {what} (pid {pid}) to cpus {sorted(cpus)}")
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -191,7 +206,13 @@ async def consume(
     return len(seen)
 
 
-async def drive(args: argparse.Namespace, url: str, bootstrap: str, server_pid: int | None) -> dict:
+async def drive(
+    args: argparse.Namespace,
+    url: str,
+    bootstrap: str,
+    server_pid: int | None,
+    broker_pid: int | None,
+) -> dict:
     frame_bytes = args.rate * 2 * args.frame_ms // 1000
     payload = base64.b64encode(os.urandom(frame_bytes)).decode()
     frames = int(args.duration * 1000 / args.frame_ms)
@@ -216,10 +237,12 @@ async def drive(args: argparse.Namespace, url: str, bootstrap: str, server_pid: 
     steady_from = t0 + args.ramp + frame_s
     await asyncio.sleep(max(0.0, steady_from - loop.time()))
     cpu0 = clock_ticks(server_pid) if server_pid else None
+    bcpu0 = clock_ticks(broker_pid) if broker_pid else None
     wall0 = time.monotonic()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - wall0
     cpu = (clock_ticks(server_pid) - cpu0) if server_pid and cpu0 is not None else None
+    bcpu = (clock_ticks(broker_pid) - bcpu0) if broker_pid and bcpu0 is not None else None
     await asyncio.sleep(2.0)  # let the last acks land
     done.set()
     try:
@@ -254,6 +277,8 @@ async def drive(args: argparse.Namespace, url: str, bootstrap: str, server_pid: 
         "server_cpu_per_call_pct": round(100 * cpu / wall / args.calls, 3) if cpu else None,
         "server_cpu_us_per_frame": round(1e6 * cpu / steady_frames, 1) if cpu else None,
         "server_cpu_core_pct": round(100 * cpu / wall, 1) if cpu else None,
+        "broker_cpu_core_pct": round(100 * bcpu / wall, 1) if bcpu else None,
+        "server_settings_env": {k: v for k, v in os.environ.items() if "INGEST_" in k},
         "loadavg": os.getloadavg(),
     }
     return result
@@ -270,6 +295,11 @@ def main() -> int:
     parser.add_argument("--url", help="use this running server's /stream URL (no child server)")
     parser.add_argument("--prefix", default="", help="topic prefix (default: a fresh one)")
     parser.add_argument("--profile", action="store_true", help="run the server under cProfile")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server on cpu 0, broker on cpu 1, load generator on the rest (needs >= 4 cpus)",
+    )
     args = parser.parse_args()
     if not args.prefix:
         args.prefix = f"bench{int(time.time())}."
@@ -295,12 +325,21 @@ def main() -> int:
                 "AGENTSTREAM_INGEST_HOST": "127.0.0.1",
                 "AGENTSTREAM_INGEST_MAX_CALLS": str(max(2000, args.calls + 10)),
             }
-            cmd = [sys.executable]
+            # the ingest command alone (agentstream.cli would import every subcommand)
+            code = SERVER_MAIN
             if args.profile:
-                cmd += ["-m", "cProfile", "-o", str(prof_path)]
-            cmd += ["-m", "agentstream.cli", "--log-level", "WARNING", "ingest"]
-            cmd += ["--no-create-topics"]
+                code = (
+                    "import cProfile\npr = cProfile.Profile()\npr.enable()\ntry:\n"
+                    f"    exec({SERVER_MAIN!r})\nfinally:\n"
+                    f"    pr.disable()\n    pr.dump_stats({str(prof_path)!r})\n"
+                )
+            cmd = [sys.executable, "-c", code]
             server = subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: S603
+            if args.pin:
+                pin(server.pid, {0}, "server")
+                if broker is not None and broker._proc is not None:
+                    pin(broker._proc.pid, {1}, "broker")
+                pin(os.getpid(), set(range(2, os.cpu_count() or 3)), "load generator")
             url = f"ws://127.0.0.1:{port}/stream"
             deadline = time.monotonic() + 30
             while True:
@@ -312,7 +351,8 @@ def main() -> int:
                         raise RuntimeError("ingest server did not start") from None
                     time.sleep(0.1)
         pid = server.pid if server else None
-        result = uvloop.run(drive(args, url, bootstrap, pid))
+        broker_pid = broker._proc.pid if broker is not None and broker._proc else None
+        result = uvloop.run(drive(args, url, bootstrap, pid, broker_pid))
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

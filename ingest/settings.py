@@ -65,7 +65,7 @@ class IngestSettings(KafkaFields, BaseSettings):
     batch_max_bytes: int = Field(256 * 1024, ge=1024)
     acks: str = "all"
     enable_idempotence: bool = False
-    request_timeout_ms: int = Field(10_000, ge=500)
+    request_timeout_ms: int = Field(30_000, ge=500)
     retry_backoff_ms: int = Field(200, ge=10)
     connect_timeout_s: float = Field(30.0, gt=0, description="wait for Kafka at start")
     shutdown_timeout_s: float = Field(10.0, gt=0)
