@@ -173,19 +173,28 @@ def stem(word: str) -> str:
 
 
 def _levenshtein(a: str, b: str, limit: int) -> int:
-    """Edit distance, giving up (returning limit + 1) once it must exceed ``limit``."""
+    """Edit distance within a band of ``limit``; any value above ``limit`` reads limit + 1."""
     if abs(len(a) - len(b)) > limit:
         return limit + 1
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        best = i
-        for j, cb in enumerate(b, 1):
-            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
-            current.append(value)
-            best = min(best, value)
+    big = limit + 1
+    previous = [j if j <= limit else big for j in range(len(b) + 1)]
+    for i in range(1, len(a) + 1):
+        lo, hi = max(1, i - limit), min(len(b), i + limit)
+        current = [big] * (len(b) + 1)
+        current[0] = i if i <= limit else big
+        best = current[0]
+        ca = a[i - 1]
+        for j in range(lo, hi + 1):
+            value = previous[j - 1] + (ca != b[j - 1])
+            if previous[j] + 1 < value:
+                value = previous[j] + 1
+            if current[j - 1] + 1 < value:
+                value = current[j - 1] + 1
+            current[j] = value if value <= limit else big
+            if value < best:
+                best = value
         if best > limit:
-            return limit + 1
+            return big
         previous = current
     return previous[-1]
 
@@ -200,6 +209,8 @@ def word_matches(text_word: str, phrase_word: str, threshold: float, fuzzy: bool
         return True
     if not fuzzy or min(len(a), len(b)) < 4:
         return False
+    if a[0] != b[0] and a[-1] != b[-1]:
+        return False  # recognisers rarely get both ends of a word wrong
     longest = max(len(a), len(b))
     limit = max(1, int(longest * (1.0 - threshold) + 1e-9))
     return _levenshtein(a, b, limit) <= limit
@@ -257,6 +268,8 @@ class KeywordSpotter:
         # Index by the first content word's stem for exact candidates; fuzzy ones are found by
         # the memoised comparison against every distinct first word.
         self._first_words = sorted({self._anchor(p) for p in self.phrases})
+        self._first_stem_lens = [(f, len(stem(f))) for f in self._first_words]
+        self._anchor_cache: dict[str, list[str]] = {}
         self._by_first: dict[str, list[_Phrase]] = {}
         for p in self.phrases:
             self._by_first.setdefault(self._anchor(p), []).append(p)
@@ -265,6 +278,21 @@ class KeywordSpotter:
     def _anchor(phrase: _Phrase) -> str:
         return phrase.words[0]
 
+    def _anchors(self, word: str) -> list[str]:
+        """The phrases' first words that ``word`` matches (memoised per distinct word)."""
+        found = self._anchor_cache.get(word)
+        if found is None:
+            sw = len(stem(word))
+            found = [
+                f
+                for f, length in self._first_stem_lens
+                if abs(sw - length) <= 3 and word_matches(word, f, self.threshold, True)
+            ]
+            if len(self._anchor_cache) > 100_000:
+                self._anchor_cache.clear()
+            self._anchor_cache[word] = found
+        return found
+
     def find(self, text: str) -> list[KeywordHit]:
         tokens = tokenize(text)
         if not tokens or not self.phrases:
@@ -272,21 +300,21 @@ class KeywordSpotter:
         hits: list[tuple[int, int, _Phrase]] = []
         for i, token in enumerate(tokens):
             joined = tokens[i].word + tokens[i + 1].word if i + 1 < len(tokens) else None
-            for first in self._first_words:
+            anchors = [(first, False) for first in self._anchors(token.word)]
+            if joined is not None:
+                nxt = set(self._anchors(tokens[i + 1].word))
+                own = {first for first, _ in anchors}
+                anchors += [
+                    (first, True)
+                    for first in self._anchors(joined)
+                    if first not in own and first not in nxt
+                ]
+            for first, split in anchors:
                 candidates = self._by_first[first]
-                single = word_matches(token.word, first, self.threshold, True)
-                split = (
-                    not single
-                    and joined is not None
-                    and not word_matches(tokens[i + 1].word, first, self.threshold, True)
-                    and word_matches(joined, first, self.threshold, True)
-                )
-                if not (single or split):
-                    continue
                 for phrase in candidates:
                     if not phrase.fuzzy and token.word != first and stem(token.word) != stem(first):
                         continue
-                    end = self._match_rest(tokens, i, phrase, split and not single)
+                    end = self._match_rest(tokens, i, phrase, split)
                     if end is None:
                         continue
                     if phrase.negatable and self._negated(tokens, i):

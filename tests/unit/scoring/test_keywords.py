@@ -105,3 +105,26 @@ def test_rules_file_categories_are_used() -> None:
 def test_stem() -> None:
     assert {stem(w) for w in ("cancel", "cancelled", "cancelling", "cancellation")} == {"cancel"}
     assert stem("complaints") == stem("complaint")
+
+
+def test_banded_levenshtein_matches_full_distance() -> None:
+    import random
+
+    from analytics.keywords import _levenshtein
+
+    def full(a: str, b: str) -> int:
+        prev = list(range(len(b) + 1))
+        for i, ca in enumerate(a, 1):
+            cur = [i]
+            for j, cb in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+            prev = cur
+        return prev[-1]
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        a = "".join(rng.choice("abc") for _ in range(rng.randint(0, 7)))
+        b = "".join(rng.choice("abc") for _ in range(rng.randint(0, 7)))
+        for limit in (1, 2, 3):
+            d = full(a, b)
+            assert _levenshtein(a, b, limit) == (d if d <= limit else limit + 1)
