@@ -390,22 +390,39 @@ class RoutingService:
         )
         await group.start()
         assert self._sink is not None
+        try:
+            await self._consume_owned(group)
+        finally:
+            # Leaving: commit what is decided so the next owner does not replay it.
+            with contextlib.suppress(KafkaError, asyncio.CancelledError):
+                await self._sink.flush()
+                await group.commit()
+
+    async def _consume_owned(self, group: AIOKafkaConsumer) -> None:
+        s = self.settings
+        assert self._sink is not None
+        dirty = False
+        last_commit = time.monotonic()
         while True:
             batches = await group.getmany(timeout_ms=200, max_records=500)
-            if not batches:
-                continue
             count = 0
             for tp, records in batches.items():
                 for raw in records:
                     self._apply_owned(tp.topic, raw)
                     count += 1
+                    dirty = True
                     if count % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
-            await self._sink.flush()
-            try:
-                await group.commit()
-            except KafkaError as exc:
-                logger.warning("offset commit failed (will retry next batch): %s", exc)
+            # Commit only what was decided *and* acknowledged, at most every commit_interval_s:
+            # a restart replays at most that much, and replayed utterances are already decided.
+            if dirty and time.monotonic() - last_commit >= s.commit_interval_s:
+                await self._sink.flush()
+                try:
+                    await group.commit()
+                    dirty = False
+                except KafkaError as exc:
+                    logger.warning("offset commit failed (will retry): %s", exc)
+                last_commit = time.monotonic()
 
     def _apply_owned(self, topic: str, raw: Any) -> None:
         if topic == self.topics["scores"]:

@@ -58,6 +58,9 @@ class RoutingSettings(KafkaFields, BaseSettings):
         120.0, gt=0, description="give up rebuilding from agentstream.decisions after this"
     )
     producer_linger_ms: int = Field(2, ge=0)
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="how often acknowledged evaluator offsets are committed"
+    )
     record_callbacks: bool = Field(
         True, description="publish every callback's parameters on agentstream.calls"
     )
