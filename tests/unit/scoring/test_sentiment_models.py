@@ -1,0 +1,162 @@
+"""The sentiment engines with the real models on real call-centre sentences (slow: loads models)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from analytics.scoring_settings import ScoringSettings
+from analytics.sentiment import LinearHead, SentimentScorer, build_scorer, label_for
+from analytics.sentiment_batch import MicroBatcher
+from analytics.sentiment_engines import default_minilm_path, is_sequence_classifier
+from schemas.records import Sentiment
+
+pytestmark = pytest.mark.unit
+
+NEGATIVE = [
+    "This is the third time I am calling and nobody has fixed my problem.",
+    "You people have charged me twice and I am really angry about it.",
+    "Your service is terrible, I want to close my account.",
+    "I have been waiting for forty minutes, this is unacceptable.",
+    "Stop calling me, I already paid the full amount last week!",
+]
+POSITIVE = [
+    "Thank you so much, that was really helpful.",
+    "Great, the issue is resolved now, I appreciate your help.",
+    "Perfect, you have been very kind and patient with me.",
+    "Wonderful, the refund arrived this morning, thanks a lot.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_scorer() -> SentimentScorer:
+    return build_scorer(ScoringSettings(engine="onnx"))
+
+
+@pytest.fixture(scope="module")
+def torch_scorer() -> SentimentScorer:
+    return build_scorer(ScoringSettings(engine="transformers"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["transformers", "onnx"])
+def test_model_engines_on_call_centre_sentences(
+    engine: str, onnx_scorer: SentimentScorer, torch_scorer: SentimentScorer
+) -> None:
+    scorer = torch_scorer if engine == "transformers" else onnx_scorer
+    results = scorer.score_batch(NEGATIVE + POSITIVE)
+    assert [r.label for r in results[: len(NEGATIVE)]] == ["negative"] * len(NEGATIVE)
+    assert [r.label for r in results[len(NEGATIVE) :]] == ["positive"] * len(POSITIVE)
+    for r in results:
+        assert -1.0 <= r.score <= 1.0 and 0.0 <= r.confidence <= 1.0
+        assert r.engine == engine
+    # one at a time gives the same as the batch (padding does not change the result)
+    single = scorer.score(NEGATIVE[0])
+    assert single.score == pytest.approx(results[0].score, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_onnx_agrees_with_transformers(
+    onnx_scorer: SentimentScorer, torch_scorer: SentimentScorer
+) -> None:
+    texts = [*NEGATIVE, *POSITIVE, "I would like to know my account balance.", "okay"]
+    a = torch_scorer.score_batch(texts)
+    b = onnx_scorer.score_batch(texts)
+    for x, y in zip(a, b, strict=True):
+        assert abs(x.score - y.score) < 0.15
+
+
+@pytest.mark.slow
+def test_vader_engine() -> None:
+    scorer = build_scorer(ScoringSettings(engine="vader"))
+    assert scorer.score("This is terrible and I hate it").label == "negative"
+    assert scorer.score("Thank you, that is great").label == "positive"
+    assert scorer.score("The office opens at nine").label == "neutral"
+
+
+@pytest.mark.slow
+def test_user_sequence_classifier_directory(tmp_path: Path) -> None:
+    """A fine-tuned classifier directory is detected from its config and used as is."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label={0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "NEUTRAL": 1, "POSITIVE": 2},
+    )
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_minilm_path() / name, tmp_path / name)
+    assert is_sequence_classifier(tmp_path)
+    assert not is_sequence_classifier(default_minilm_path())
+    scorer = build_scorer(ScoringSettings(engine="transformers", model_path=tmp_path))
+    assert scorer.engine == "transformers-classifier"
+    out = scorer.score_batch(["hello", "this is bad"])
+    assert len(out) == 2 and all(-1 <= s.score <= 1 for s in out)
+
+
+def test_head_file_is_small_json_with_calibrated_band() -> None:
+    head = LinearHead.load()
+    assert head.dim == 384
+    assert 0.0 < head.neutral_band < 1.0
+    assert head.meta["labels"] == ["negative", "neutral", "positive"]
+
+
+def test_label_for() -> None:
+    assert label_for(-0.3, 0.3) == "negative"
+    assert label_for(0.29, 0.3) == "neutral"
+    assert label_for(0.3, 0.3) == "positive"
+
+
+class CountingScorer(SentimentScorer):
+    engine = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        self.batches.append(len(texts))
+        return [
+            Sentiment(score=-0.5 if "bad" in t else 0.5, label="neutral", confidence=1.0)
+            for t in texts
+        ]
+
+
+async def test_micro_batcher_groups_concurrent_requests() -> None:
+    fake = CountingScorer()
+    batcher = MicroBatcher(fake, max_wait_ms=20, max_size=8)
+    try:
+        texts = [f"text {i} {'bad' if i % 2 else 'good'}" for i in range(20)]
+        results = await asyncio.gather(*(batcher.score(t) for t in texts))
+        assert [r.score for r in results] == [-0.5 if i % 2 else 0.5 for i in range(20)]
+        assert fake.batches == [8, 8, 4]
+        # a lone request waits at most about max_wait_ms
+        started = time.monotonic()
+        await batcher.score("alone")
+        assert time.monotonic() - started < 0.5
+        assert fake.batches[-1] == 1
+    finally:
+        batcher.close()
+
+
+async def test_micro_batcher_propagates_model_errors() -> None:
+    class Broken(SentimentScorer):
+        def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+            raise RuntimeError("model exploded")
+
+    batcher = MicroBatcher(Broken(), max_wait_ms=1)
+    try:
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.score("x")
+    finally:
+        batcher.close()
