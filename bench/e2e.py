@@ -63,6 +63,19 @@ def proc_sample(pid: int) -> tuple[float, int] | None:
     return cpu, rss_pages * PAGE
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 class ProcMonitor:
     """Samples CPU and RSS of named processes once a second in a thread."""
 
@@ -131,6 +144,7 @@ async def run_level(
     await watcher.start()
     monitor = ProcMonitor(pids)
     monitor.start()
+    busy0, total0 = machine_cpu()
     started = time.monotonic()
     lateness: list[float] = []
     simulator = Simulator(runs, options)
@@ -142,6 +156,9 @@ async def run_level(
     settled = await watcher.settle(args.settle)
     await watcher.stop()
     procs = monitor.stop()
+    busy1, total1 = machine_cpu()
+    ours = sum(p["cpu_s"] for p in procs.values())
+    machine_busy_s = (busy1 - busy0) / CLK_TCK
     rows = summary_rows(runs, watcher)
     totals = aggregate(rows, watcher)
     audio_s = sum(r.audio_ms for r in runs) / 1000
@@ -171,6 +188,14 @@ async def run_level(
         "latency_ms": totals["latency_ms"],
         "passthru_ms": totals["passthru_ms"],
         "processes": procs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "busy_percent": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
+            "busy_cpu_s": round(machine_busy_s, 1),
+            "ours_cpu_s": round(ours, 1),
+            "others_cpu_s": round(max(0.0, machine_busy_s - ours), 1),
+            "loadavg_1m_end": loadavg(),
+        },
         "per_call": [
             {
                 k: r[k]
@@ -212,6 +237,11 @@ def print_level(result: dict[str, Any]) -> None:
     print(
         f"{'passthru HTTP':<28}{int(pt['n'] or 0):>6}{_fmt(pt['p50'])}{_fmt(pt['p95'])}"
         f"{_fmt(pt['p99'])}{_fmt(pt['max'])}"
+    )
+    m = result["machine"]
+    print(
+        f"machine: {m['busy_percent']}% busy of {m['cpus']} CPUs; CPU s ours {m['ours_cpu_s']}, "
+        f"other programs {m['others_cpu_s']}; load {m['loadavg_1m_end']}"
     )
     print(f"{'process':<14}{'CPU %':>8}{'CPU s':>8}{'RSS MB':>9}")
     for name, p in result["processes"].items():
