@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from analytics.asr import Hypothesis, Recognizer, RecognizerStream
 from analytics.audio import pcm16_to_float, resample
@@ -197,7 +197,7 @@ class CallSession:
                     await self._finish_call()
                     self._release()
                     return
-                meta, pcm, done = item  # type: ignore[misc]
+                meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
                 self.service.queued -= 1
                 self.service.capacity_changed()
                 self.held.append(done)
@@ -406,6 +406,7 @@ class TranscriptionService:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
         self.calls_ended += 1
+        logger.info("call %s ended; %d calls active", session.call_sid, len(self.sessions))
 
     def capacity_changed(self) -> None:
         if self.queued < self.config.max_queued_frames:

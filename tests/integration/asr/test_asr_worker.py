@@ -19,11 +19,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from agentstream.topics import create_topics
-from analytics.audio import chunks
+from analytics.audio import chunks, float_to_pcm16
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
 from tests.helpers import read_topic, wait_until
-from tests.unit.asr.asr_fakes import call_pcm
+from tests.unit.asr.asr_fakes import call_pcm, silence
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_stop_flushes_and_drops_call_state(
 def committed(bootstrap: str, group: str) -> int:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        offsets = admin.list_group_offsets(group)
+        offsets = admin.list_group_offsets(group).get(group, {})
     finally:
         admin.close()
     return sum(max(0, o.offset) for tp, o in offsets.items() if tp.topic.endswith(AUDIO.name))
@@ -208,12 +208,12 @@ def test_killed_worker_resumes_from_committed_offsets(
         time.sleep(1.0)  # two more commit intervals: nothing inside the utterance may commit
         assert committed(kafka_bootstrap, app_id) <= frames_before_open + 1
         worker.stop(signal.SIGKILL)
-        calls.frames("CAR", call_pcm([0.45])[4800:])  # 0.4 ends, 0.45 follows
+        # the 0.4 utterance ends (500 + 300 ms of silence), then another one follows
+        calls.frames("CAR", float_to_pcm16(silence(500)) + call_pcm([0.45]))
         worker.start()
         records = transcripts(kafka_bootstrap, topic_prefix, 4)
-        assert texts(records, "CAR") == ["amp 0.20", "amp 0.30", "amp 0.40", "amp 0.45"], (
-            worker.log()[-3000:]
-        )
+        got = [(t.text, t.start_ms) for t in records]
+        assert texts(records, "CAR") == ["amp 0.20", "amp 0.30", "amp 0.40", "amp 0.45"], got
     finally:
         calls.close()
         worker.stop()
