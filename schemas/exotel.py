@@ -188,17 +188,26 @@ class UnknownEvent(_Frozen):
 
 
 def _depth(value: Any, limit: int) -> int:
+    """Nesting depth (a scalar inside the top object is level 2), stopping past ``limit``.
+
+    Runs on every media frame: only containers are pushed, scalars just count as a level.
+    """
+    if not isinstance(value, dict | list):
+        return 1
+    deepest = 1
     stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
     while stack:
         node, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > limit:
-            return deepest
-        if isinstance(node, dict):
-            stack.extend((child, level + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, level + 1) for child in node)
+        if not node:
+            continue
+        child_level = level + 1
+        if child_level > deepest:
+            deepest = child_level
+            if deepest > limit:
+                return deepest
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, child_level))
     return deepest
 
 

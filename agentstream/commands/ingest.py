@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
+    import gc  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
     import uvloop  # noqa: PLC0415
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: could not create topics on {settings.bootstrap_servers}: {exc}")
 
     async def main() -> int:
+        # startup objects (modules, models, settings) never die: keep them out of GC scans
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
