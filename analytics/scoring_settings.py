@@ -42,6 +42,12 @@ class ScoringSettings(BaseModel):
         le=1.0,
         description="|score| below this is 'neutral' (default: the band calibrated with the head)",
     )
+    vader_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="blend VADER's compound into the model score: (1-w)*model + w*vader; 0 = off",
+    )
     max_seq_len: int = Field(128, ge=8, le=512, description="tokens per utterance")
     threads: int = Field(1, ge=1, le=64, description="intra-op threads of the model")
     batch_max_wait_ms: float = Field(10.0, ge=0.0, description="micro-batch wait bound")

@@ -154,9 +154,19 @@ def mean_pool(hidden: FloatArray, mask: npt.NDArray[np.int64]) -> FloatArray:
 
 def build_scorer(settings: ScoringSettings, engine: str | None = None) -> SentimentScorer:
     """The configured engine (``engine`` overrides ``settings.engine``), loaded from local files."""
+    name = engine or settings.engine
+    scorer = _build_engine(settings, name)
+    if name != "vader" and settings.vader_weight > 0:
+        from analytics.sentiment_engines import BlendedScorer
+
+        band = float(getattr(scorer, "band", 0.05))
+        return BlendedScorer(scorer, settings.vader_weight, band)
+    return scorer
+
+
+def _build_engine(settings: ScoringSettings, name: str) -> SentimentScorer:
     from analytics import sentiment_engines as engines
 
-    name = engine or settings.engine
     if name == "vader":
         return engines.VaderScorer()
     if name == "onnx":

@@ -81,15 +81,26 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="sentences per domain (evenly sampled)")
     parser.add_argument("--latency-n", type=int, default=300, help="batch-1 timing sample")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--vader-weight",
+        type=float,
+        default=0.0,
+        help="also run each model engine blended with VADER at this weight",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sentiment.json")
     args = parser.parse_args()
 
     data = {name: load(DATA / file, args.limit) for name, file in DOMAINS.items()}
     settings = ScoringSettings(threads=args.threads)
+    blended = settings.model_copy(update={"vader_weight": args.vader_weight})
+    runs = [(engine, settings) for engine in args.engines]
+    if args.vader_weight > 0:
+        runs += [(e, blended) for e in args.engines if e != "vader"]
     results: dict[str, dict[str, object]] = {}
-    for engine in args.engines:
+    for engine_name, run_settings in runs:
         started = time.monotonic()
-        scorer = build_scorer(settings, engine)
+        scorer = build_scorer(run_settings, engine_name)
+        engine = scorer.engine
         load_s = time.monotonic() - started
         per_domain: dict[str, dict[str, float]] = {}
         all_texts: list[str] = []

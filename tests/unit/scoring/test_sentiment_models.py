@@ -160,3 +160,13 @@ async def test_micro_batcher_propagates_model_errors() -> None:
             await batcher.score("x")
     finally:
         batcher.close()
+
+
+def test_blended_scorer_mixes_model_and_vader() -> None:
+    from analytics.sentiment_engines import BlendedScorer
+
+    blended = BlendedScorer(CountingScorer(), weight=0.5, band=0.1)
+    (out,) = blended.score_batch(["good, great, wonderful"])
+    vader = build_scorer(ScoringSettings(engine="vader")).score("good, great, wonderful").score
+    assert out.score == pytest.approx(0.5 * 0.5 + 0.5 * vader, abs=1e-3)
+    assert out.label == "positive" and out.engine == "fake+vader"
