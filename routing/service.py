@@ -6,9 +6,11 @@ Per instance:
   book Passthru answers from. Readiness waits until decisions are read up to the fetch
   high-water mark (on the embedded broker ListOffsets(latest) answers too low, so the end is
   taken from fetch responses, never from ``end_offsets``);
-- an *evaluator* in consumer group ``consumer_group`` over ``agentstream.scores`` and
-  ``agentstream.calls`` (co-partitioned by call SID, so one instance owns each call), which
-  publishes decisions and commits offsets only after they are acknowledged;
+- an *evaluator* in consumer group ``consumer_group`` over ``agentstream.scores`` (one instance
+  owns each call's partition), which publishes decisions and commits offsets only after they
+  are acknowledged; it gets start / stop / DTMF events of the calls it owns from the reader
+  (``agentstream.calls`` is co-partitioned by call SID), so a flood of callback records on
+  ``agentstream.calls`` never sits in front of the scores;
 - a tick for silence / max-duration rules, eviction of idle calls, and rules reload on file
   change or :meth:`RoutingService.request_reload` (SIGHUP).
 """
@@ -30,6 +32,7 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from routing.http import create_app
@@ -45,7 +48,7 @@ logger = logging.getLogger(__name__)
 _YIELD_EVERY = 32
 _TICK_BATCH = 200
 _OWN = "as-routing-instance"
-_WANTED_BY_READER = frozenset({"start", "stop", "passthru"})
+_WANTED_BY_READER = frozenset({"start", "stop", "dtmf", "passthru"})
 _WANTED_BY_EVALUATOR = frozenset({"start", "stop", "dtmf"})
 
 
@@ -368,6 +371,8 @@ class RoutingService:
             event = self._parse("calls", CallEvent, raw, _WANTED_BY_READER)
             if isinstance(event, CallEvent):
                 self.router.on_observed_call_event(event)
+                if event.kind in _WANTED_BY_EVALUATOR and self._owns(raw.key, raw.partition):
+                    self.router.on_call_event(event)
         else:
             transcript = self._parse("transcripts", Transcript, raw)
             if isinstance(transcript, Transcript):
@@ -379,7 +384,6 @@ class RoutingService:
         s = self.settings
         group = self._group = AIOKafkaConsumer(
             self.topics["scores"],
-            self.topics["calls"],
             **self._kafka(),
             group_id=s.consumer_group,
             enable_auto_commit=False,
@@ -425,14 +429,27 @@ class RoutingService:
                 last_commit = time.monotonic()
 
     def _apply_owned(self, topic: str, raw: Any) -> None:
-        if topic == self.topics["scores"]:
-            score = self._parse("scores", Score, raw)
-            if isinstance(score, Score):
-                self.router.on_score(score)
-        else:
-            event = self._parse("calls", CallEvent, raw, _WANTED_BY_EVALUATOR)
-            if isinstance(event, CallEvent):
-                self.router.on_call_event(event)
+        score = self._parse("scores", Score, raw)
+        if isinstance(score, Score):
+            self.router.on_score(score)
+
+    def _owns(self, key: bytes | None, partition: int) -> bool:
+        """Whether this instance's group owns the call (its partition of the scores topic).
+
+        Call events reach the evaluator through the reader, which sees every call, so the
+        evaluator's consumer group reads only scores and stays light under callback floods.
+        Topics are co-partitioned by call SID with the default (murmur2) partitioner.
+        """
+        group = self._group
+        if group is None:
+            return True  # not joined yet: keep the event rather than lose a call start
+        owned = {tp.partition for tp in group.assignment() if tp.topic == self.topics["scores"]}
+        if not owned:
+            return True
+        parts = group.partitions_for_topic(self.topics["scores"]) or set()
+        if key is None or not parts:
+            return partition in owned
+        return (murmur2(key) & 0x7FFFFFFF) % len(parts) in owned
 
     # --- time-driven work -----------------------------------------------------------------------
 
