@@ -70,6 +70,7 @@ class IngestServer:
         self.decisions = DecisionFollower(settings, self._on_escalate, self._bad_decision)
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._handoffs: set[asyncio.Task[None]] = set()
         self.port = settings.port
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -84,7 +85,21 @@ class IngestServer:
         await self.sink.start()
         if s.handoff_enabled:
             self.decisions.start()
-        self._server = await serve(
+        try:
+            self._server = await self._serve()
+        except OSError:
+            await self.decisions.stop()
+            await self.sink.stop(0.0)
+            raise
+        sockets = list(self._server.sockets)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        logger.info("ingest listening on %s:%d", s.host, self.port)
+
+    async def _serve(self) -> Server:
+        s = self.settings
+        return await serve(
             self._handle,
             s.host,
             s.port,
@@ -97,11 +112,6 @@ class IngestServer:
             ping_timeout=s.ping_timeout_s,
             close_timeout=5.0,
         )
-        sockets = list(self._server.sockets)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        logger.info("ingest listening on %s:%d", s.host, self.port)
 
     async def stop(self) -> None:
         """Graceful: refuse new calls, close live ones (1001), flush Kafka, stop."""
@@ -118,6 +128,7 @@ class IngestServer:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.decisions.stop()
+        await asyncio.gather(*self._handoffs, return_exceptions=True)
         await self.sink.stop(self.settings.shutdown_timeout_s)
         logger.info(
             "ingest stopped: %d frames in, %d acked, %d dropped",
@@ -268,9 +279,16 @@ class IngestServer:
         self._close(call, CLOSE_NORMAL, "bot ended the stream", "bot_closed")
 
     async def _on_escalate(self, decision: Decision) -> None:
+        """Start the handoff without holding up the decisions consumer."""
         call = self.by_sid.get(decision.call_sid)
         if call is None or call.closing:
             return
+        call.closing = True
+        task = asyncio.get_running_loop().create_task(self._handoff(call, decision))
+        self._handoffs.add(task)
+        task.add_done_callback(self._handoffs.discard)
+
+    async def _handoff(self, call: Call, decision: Decision) -> None:
         session = call.session
         self.stats.handoffs += 1
         logger.info(
@@ -287,7 +305,6 @@ class IngestServer:
             params["target_group"] = decision.target_group
         session.record_handoff(params, self.clock())
         session.end_reason = "handoff"
-        call.closing = True
         try:
             await call.ws.send(clear_message(session.stream_sid).decode())
         except ConnectionClosed:
