@@ -176,6 +176,7 @@ class CallSession:
         self.stop_requested = False
         self.ending = False
         self.last_meta = meta
+        self.partition: int | None = None
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self._run(), name=f"call-{self.call_sid}")
 
@@ -383,8 +384,10 @@ class TranscriptionService:
         self.asr_executor.shutdown(wait=True)
         self.vad_executor.shutdown(wait=True)
 
-    def on_frame(self, meta: AudioFrameMeta, pcm: bytes, done: Done) -> None:
-        """Queue one audio frame for its call (never blocks)."""
+    def on_frame(
+        self, meta: AudioFrameMeta, pcm: bytes, done: Done, partition: int | None = None
+    ) -> None:
+        """Queue one audio frame for its call (never blocks); ``partition``: its source."""
         session = self.sessions.get(meta.call_sid)
         if session is None or session.ending:
             if session is not None:
@@ -393,7 +396,22 @@ class TranscriptionService:
             session = CallSession(self, meta)
             self.sessions[meta.call_sid] = session
             self.calls_started += 1
+        session.partition = partition
         session.put(meta, pcm, done)
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Partitions went to another worker: drop their calls without publishing anything.
+
+        Their unfinished frames were not committed, so the new owner transcribes them; flushing
+        here would publish a truncated duplicate.
+        """
+        dropped = 0
+        for session in list(self.sessions.values()):
+            if session.partition in partitions:
+                session.task.cancel()
+                self.sessions.pop(session.call_sid, None)
+                dropped += 1
+        return dropped
 
     def on_stop(self, call_sid: str) -> None:
         """The call ended (``stop`` on the calls topic): end it once its frames stop coming."""

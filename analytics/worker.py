@@ -173,13 +173,16 @@ def build_worker(
     audio_name = prefixed(AUDIO, prefix)
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        for tp in revoked:
-            if tp.topic == audio_name:
-                tracker.forget(tp.topic, tp.partition)
+        partitions = {tp.partition for tp in revoked if tp.topic == audio_name}
+        for partition in partitions:
+            tracker.forget(audio_name, partition)
+        if partitions:
+            dropped = service.drop_partitions(partitions)
+            logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
 
     app.on_partitions_revoked.connect(on_revoked)
 
-    @app.agent(audio_topic, name="agentstream-asr")
+    @app.agent(audio_topic, name="agentstream-asr")  # type: ignore[untyped-decorator]
     async def transcribe_audio(stream: Any) -> None:
         await service.start()
         try:
@@ -203,12 +206,12 @@ def build_worker(
                     )
                     done()
                     continue
-                service.on_frame(meta, bytes(message.value or b""), done)
+                service.on_frame(meta, bytes(message.value or b""), done, message.partition)
                 await service.wait_capacity()
         finally:
             await service.stop()
 
-    @app.agent(calls_topic, name="agentstream-asr-calls")
+    @app.agent(calls_topic, name="agentstream-asr-calls")  # type: ignore[untyped-decorator]
     async def call_events(stream: Any) -> None:
         async for raw in stream:
             try:
