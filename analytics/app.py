@@ -20,6 +20,7 @@ that needs to adjust the app once it exists (e.g. Table recovery on tansu) regis
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,12 @@ def _broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{hp.strip()}" for hp in bootstrap_servers.split(",") if hp.strip()]
 
 
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def make_app(settings: WorkerSettings) -> faust.App:
     """Build the (not yet started) faust app of one worker process."""
     datadir = settings.datadir or Path(tempfile.mkdtemp(prefix="agentstream-worker-"))
@@ -108,7 +115,8 @@ def make_app(settings: WorkerSettings) -> faust.App:
         store=settings.store,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
-        web_port=settings.web_port or None,
+        web_port=settings.web_port
+        or (_free_port(settings.web_host) if settings.web_enabled else 6066),
         web_bind=settings.web_host,
         autodiscover=False,
     )

@@ -147,6 +147,7 @@ async def run_level(
         "backlog_frames": backlog,
         "late_frames": late_frames,
         "errors": len(sink.dead),
+        "loadavg_1m": os.getloadavg()[0],
     }
 
 
@@ -170,7 +171,7 @@ def main() -> None:
     )
     print(
         f"{'calls':>5} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'CPU':>5} "
-        f"{'%/call':>6} {'RSS MB':>7} {'batch':>5} {'backlog':>7}"
+        f"{'%/call':>6} {'RSS MB':>7} {'batch':>5} {'backlog':>7} {'load':>5}"
     )
     results = []
     held = 0
@@ -180,7 +181,7 @@ def main() -> None:
         print(
             f"{n:>5} {r['finals']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['max_ms']:>7.0f} "
             f"{r['cpu_cores']:>5.2f} {r['cpu_per_call_pct']:>6.1f} {r['rss_mb']:>7.0f} "
-            f"{r['mean_batch']:>5.2f} {r['backlog_frames']:>7}",
+            f"{r['mean_batch']:>5.2f} {r['backlog_frames']:>7} {r['loadavg_1m']:>5.1f}",
             flush=True,
         )
         if r["p95_ms"] < args.budget_ms and r["backlog_frames"] < n * 5:

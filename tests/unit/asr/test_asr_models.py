@@ -144,3 +144,20 @@ def test_transcribe_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["transcribe", "--json", path]) == 0
     records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert records and records[0]["is_final"] and records[0]["engine"] == "whisper"
+
+
+def test_whisper_partials_when_enabled() -> None:
+    recognizer = WhisperRecognizer(WhisperConfig(partial_interval_ms=1000))
+    assert recognizer.streaming
+    audio = read_audio(SPEECH / FILES[3], 16000)[0]
+    stream = recognizer.open_stream()
+    partials = [
+        hyp
+        for i in range(0, audio.shape[0], 3200)
+        if (hyp := stream.accept(audio[i : i + 3200], 100)) is not None
+    ]
+    assert len(partials) >= 3 and not any(p.is_final for p in partials)
+    assert all(p.start_ms == 100 for p in partials)
+    assert partials[-1].end_ms > partials[0].end_ms
+    final = stream.finish(Utterance(audio, 100, 100 + audio.shape[0] // 16))
+    assert final.is_final and "wait" in final.text.lower()
