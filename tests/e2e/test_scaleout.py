@@ -36,7 +36,7 @@ from tests.helpers import async_wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
-CALLS = ("asks-for-human", "collections-calm", "medical-urgency", "legal-threat")
+CALLS = ("asks-for-human", "collections-calm", "interview-calm", "legal-threat")
 PARTITIONS = AUDIO.partitions
 
 
