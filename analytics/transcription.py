@@ -66,13 +66,21 @@ class ServiceConfig:
     stop_grace_s: float = 1.0
     sweep_interval_s: float = 1.0
     max_queued_frames: int = 50_000
+    batch_wait_ms: int = 0
 
 
 class BatchDecoder:
     """Collects utterance ends from many calls; one ``finish_batch`` per free inference thread."""
 
-    def __init__(self, recognizer: Recognizer, executor: ThreadPoolExecutor, slots: int) -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        executor: ThreadPoolExecutor,
+        slots: int,
+        batch_wait_s: float = 0.0,
+    ) -> None:
         self.recognizer = recognizer
+        self.batch_wait_s = batch_wait_s
         self.executor = executor
         self._slots = asyncio.Semaphore(slots)
         self._waiting: list[tuple[RecognizerStream, Utterance, asyncio.Future[Hypothesis]]] = []
@@ -106,6 +114,8 @@ class BatchDecoder:
                 self._slots.release()
                 self._wakeup.clear()
                 continue
+            if self.batch_wait_s > 0 and len(self._waiting) < self.recognizer.max_batch:
+                await asyncio.sleep(self.batch_wait_s)  # let utterances of other calls join
             batch = self._waiting[: self.recognizer.max_batch]
             del self._waiting[: len(batch)]
             if not self._waiting:
@@ -339,7 +349,12 @@ class TranscriptionService:
             max_workers=self.config.executor_workers, thread_name_prefix="asr"
         )
         self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
-        self.decoder = BatchDecoder(recognizer, self.asr_executor, self.config.executor_workers)
+        self.decoder = BatchDecoder(
+            recognizer,
+            self.asr_executor,
+            self.config.executor_workers,
+            self.config.batch_wait_ms / 1000.0,
+        )
         self.queued = 0
         self.published = 0
         self.errors = 0

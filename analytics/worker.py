@@ -135,6 +135,7 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
         idle_timeout_s=settings.call_idle_timeout_s,
         stop_grace_s=settings.stop_grace_s,
         sweep_interval_s=settings.idle_sweep_interval_s,
+        batch_wait_ms=settings.whisper_batch_wait_ms if settings.asr_engine == "whisper" else 0,
     )
 
 
