@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import statistics
 import time
 from collections.abc import Iterable
@@ -158,7 +159,8 @@ def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    rank = math.ceil(q / 100 * len(ordered))  # nearest-rank percentile
+    return ordered[min(len(ordered) - 1, max(0, rank - 1))]
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
