@@ -51,7 +51,9 @@ def recognise_audio(
         samples = pcm16_to_float(frame)
         if rate_hz != RATE_HZ:
             samples = resample(samples, rate_hz, RATE_HZ)
-        events.extend(segmenter.feed(samples).events)
+        events.extend(
+            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | Utterance)
+        )
     last = segmenter.flush()
     if last is not None:
         events.append(last)

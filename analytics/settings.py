@@ -75,6 +75,14 @@ class WorkerSettings(KafkaFields, BaseSettings):
     vad_energy_floor_dbfs: float = Field(
         -75.0, description="windows quieter than this skip the VAD model (cheap silence gate)"
     )
+    vad_early_end_ms: int = Field(
+        200,
+        ge=0,
+        description=(
+            "start decoding after this much silence, before the end is certain (batch engines); "
+            "the result is used if the silence lasts, else discarded; 0 = off"
+        ),
+    )
     max_utterance_ms: int = Field(20_000, ge=1_000, description="force a cut (Whisper: <= 30 s)")
 
     # --- call lifecycle --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from analytics.vad import (
     SegmentResult,
     SileroVad,
     SpeechChunk,
+    TentativeEnd,
     Utterance,
     VadConfig,
 )
@@ -116,6 +117,11 @@ class BatchDecoder:
                 continue
             if self.batch_wait_s > 0 and len(self._waiting) < self.recognizer.max_batch:
                 await asyncio.sleep(self.batch_wait_s)  # let utterances of other calls join
+            self._waiting = [w for w in self._waiting if not w[2].cancelled()]
+            if not self._waiting:
+                self._slots.release()
+                self._wakeup.clear()
+                continue
             batch = self._waiting[: self.recognizer.max_batch]
             del self._waiting[: len(batch)]
             if not self._waiting:
@@ -180,6 +186,8 @@ class CallSession:
         self.stream = service.recognizer.open_stream()
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.held: list[Done] = []
+        # a decode started at the first silence: (start_ms, end_ms, result)
+        self.speculative: tuple[int, int, asyncio.Future[Hypothesis]] | None = None
         self.utterance_index = 0
         self.last_speech_received_at_ms = meta.received_at_ms
         self.last_frame_at = service.clock()
@@ -245,10 +253,18 @@ class CallSession:
             self.last_speech_received_at_ms = meta.received_at_ms
         await self._handle(result.events)
 
-    async def _handle(self, events: Sequence[SpeechChunk | Utterance]) -> None:
+    async def _handle(self, events: Sequence[SpeechChunk | Utterance | TentativeEnd]) -> None:
         service = self.service
         loop = asyncio.get_running_loop()
         for event in events:
+            if isinstance(event, TentativeEnd):
+                utt = event.utterance
+                if utt.keep and not service.recognizer.streaming:
+                    self._drop_speculative()
+                    future = service.decoder.decode(self.stream, utt)
+                    self.speculative = (utt.start_ms, utt.end_ms, future)
+                    service.speculative_started += 1
+                continue
             if isinstance(event, SpeechChunk):
                 if not service.recognizer.streaming:
                     continue
@@ -262,10 +278,22 @@ class CallSession:
                 if service.recognizer.streaming:
                     await loop.run_in_executor(service.asr_executor, self.stream.finish, event)
                 continue
-            hypothesis = await service.decoder.decode(self.stream, event)
+            spec, self.speculative = self.speculative, None
+            if spec is not None and spec[:2] == (event.start_ms, event.end_ms):
+                hypothesis = await spec[2]
+                service.speculative_used += 1
+            else:
+                if spec is not None:
+                    spec[2].cancel()
+                hypothesis = await service.decoder.decode(self.stream, event)
             if hypothesis.text:
                 await self._publish(hypothesis)
             self.utterance_index += 1
+
+    def _drop_speculative(self) -> None:
+        if self.speculative is not None:
+            self.speculative[2].cancel()  # its batch may still run; the result is ignored
+            self.speculative = None
 
     async def _publish(self, hyp: Hypothesis) -> None:
         service = self.service
@@ -359,6 +387,8 @@ class TranscriptionService:
         self.published = 0
         self.errors = 0
         self.calls_started = 0
+        self.speculative_started = 0
+        self.speculative_used = 0
         self.calls_ended = 0
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None

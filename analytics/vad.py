@@ -97,6 +97,7 @@ class VadConfig:
     min_speech_ms: int = 200
     energy_floor_dbfs: float = -75.0
     max_utterance_ms: int = 20_000
+    early_end_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,17 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class TentativeEnd:
+    """Silence has begun: the utterance as it will be cut if the silence lasts.
+
+    A batch recogniser may start decoding it now; if the final :class:`Utterance` has the same
+    start and end, that decode is its result (the audio is identical), else it is discarded.
+    """
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True)
 class SpeechChunk:
     """Speech audio of the open utterance (in order), for streaming recognisers."""
 
@@ -125,7 +137,7 @@ class SpeechChunk:
 class SegmentResult:
     """What one ``Segmenter.feed`` produced, in order."""
 
-    events: list[SpeechChunk | Utterance] = field(default_factory=list)
+    events: list[SpeechChunk | Utterance | TentativeEnd] = field(default_factory=list)
     had_speech: bool = False
     in_speech: bool = False
 
@@ -188,6 +200,9 @@ class Segmenter:
         cfg = self.config
         low = max(0.01, cfg.threshold - 0.15)
         silence_limit = max(1, cfg.min_silence_ms // WINDOW_MS)
+        # the tentative cut must already contain the end pad, so its audio equals the final one
+        early_limit = max(-(-cfg.early_end_ms // WINDOW_MS), -(-cfg.speech_pad_ms // WINDOW_MS))
+        early = cfg.early_end_ms > 0 and early_limit < silence_limit
         max_windows = cfg.max_utterance_ms // WINDOW_MS
         run: list[FloatAudio] = []
 
@@ -231,6 +246,9 @@ class Segmenter:
             if self._silence_windows >= silence_limit or len(self._speech) >= max_windows:
                 flush_run()
                 result.events.append(self._close())
+            elif early and self._silence_windows == early_limit:
+                flush_run()
+                result.events.append(TentativeEnd(self._snapshot()))
         flush_run()
         result.in_speech = self.in_speech
         return result
@@ -241,18 +259,22 @@ class Segmenter:
             return None
         return self._close()
 
-    def _close(self) -> Utterance:
+    def _snapshot(self) -> Utterance:
         pad = self.config.speech_pad_ms * RATE_HZ // 1000
         end = min(self._position, self._last_speech_end + pad)
         audio = np.concatenate(self._speech)[: max(0, end - self._speech_start)]
         speech_ms = self._speech_windows * WINDOW_MS
-        self.in_speech = False
-        self._speech = []
-        self._silence_windows = 0
-        self._speech_windows = 0
         return Utterance(
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             start_ms=max(0, self._speech_start * 1000 // RATE_HZ),
             end_ms=end * 1000 // RATE_HZ,
             keep=speech_ms >= self.config.min_speech_ms,
         )
+
+    def _close(self) -> Utterance:
+        utterance = self._snapshot()
+        self.in_speech = False
+        self._speech = []
+        self._silence_windows = 0
+        self._speech_windows = 0
+        return utterance

@@ -130,6 +130,7 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
             min_speech_ms=settings.vad_min_speech_ms,
             energy_floor_dbfs=settings.vad_energy_floor_dbfs,
             max_utterance_ms=settings.max_utterance_ms,
+            early_end_ms=settings.vad_early_end_ms,
         ),
         executor_workers=settings.executor_workers,
         idle_timeout_s=settings.call_idle_timeout_s,

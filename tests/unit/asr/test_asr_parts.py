@@ -9,7 +9,7 @@ from analytics.asr_metrics import normalize_text, wer, word_errors
 from analytics.asr_whisper import trim_repetition
 from analytics.audio import chunks, float_to_pcm16, pcm16_to_float, resample, rms_dbfs
 from analytics.settings import WorkerSettings
-from analytics.vad import Segmenter, SpeechChunk, Utterance, VadConfig
+from analytics.vad import Segmenter, SpeechChunk, TentativeEnd, Utterance, VadConfig
 from analytics.worker import OffsetTracker
 from tests.unit.asr.asr_fakes import silence, tone
 
@@ -139,3 +139,21 @@ def test_worker_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTSTREAM_WORKER_ASR_ENGINE", "kaldi")
     with pytest.raises(ValueError, match="asr_engine"):
         WorkerSettings()
+
+
+def test_tentative_end_matches_the_final_cut_only_if_silence_lasts() -> None:
+    config = VadConfig(min_silence_ms=400, speech_pad_ms=64, min_speech_ms=0, early_end_ms=150)
+    segmenter = Segmenter(None, config)
+    audio = np.concatenate(
+        [silence(300, 16000), tone(0.3, 500, 16000), silence(250, 16000)]  # a pause
+        + [tone(0.3, 500, 16000), silence(800, 16000)]
+    )
+    events = [e for e in _feed(segmenter, audio) if not isinstance(e, SpeechChunk)]
+    tentative = [e.utterance for e in events if isinstance(e, TentativeEnd)]
+    finals = [e for e in events if isinstance(e, Utterance)]
+    assert len(tentative) == 2 and len(finals) == 1
+    final = finals[0]
+    stale, last = tentative
+    assert (stale.start_ms, stale.end_ms) != (final.start_ms, final.end_ms)  # speech resumed
+    assert (last.start_ms, last.end_ms) == (final.start_ms, final.end_ms)
+    assert np.array_equal(last.audio, final.audio)

@@ -47,7 +47,7 @@ def make_service(
     recognizer: FakeRecognizer, sink: FakeSink, clock: FakeClock, workers: int = 2
 ) -> TranscriptionService:
     config = ServiceConfig(
-        vad=VadConfig(min_silence_ms=300, speech_pad_ms=64, min_speech_ms=100),
+        vad=VadConfig(min_silence_ms=300, speech_pad_ms=64, min_speech_ms=100, early_end_ms=100),
         executor_workers=workers,
         idle_timeout_s=30.0,
         stop_grace_s=1.0,
@@ -112,6 +112,9 @@ async def test_one_call_in_order_and_acked_only_after_publish() -> None:
             last_speech_frame_ms = (expected + 600 - 1) // 100 * 100
             assert 0 <= transcript.speech_end_at_ms - base_ms - last_speech_frame_ms <= 100
         assert recognizer.warmed and len(recognizer.warmed) == 2  # one per inference thread
+        # each decode started at the first 100 ms of silence and was used as the final result
+        assert service.speculative_started == service.speculative_used == 3
+        assert recognizer.batches == [1, 1, 1]
     finally:
         await service.stop()
 
