@@ -2,7 +2,9 @@
 
 Real processes (``agentstream ingest``, ``worker``, ``routing``) on the session's embedded
 broker in a private topic namespace; two demo calls, one calm and one asking for a human, must
-get Passthru answers 200 and 302, with transcripts, scores and decisions on the topics.
+get Passthru answers 200 and 302, with transcripts, scores and decisions on the topics. The calm
+call comes on ``/stream``; the other on ``/voicebot``, where the escalation also hands the call
+off: ingest sends ``clear`` and closes the socket, so Exotel would move on to Passthru.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ async def test_calm_call_continues_and_human_request_escalates(
 ) -> None:
     specs = {s.name: s for s in load_scenarios(ROOT / "demo" / "scenarios.yaml")}
     chosen = [specs["collections-calm"], specs["asks-for-human"]]
-    options = SimOptions(ingest_url=stack.ingest_url, routing_url=stack.routing_url, speed=1.0)
+    options = SimOptions(
+        ingest_url=stack.ingest_url, routing_url=stack.routing_url, speed=1.0, mode="mixed"
+    )
     runs = plan_calls(chosen, 2, options)
     watcher = TopicWatcher(kafka_bootstrap, topic_prefix)
     watcher.watch(run.call_sid for run in runs)
@@ -59,8 +63,13 @@ async def test_calm_call_continues_and_human_request_escalates(
     calm, human = rows["collections-calm"], rows["asks-for-human"]
     for row in (calm, human):
         assert row["error"] is None, row
-        assert row["frames_sent"] == row["frames_total"]
         assert row["utterances"] >= 2, row["transcript"]
+    assert (calm["endpoint"], human["endpoint"]) == ("stream", "voicebot")
+    assert calm["frames_sent"] == calm["frames_total"] and not calm["handoff"]
+    # Handoff: the server closed the voicebot socket (normally) before the audio ran out.
+    assert human["handoff"] and human["frames_sent"] < human["frames_total"], human
+    assert human["close_code"] == 1000
+    assert any('"clear"' in message for message in runs[1].server_messages), runs[1].server_messages
     # One call at 8 kHz, the other at 16 kHz with every other spelling (variants 0 and 1).
     assert {run.variant.sample_rate_hz for run in runs} == {8000, 16000}
     assert calm["passthru_status"] == 200, (calm, logs)
