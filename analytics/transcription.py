@@ -9,6 +9,10 @@ here, so the logic is tested with a fake recogniser and a fake sink.
   executor; streaming recognisers (Vosk) get the speech chunks in the inference executor.
 * Utterance ends from all calls go to one :class:`BatchDecoder`: when an inference thread is free
   it takes every waiting utterance (up to ``max_batch``) into one ``finish_batch`` call.
+* Speculative decode: after the first ``early_end_ms`` of silence the segmenter offers the
+  utterance as it would be cut; a batch recogniser starts decoding it at once and, if the
+  silence lasts to ``min_silence_ms``, that result is the final one (same audio), so the decode
+  hides behind the end-of-speech wait. If speech resumes the result is discarded.
 * A frame is reported done (its offset may be committed) only once every transcript it
   contributed to is published: frames are held while an utterance is open.
 * ``stop`` (after a short grace period for late frames) or an idle timeout ends a session:
