@@ -26,7 +26,9 @@ install: $(BIN)/agentstream ## Create .venv and install the project, its models 
 up: install ## Run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/agentstream up
 
-test: install ## Run the whole test suite (what CI runs)
+test: install ## ruff, mypy and the whole test suite (what CI runs)
+	$(BIN)/ruff check .
+	$(BIN)/mypy --no-incremental
 	$(BIN)/pytest -q tests
 
 test-unit: install ## Unit tests only
