@@ -135,7 +135,7 @@ async def run_level(
         routing_url=stack.routing_url,
         speed=1.0,
         rates=(8000,) if args.rate == 8000 else (8000, 16000),
-        ramp_ms=args.ramp_ms,
+        ramp_ms=args.spread_s * 1000 / max(1, n),
     )
     # Each of the n concurrent "lines" plays `rounds` calls back to back.
     runs = plan_calls(specs, n * args.rounds, options)
@@ -177,6 +177,8 @@ async def run_level(
     )
     return {
         "concurrent_calls": n,
+        "spread_s": args.spread_s,
+        "rounds": args.rounds,
         "calls": len(runs),
         "audio_s": round(audio_s, 1),
         "wall_s": round(wall, 1),
@@ -264,7 +266,13 @@ def main() -> int:
         default=8000,
         help="8000 = telephone audio only; 0 = rotate 8/16 kHz",
     )
-    parser.add_argument("--ramp-ms", type=float, default=100.0, help="stagger call starts")
+    parser.add_argument(
+        "--spread-s",
+        type=float,
+        default=5.0,
+        help="start the N calls evenly over this many seconds (0 = all at once, the worst "
+        "case: the demo calls' utterances then end together)",
+    )
     parser.add_argument("--settle", type=float, default=20.0)
     parser.add_argument("--scenarios", default=str(ROOT / "demo" / "scenarios.yaml"))
     parser.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
