@@ -13,16 +13,14 @@
 * the web server is off by default (or on a configurable port) and each process gets its own
   temporary datadir, so several workers run side by side on one machine.
 
-Other stages add their agents to the returned app (``analytics.scoring.attach_scoring``); a stage
-that needs to adjust the app once it exists (e.g. Table recovery on tansu) registers a hook with
-:func:`add_app_hook` before ``make_app`` is called, or simply edits the app it is given.
+Other stages add their agents (and any adjustment, e.g. Table recovery on tansu) to the returned
+app (``analytics.scoring.attach_scoring``).
 """
 
 from __future__ import annotations
 
 import socket
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +29,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from analytics.settings import WorkerSettings
 from schemas.topics import TopicSpec, prefixed
-
-AppHook = Callable[[faust.App, WorkerSettings], None]
-_APP_HOOKS: list[AppHook] = []
-
-
-def add_app_hook(hook: AppHook) -> None:
-    """Run ``hook(app, settings)`` at the end of every later ``make_app`` (idempotent per hook)."""
-    if hook not in _APP_HOOKS:
-        _APP_HOOKS.append(hook)
 
 
 class _FastFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -121,8 +110,6 @@ def make_app(settings: WorkerSettings) -> faust.App:
         autodiscover=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    for hook in _APP_HOOKS:
-        hook(app, settings)
     return app
 
 
