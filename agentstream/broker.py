@@ -71,6 +71,9 @@ def _kafka_ready(bootstrap: str) -> bool:
     from kafka import KafkaAdminClient  # noqa: PLC0415
     from kafka.errors import KafkaError  # noqa: PLC0415
 
+    host, _, port = bootstrap.rpartition(":")
+    if not port_in_use(host, int(port)):
+        return False  # not listening yet: skip the client, which would log connection errors
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     except (KafkaError, OSError, ValueError):
