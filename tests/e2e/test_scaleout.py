@@ -33,7 +33,14 @@ from agentstream.topics import create_topics
 from schemas.topics import AUDIO
 from tests.helpers import async_wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+# One rerun: the pass/fail depends on a real recogniser hearing the demo phrases and on timing
+# under a shared 2-core CPU; a second failure is a real one.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.flaky(reruns=1),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = ("asks-for-human", "collections-calm", "interview-calm", "legal-threat")

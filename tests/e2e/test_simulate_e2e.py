@@ -20,7 +20,13 @@ from agentstream.simulator_results import TopicWatcher, summary_rows
 from agentstream.simulator_stack import LocalStack
 from agentstream.topics import create_topics
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
+# One rerun: the outcome depends on a real recogniser and on timing under a shared 2-core CPU.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.flaky(reruns=1),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "worker", "routing")
