@@ -116,7 +116,30 @@ class _FastTokenizer:
         }
 
 
-class OnnxScorer(SentimentScorer):
+class _EmbeddingHeadScorer(SentimentScorer):
+    """A sentence encoder (``embed``) followed by the logistic-regression head."""
+
+    head: LinearHead
+    band: float
+
+    def _use_head(
+        self, head: LinearHead | None, head_path: Path | None, band: float | None
+    ) -> None:
+        self.head = head or LinearHead.load(head_path)
+        self.band = band if band is not None else self.head.neutral_band
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        raise NotImplementedError
+
+    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        return sentiments_from_probs(
+            self.head.probabilities(self.embed(texts)), self.engine, self.band
+        )
+
+
+class OnnxScorer(_EmbeddingHeadScorer):
     """all-MiniLM-L6-v2 int8 ONNX (onnxruntime) + the logistic-regression head."""
 
     engine = "onnx"
@@ -144,23 +167,15 @@ class OnnxScorer(SentimentScorer):
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenizer = _FastTokenizer(tokenizer_path or default_minilm_path(), max_seq_len)
-        self.head = head or LinearHead.load(head_path)
-        self.band = neutral_band if neutral_band is not None else self.head.neutral_band
+        self._use_head(head, head_path, neutral_band)
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         feed = {k: v for k, v in self._tokenizer(texts).items() if k in self._inputs}
         (hidden,) = self._session.run(["last_hidden_state"], feed)
         return mean_pool(np.asarray(hidden, dtype=np.float32), feed["attention_mask"])
 
-    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
-        if not texts:
-            return []
-        return sentiments_from_probs(
-            self.head.probabilities(self.embed(texts)), self.engine, self.band
-        )
 
-
-class TransformersScorer(SentimentScorer):
+class TransformersScorer(_EmbeddingHeadScorer):
     """all-MiniLM-L6-v2 via transformers + torch (mean pooling) + the logistic-regression head."""
 
     engine = "transformers"
@@ -186,8 +201,7 @@ class TransformersScorer(SentimentScorer):
             raise SentimentError(f"cannot load the encoder from {path}: {exc}") from exc
         self._torch = torch
         self._max_len = max_seq_len
-        self.head = head or LinearHead.load(head_path)
-        self.band = neutral_band if neutral_band is not None else self.head.neutral_band
+        self._use_head(head, head_path, neutral_band)
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         batch = self._tokenizer(
@@ -200,13 +214,6 @@ class TransformersScorer(SentimentScorer):
         with self._torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
         return mean_pool(hidden.numpy().astype(np.float32), batch["attention_mask"].numpy())
-
-    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
-        if not texts:
-            return []
-        return sentiments_from_probs(
-            self.head.probabilities(self.embed(texts)), self.engine, self.band
-        )
 
 
 class SequenceClassifierScorer(SentimentScorer):
