@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from analytics.audio import FloatAudio
 from analytics.vad import Utterance
+from schemas.records import Transcript, Word
 
 if TYPE_CHECKING:
     from analytics.settings import WorkerSettings
@@ -50,6 +51,43 @@ class Hypothesis:
     end_ms: int
     confidence: float | None = None
     words: tuple[WordTiming, ...] = field(default_factory=tuple)
+
+    def to_transcript(
+        self,
+        *,
+        call_sid: str,
+        text: str,
+        pii_kinds: list[str],
+        engine: str,
+        speech_end_at_ms: int,
+        produced_at_ms: int,
+        stream_sid: str = "",
+        tenant: str = "default",
+        campaign: str = "default",
+    ) -> Transcript:
+        """The published record; ``text`` is the redacted text (word timings are dropped when
+        anything was redacted, since they would carry the raw words)."""
+        return Transcript(
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            tenant=tenant,
+            campaign=campaign,
+            utterance_id=f"{call_sid}-{self.start_ms}",
+            # The start offset, not a counter: monotonic per call and the same when a restarted
+            # worker re-transcribes the utterance, so downstream stages can drop replays.
+            utterance_index=self.start_ms,
+            is_final=self.is_final,
+            text=text,
+            pii_kinds=pii_kinds,
+            start_ms=self.start_ms,
+            end_ms=self.end_ms,
+            confidence=self.confidence,
+            words=[] if pii_kinds else [Word(**w.__dict__) for w in self.words],
+            engine=engine,
+            speech_end_at_ms=speech_end_at_ms,
+            produced_at_ms=produced_at_ms,
+            latency_ms=float(produced_at_ms - speech_end_at_ms),
+        )
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import numpy as np
 from analytics.asr import Hypothesis, Recognizer
 from analytics.audio import FloatAudio, chunks, float_to_pcm16, pcm16_to_float, read_audio, resample
 from analytics.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, Utterance, VadConfig
-from schemas.records import Transcript, Word
+from schemas.records import Transcript
 
 Redact = Callable[[str, str, str], tuple[str, list[str]]]
 
@@ -98,21 +98,13 @@ def transcribe_file(
     for hyp in hypotheses:
         text, kinds = redact("default", "default", hyp.text) if redact else (hyp.text, [])
         transcripts.append(
-            Transcript(
+            hyp.to_transcript(
                 call_sid=call_sid,
-                utterance_id=f"{call_sid}-{hyp.start_ms}",
-                utterance_index=hyp.start_ms,
-                is_final=hyp.is_final,
                 text=text,
                 pii_kinds=kinds,
-                start_ms=hyp.start_ms,
-                end_ms=hyp.end_ms,
-                confidence=hyp.confidence,
-                words=[] if kinds else [Word(**w.__dict__) for w in hyp.words],
                 engine=recognizer.engine,
                 speech_end_at_ms=now_ms,
                 produced_at_ms=now_ms,
-                latency_ms=0.0,
             )
         )
     text = " ".join(t.text for t in transcripts if t.is_final).strip()

@@ -43,7 +43,7 @@ from analytics.vad import (
     Utterance,
     VadConfig,
 )
-from schemas.records import AudioFrameMeta, DeadLetter, Transcript, Word
+from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -303,26 +303,16 @@ class CallSession:
         service = self.service
         text, kinds = service.redact(self.tenant, self.campaign, hyp.text)
         now_ms = int(service.clock() * 1000)
-        transcript = Transcript(
+        transcript = hyp.to_transcript(
             call_sid=self.call_sid,
             stream_sid=self.stream_sid,
             tenant=self.tenant,
             campaign=self.campaign,
-            utterance_id=f"{self.call_sid}-{hyp.start_ms}",
-            # The start offset, not a counter: monotonic per call and the same when a restarted
-            # worker re-transcribes the utterance, so downstream stages can drop replays.
-            utterance_index=hyp.start_ms,
-            is_final=hyp.is_final,
             text=text,
             pii_kinds=kinds,
-            start_ms=hyp.start_ms,
-            end_ms=hyp.end_ms,
-            confidence=hyp.confidence,
-            words=[] if kinds else [Word(**w.__dict__) for w in hyp.words],
             engine=service.recognizer.engine,
             speech_end_at_ms=self.last_speech_received_at_ms,
             produced_at_ms=now_ms,
-            latency_ms=float(now_ms - self.last_speech_received_at_ms),
         )
         await service.sink.publish(transcript)
         service.published += 1
