@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from analytics.scoring_settings import ScoringSettings  # noqa: E402
 from analytics.sentiment import build_scorer  # noqa: E402
+from tests.data import call_centre_sentiment  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sentiment" / "vader-icwsm2014"
 DOMAINS = {
@@ -38,16 +39,6 @@ DOMAINS = {
     "nyt": "nytEditorialSnippets_GroundTruth.txt",
 }
 CLASSES = ("negative", "neutral", "positive")
-CALL_CENTRE = ROOT / "tests" / "data" / "call_centre_sentiment.tsv"
-
-
-def load_call_centre() -> list[tuple[str, str]]:
-    rows = []
-    for line in CALL_CENTRE.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            label, text = line.split("\t", 1)
-            rows.append((label, text))
-    return rows
 
 
 def load(path: Path, limit: int | None) -> list[tuple[float, str]]:
@@ -143,7 +134,7 @@ def main() -> int:
                 "throughput_b32_per_s": round(len(texts) / elapsed, 1),
             }
             print(f"{engine:>12} {domain:>7}: {per_domain[domain]}", flush=True)
-        cc_rows = load_call_centre()
+        cc_rows = call_centre_sentiment()
         cc_preds = scorer.score_batch([t for _, t in cc_rows])
         cc_acc = statistics.fmean(p.label == y for p, (y, _) in zip(cc_preds, cc_rows, strict=True))
         print(f"{engine:>12} call-centre set: label accuracy {cc_acc:.3f}", flush=True)

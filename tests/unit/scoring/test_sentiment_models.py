@@ -15,6 +15,7 @@ from analytics.sentiment import LinearHead, SentimentScorer, build_scorer, label
 from analytics.sentiment_batch import MicroBatcher
 from analytics.sentiment_engines import default_minilm_path, is_sequence_classifier
 from schemas.records import Sentiment
+from tests.data import call_centre_sentiment
 
 pytestmark = pytest.mark.unit
 
@@ -60,18 +61,6 @@ def test_model_engines_on_call_centre_sentences(
     assert single.score == pytest.approx(results[0].score, abs=1e-3)
 
 
-CALL_CENTRE_SET = Path(__file__).resolve().parents[2] / "data" / "call_centre_sentiment.tsv"
-
-
-def call_centre_set() -> list[tuple[str, str]]:
-    rows = []
-    for line in CALL_CENTRE_SET.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            label, text = line.split("\t", 1)
-            rows.append((label, text))
-    return rows
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["transformers", "onnx"])
 def test_model_engines_on_the_call_centre_set(
@@ -81,7 +70,7 @@ def test_model_engines_on_the_call_centre_set(
 
     The default head gets 39/40 here and VADER 30/40; 36/40 is the floor a new head must keep.
     """
-    rows = call_centre_set()
+    rows = call_centre_sentiment()
     assert len(rows) == 40 and {label for label, _ in rows} == {"negative", "neutral", "positive"}
     scorer = torch_scorer if engine == "transformers" else onnx_scorer
     results = scorer.score_batch([text for _, text in rows])
