@@ -34,7 +34,11 @@ class ScoringSettings(BaseModel):
         None, description="tokenizer directory for the onnx engine (default: the MiniLM one)"
     )
     head_path: Path | None = Field(
-        None, description="logistic-regression head weights (.json; default: shipped one)"
+        None,
+        description=(
+            "logistic-regression head (.json); default: the fine-tuned head and its encoder "
+            "adapter for transformers, the plain-encoder head for onnx"
+        ),
     )
     neutral_band: float | None = Field(
         None,

@@ -7,8 +7,12 @@ built by :func:`build_scorer` from :class:`ScoringSettings`; the faust agent dri
 ``analytics.sentiment_batch.MicroBatcher`` so utterances from many calls share one model call.
 
 The embedding engines put a small logistic-regression head over mean-pooled all-MiniLM-L6-v2
-embeddings; the head is trained by ``scripts/train_sentiment_head.py`` and stored as JSON (no
-pickle) in ``analytics/data/sentiment_head.json`` together with its calibrated neutral band.
+embeddings, stored as JSON (no pickle) with its calibrated neutral band. Two heads ship:
+``analytics/data/sentiment_finetuned.json`` (the transformers engine's default) goes with a
+low-rank adapter of the encoder (``sentiment_adapter.safetensors``, merged into the weights at
+load; ``scripts/finetune_sentiment.py``); ``analytics/data/sentiment_head.json`` (the onnx
+engine's default, which cannot change its encoder) sits on the plain encoder
+(``scripts/train_sentiment_head.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from analytics.scoring_settings import ScoringSettings
 
 __all__ = [
+    "DEFAULT_FINETUNED_HEAD_PATH",
     "DEFAULT_HEAD_PATH",
     "LinearHead",
     "SentimentError",
@@ -38,6 +43,7 @@ __all__ = [
 ]
 
 DEFAULT_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_head.json"
+DEFAULT_FINETUNED_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_finetuned.json"
 LABELS: tuple[Literal["negative"], Literal["neutral"], Literal["positive"]] = (
     "negative",
     "neutral",
@@ -76,13 +82,15 @@ class LinearHead:
     """Multinomial logistic regression over L2-normalised sentence embeddings.
 
     ``coef`` is (3, dim) for the classes negative, neutral, positive. The score is
-    P(positive) - P(negative); |score| < ``neutral_band`` is neutral.
+    P(positive) - P(negative); |score| < ``neutral_band`` is neutral. ``adapter`` is the encoder
+    adapter the head was trained with (a file named in the JSON, next to it), or None.
     """
 
     coef: FloatArray
     intercept: FloatArray
     neutral_band: float
     meta: dict[str, object]
+    adapter: Path | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> LinearHead:
@@ -98,7 +106,10 @@ class LinearHead:
         if coef.ndim != 2 or coef.shape[0] != 3 or intercept.shape != (3,):
             raise SentimentError(f"{path}: coef must be (3, dim) and intercept (3,)")
         meta = {k: v for k, v in data.items() if k not in ("coef", "intercept")}
-        return cls(coef, intercept, float(data["neutral_band"]), meta)
+        adapter = path.parent / str(data["adapter"]) if data.get("adapter") else None
+        if adapter is not None and not adapter.is_file():
+            raise SentimentError(f"{path}: its encoder adapter {adapter} is missing")
+        return cls(coef, intercept, float(data["neutral_band"]), meta, adapter)
 
     @property
     def dim(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from analytics.sentiment import (
+    DEFAULT_FINETUNED_HEAD_PATH,
     FloatArray,
     LinearHead,
     SentimentError,
@@ -28,6 +29,15 @@ from schemas.records import Sentiment
 logger = logging.getLogger(__name__)
 
 VADER_BAND = 0.05  # the VADER paper's neutral thresholds on the compound score
+# Linear layers of each BERT layer that a sentiment adapter (scripts/finetune_sentiment.py) updates
+ADAPTED_LAYERS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 
 
 def default_minilm_path() -> Path:
@@ -61,6 +71,39 @@ def is_sequence_classifier(path: Path) -> bool:
     return any(
         str(a).endswith("ForSequenceClassification") for a in config.get("architectures", [])
     )
+
+
+def merge_adapter(torch: Any, model: Any, path: Path) -> int:
+    """Add a low-rank adapter (``<layer>.A``, ``<layer>.B``, metadata ``scale``) into the Linear
+    weights of ``model``: ``W += scale * B @ A``. Returns the number of layers changed."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            scale = float((fh.metadata() or {}).get("scale", "1.0"))
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # noqa: BLE001  (safetensors raises several kinds)
+        raise SentimentError(f"cannot read the encoder adapter {path}: {exc}") from exc
+    modules = dict(model.named_modules())
+    updates = []
+    for name in sorted({key.rsplit(".", 1)[0] for key in tensors}):
+        module = modules.get(name)
+        a, b = tensors.get(f"{name}.A"), tensors.get(f"{name}.B")
+        if module is None or a is None or b is None:
+            raise SentimentError(f"adapter {path} does not fit this encoder (layer {name})")
+        shape = tuple(module.weight.shape)
+        if (
+            a.ndim != 2
+            or b.ndim != 2
+            or b.shape[1] != a.shape[0]
+            or (b.shape[0], a.shape[1]) != shape
+        ):
+            raise SentimentError(f"adapter {path}: layer {name} does not match its {shape} weight")
+        updates.append((module, torch.from_numpy((b @ a * scale).astype(np.float32))))
+    with torch.no_grad():  # all layers checked first: a bad file changes nothing
+        for module, delta in updates:
+            module.weight += delta
+    return len(updates)
 
 
 class VaderScorer(SentimentScorer):
@@ -168,6 +211,12 @@ class OnnxScorer(_EmbeddingHeadScorer):
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenizer = _FastTokenizer(tokenizer_path or default_minilm_path(), max_seq_len)
         self._use_head(head, head_path, neutral_band)
+        if self.head.adapter is not None:
+            raise SentimentError(
+                f"the head {head_path} needs its encoder adapter merged into the weights, which "
+                "the onnx engine cannot do: use the transformers engine, or a head trained on the "
+                "plain encoder (scripts/train_sentiment_head.py)"
+            )
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         feed = {k: v for k, v in self._tokenizer(texts).items() if k in self._inputs}
@@ -176,7 +225,10 @@ class OnnxScorer(_EmbeddingHeadScorer):
 
 
 class TransformersScorer(_EmbeddingHeadScorer):
-    """all-MiniLM-L6-v2 via transformers + torch (mean pooling) + the logistic-regression head."""
+    """all-MiniLM-L6-v2 via transformers + torch (mean pooling) + the logistic-regression head.
+
+    The default head is the fine-tuned one: its adapter is merged into the encoder's weights here.
+    """
 
     engine = "transformers"
 
@@ -201,7 +253,12 @@ class TransformersScorer(_EmbeddingHeadScorer):
             raise SentimentError(f"cannot load the encoder from {path}: {exc}") from exc
         self._torch = torch
         self._max_len = max_seq_len
-        self._use_head(head, head_path, neutral_band)
+        # The fine-tuned head's adapter is for the shipped MiniLM; another encoder gets the plain
+        # head unless the user names one.
+        default_head = DEFAULT_FINETUNED_HEAD_PATH if model_path is None else None
+        self._use_head(head, head_path or default_head, neutral_band)
+        if self.head.adapter is not None:
+            merge_adapter(torch, self._model, self.head.adapter)
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         batch = self._tokenizer(

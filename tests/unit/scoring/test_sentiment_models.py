@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analytics.scoring_settings import ScoringSettings
-from analytics.sentiment import LinearHead, SentimentScorer, build_scorer, label_for
+from analytics.sentiment import (
+    DEFAULT_FINETUNED_HEAD_PATH,
+    DEFAULT_HEAD_PATH,
+    LinearHead,
+    SentimentError,
+    SentimentScorer,
+    build_scorer,
+    label_for,
+)
 from analytics.sentiment_batch import MicroBatcher
-from analytics.sentiment_engines import default_minilm_path, is_sequence_classifier
+from analytics.sentiment_engines import (
+    TransformersScorer,
+    default_minilm_path,
+    is_sequence_classifier,
+    merge_adapter,
+)
 from schemas.records import Sentiment
 from tests.data import call_centre_sentiment
 
@@ -81,14 +96,63 @@ def test_model_engines_on_the_call_centre_set(
 
 
 @pytest.mark.slow
-def test_onnx_agrees_with_transformers(
-    onnx_scorer: SentimentScorer, torch_scorer: SentimentScorer
-) -> None:
+def test_onnx_agrees_with_transformers_on_the_plain_head(onnx_scorer: SentimentScorer) -> None:
+    """The int8 ONNX encoder matches the float32 one: same head, nearly the same scores."""
+    plain = build_scorer(ScoringSettings(engine="transformers", head_path=DEFAULT_HEAD_PATH))
     texts = [*NEGATIVE, *POSITIVE, "I would like to know my account balance.", "okay"]
-    a = torch_scorer.score_batch(texts)
+    a = plain.score_batch(texts)
     b = onnx_scorer.score_batch(texts)
     for x, y in zip(a, b, strict=True):
         assert abs(x.score - y.score) < 0.15
+
+
+@pytest.mark.slow
+def test_the_adapter_changes_the_encoder(torch_scorer: SentimentScorer) -> None:
+    """The default transformers engine runs the fine-tuned encoder, not the plain one."""
+    assert isinstance(torch_scorer, TransformersScorer)
+    assert torch_scorer.head.adapter is not None
+    plain = TransformersScorer(head_path=DEFAULT_HEAD_PATH)
+    assert plain.head.adapter is None
+    text = ["I have been waiting for forty minutes, this is unacceptable."]
+    tuned, base = torch_scorer.embed(text)[0], plain.embed(text)[0]
+    cosine = float(tuned @ base / (np.linalg.norm(tuned) * np.linalg.norm(base)))
+    assert 0.3 < cosine < 0.9999
+
+
+@pytest.mark.slow
+def test_onnx_refuses_a_head_that_needs_an_adapter() -> None:
+    with pytest.raises(SentimentError, match="adapter"):
+        build_scorer(ScoringSettings(engine="onnx", head_path=DEFAULT_FINETUNED_HEAD_PATH))
+
+
+def test_merge_adapter_adds_the_low_rank_update(tmp_path: Path) -> None:
+    import torch
+    from safetensors.numpy import save_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False))
+    before = model[0].weight.detach().clone().numpy()
+    a = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+    b = np.ones((3, 2), dtype=np.float32)
+    save_file({"0.A": a, "0.B": b}, str(tmp_path / "ad.safetensors"), metadata={"scale": "2.0"})
+    assert merge_adapter(torch, model, tmp_path / "ad.safetensors") == 1
+    np.testing.assert_allclose(model[0].weight.detach().numpy(), before + 2.0 * b @ a, rtol=1e-6)
+    save_file({"0.A": a.T.copy(), "0.B": b}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(SentimentError):
+        merge_adapter(torch, model, tmp_path / "bad.safetensors")
+    save_file({"9.A": a, "9.B": b}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(SentimentError, match="does not fit"):
+        merge_adapter(torch, model, tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(SentimentError, match="cannot read"):
+        merge_adapter(torch, model, tmp_path / "junk.safetensors")
+
+
+def test_a_head_naming_a_missing_adapter_is_an_error(tmp_path: Path) -> None:
+    data = json.loads(DEFAULT_FINETUNED_HEAD_PATH.read_text(encoding="utf-8"))
+    data["adapter"] = "missing.safetensors"
+    (tmp_path / "head.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(SentimentError, match="missing"):
+        LinearHead.load(tmp_path / "head.json")
 
 
 @pytest.mark.slow
@@ -125,11 +189,15 @@ def test_user_sequence_classifier_directory(tmp_path: Path) -> None:
     assert len(out) == 2 and all(-1 <= s.score <= 1 for s in out)
 
 
-def test_head_file_is_small_json_with_calibrated_band() -> None:
-    head = LinearHead.load()
+@pytest.mark.parametrize("path", [DEFAULT_HEAD_PATH, DEFAULT_FINETUNED_HEAD_PATH])
+def test_head_files_are_small_json_with_calibrated_band(path: Path) -> None:
+    head = LinearHead.load(path)
     assert head.dim == 384
     assert 0.0 < head.neutral_band < 1.0
     assert head.meta["labels"] == ["negative", "neutral", "positive"]
+    assert path.stat().st_size < 20_000
+    if head.adapter is not None:
+        assert head.adapter.stat().st_size < 2_000_000
 
 
 def test_label_for() -> None:
