@@ -52,6 +52,13 @@ class ScoringSettings(BaseModel):
         le=1.0,
         description="blend VADER's compound into the model score: (1-w)*model + w*vader; 0 = off",
     )
+    torchscript: bool = Field(
+        True,
+        description=(
+            "transformers engine: trace and freeze the encoder with TorchScript at load (checked "
+            "against the eager model; ~1.2x faster at batch 1); false runs it eagerly"
+        ),
+    )
     max_seq_len: int = Field(128, ge=8, le=512, description="tokens per utterance")
     threads: int = Field(1, ge=1, le=64, description="intra-op threads of the model")
     batch_max_wait_ms: float = Field(10.0, ge=0.0, description="micro-batch wait bound")

@@ -203,5 +203,6 @@ def _build_engine(settings: ScoringSettings, name: str) -> SentimentScorer:
             neutral_band=settings.neutral_band,
             max_seq_len=settings.max_seq_len,
             threads=settings.threads,
+            jit=settings.torchscript,
         )
     raise SentimentError(f"unknown sentiment engine {name!r}")

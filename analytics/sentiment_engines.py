@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,7 @@ class TransformersScorer(_EmbeddingHeadScorer):
         max_seq_len: int = 128,
         threads: int = 1,
         head: LinearHead | None = None,
+        jit: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -259,17 +261,57 @@ class TransformersScorer(_EmbeddingHeadScorer):
         self._use_head(head, head_path or default_head, neutral_band)
         if self.head.adapter is not None:
             merge_adapter(torch, self._model, self.head.adapter)
+        self._traced: Any = self._trace() if jit else None
 
-    def embed(self, texts: Sequence[str]) -> FloatArray:
-        batch = self._tokenizer(
+    def _tokens(self, texts: Sequence[str]) -> Any:
+        return self._tokenizer(
             list(texts),
             padding=True,
             truncation=True,
             max_length=self._max_len,
             return_tensors="pt",
         )
+
+    def _trace(self) -> Any:
+        """The encoder traced and frozen by TorchScript (less per-op overhead: about 1.5x faster
+        at batch 1), or None when tracing fails or its output differs from the eager model's.
+
+        Traced on a padded batch so the attention-mask path is part of the graph."""
+        torch = self._torch
+        batch = self._tokens(["a short one", "and a somewhat longer sentence, to have padding"])
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        hf_logger = logging.getLogger("transformers")
+        level = hf_logger.level
+        try:
+            hf_logger.setLevel(logging.ERROR)  # config notes printed while tracing
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # TracerWarnings; the check below is what counts
+                traced = torch.jit.freeze(torch.jit.trace(self._model, inputs, strict=False))
+                check = self._tokens(["ok", "I have been waiting for forty minutes, why?", "no"])
+                args = (check["input_ids"], check["attention_mask"], check["token_type_ids"])
+                expected = self._model(*args).last_hidden_state
+                got = traced(*args)["last_hidden_state"]
+        except Exception as exc:  # noqa: BLE001  (tracing can fail in many ways: fall back)
+            logger.warning("sentiment encoder runs eagerly: tracing failed: %s", exc)
+            return None
+        finally:
+            hf_logger.setLevel(level)
+        mask = check["attention_mask"].unsqueeze(-1).bool()
+        diff = float((expected - got).abs().masked_select(mask).max())
+        if diff > 1e-3:
+            logger.warning("sentiment encoder runs eagerly: traced output differs by %.2g", diff)
+            return None
+        return traced
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        batch = self._tokens(texts)
         with self._torch.inference_mode():
-            hidden = self._model(**batch).last_hidden_state
+            if self._traced is not None:
+                hidden = self._traced(
+                    batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+                )["last_hidden_state"]
+            else:
+                hidden = self._model(**batch).last_hidden_state
         return mean_pool(hidden.numpy().astype(np.float32), batch["attention_mask"].numpy())
 
 

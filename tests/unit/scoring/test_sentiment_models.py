@@ -120,6 +120,19 @@ def test_the_adapter_changes_the_encoder(torch_scorer: SentimentScorer) -> None:
 
 
 @pytest.mark.slow
+def test_torchscript_encoder_gives_the_eager_results(torch_scorer: SentimentScorer) -> None:
+    """The traced encoder (the default) equals the eager one, padded batches included."""
+    assert isinstance(torch_scorer, TransformersScorer)
+    assert torch_scorer._traced is not None
+    eager = TransformersScorer(jit=False)
+    assert eager._traced is None
+    texts = [text for _, text in call_centre_sentiment()]
+    np.testing.assert_allclose(torch_scorer.embed(texts), eager.embed(texts), atol=1e-4)
+    single = np.vstack([torch_scorer.embed([t]) for t in texts[:5]])
+    np.testing.assert_allclose(single, eager.embed(texts[:5]), atol=1e-4)
+
+
+@pytest.mark.slow
 def test_onnx_refuses_a_head_that_needs_an_adapter() -> None:
     with pytest.raises(SentimentError, match="adapter"):
         build_scorer(ScoringSettings(engine="onnx", head_path=DEFAULT_FINETUNED_HEAD_PATH))
