@@ -8,6 +8,7 @@ burst produced which transcript. An utterance at amplitude >= 0.85 raises (a mod
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,9 +51,10 @@ class FakeRecognizer:
 
     engine = "fake"
 
-    def __init__(self, streaming: bool = False, max_batch: int = 4) -> None:
+    def __init__(self, streaming: bool = False, max_batch: int = 4, delay_s: float = 0.0) -> None:
         self.streaming = streaming
         self.max_batch = max_batch
+        self.delay_s = delay_s  # time one pass takes, as a real model's would
         self.batches: list[int] = []
         self.streams: list[FakeStream] = []
         self.closed = 0
@@ -71,6 +73,8 @@ class FakeRecognizer:
     def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
         with self._lock:
             self.batches.append(len(items))
+        if self.delay_s:
+            time.sleep(self.delay_s)
         out = []
         for stream, utt in items:
             if isinstance(stream, FakeStream):

@@ -122,7 +122,8 @@ async def test_one_call_in_order_and_acked_only_after_publish() -> None:
 async def test_concurrent_calls_batched_and_independent() -> None:
     clock, acked = FakeClock(), {}
     sink = FakeSink(acked)
-    recognizer = FakeRecognizer(max_batch=8)
+    # a pass takes 50 ms, so utterances finishing meanwhile wait and share the next pass
+    recognizer = FakeRecognizer(max_batch=8, delay_s=0.05)
     service = make_service(recognizer, sink, clock, workers=1)
     await service.start()
     try:
