@@ -273,7 +273,7 @@ class TransformersScorer(_EmbeddingHeadScorer):
         )
 
     def _trace(self) -> Any:
-        """The encoder traced and frozen by TorchScript (less per-op overhead: about 1.5x faster
+        """The encoder traced and frozen by TorchScript (less per-op overhead: about 1.2x faster
         at batch 1), or None when tracing fails or its output differs from the eager model's.
 
         Traced on a padded batch so the attention-mask path is part of the graph."""

@@ -77,7 +77,7 @@ def embed(texts: list[str], encoder: str, batch: int = 64) -> np.ndarray:
     if encoder == "onnx":
         model = OnnxScorer(threads=2, head=blank)
     else:
-        model = TransformersScorer(threads=2, head=blank)
+        model = TransformersScorer(threads=2, head=blank, jit=False)  # the eager reference
     # Sort by length so batches pad little; restore the order afterwards.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), 384), dtype=np.float32)
