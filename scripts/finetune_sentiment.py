@@ -14,14 +14,13 @@ Output, next to each other (no pickle):
 - ``analytics/data/sentiment_finetuned.json``: the head, in the format of ``LinearHead``, naming
   the adapter file.
 
-    .venv/bin/python scripts/finetune_sentiment.py          # ~15-20 min per epoch on 2 cores
+    .venv/bin/python scripts/finetune_sentiment.py          # ~12 min per epoch on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,14 +35,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from train_sentiment_head import (  # noqa: E402
     CORPUS_RELATIVE,
     SEED,
+    best_band,
     default_corpus,
+    held_out,
     load_corpus,
-    macro_f1,
-    predict,
     split,
+    write_head,
 )
 
-from analytics.sentiment import LABELS, LinearHead  # noqa: E402
+from analytics.sentiment import LinearHead  # noqa: E402
 from analytics.sentiment_engines import ADAPTED_LAYERS, default_minilm_path  # noqa: E402
 
 POOL_SCALE = 8.0  # logits = head(normalised embedding * POOL_SCALE); folded into the coef on export
@@ -155,13 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     x_cal, x_test = embeddings(calib), embeddings(test)
-    cal_f1, band = max(
-        (macro_f1(labels[calib], predict(linear, x_cal, float(b))), float(b))
-        for b in np.round(np.arange(0.025, 0.91, 0.025), 3)
-    )
-    test_pred = predict(linear, x_test, band)
-    test_f1 = macro_f1(labels[test], test_pred)
-    test_acc = float(np.mean(test_pred == labels[test]))
+    cal_f1, band = best_band(linear, x_cal, labels[calib])
+    test_f1, test_acc = held_out(linear, x_test, labels[test], band)
     print(f"neutral_band={band}: calibration macro-F1 {cal_f1:.3f}")
     print(f"held-out test: macro-F1 {test_f1:.3f}, accuracy {test_acc:.3f}")
 
@@ -176,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         str(args.out_dir / adapter_file),
         metadata={"scale": repr(scale), "rank": str(args.rank), "base": "all-MiniLM-L6-v2"},
     )
-    payload = {
-        "labels": list(LABELS),
-        "neutral_band": band,
+    head_path = args.out_dir / f"{args.name}.json"
+    meta: dict[str, object] = {
         "embedding": "all-MiniLM-L6-v2 + LoRA adapter, mean pooling, L2-normalised",
         "adapter": adapter_file,
         "encoder": "transformers",
@@ -194,11 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "calibration_macro_f1": round(cal_f1, 4),
         "test_macro_f1": round(test_f1, 4),
         "test_accuracy": round(test_acc, 4),
-        "coef": [[round(float(v), 5) for v in row] for row in linear.coef],
-        "intercept": [round(float(v), 5) for v in linear.intercept],
     }
-    head_path = args.out_dir / f"{args.name}.json"
-    head_path.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    write_head(head_path, linear, band, meta)
     size = (args.out_dir / adapter_file).stat().st_size
     print(f"wrote {head_path} and {args.out_dir / adapter_file} ({size} bytes)")
     return 0

