@@ -35,15 +35,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentstream.broker import EmbeddedBroker  # noqa: E402
 from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls  # noqa: E402
 from agentstream.simulator_results import (  # noqa: E402
     TopicWatcher,
     aggregate,
     summary_rows,
 )
-from agentstream.simulator_stack import LocalStack  # noqa: E402
-from agentstream.topics import create_topics  # noqa: E402
+from agentstream.stack.broker import EmbeddedBroker  # noqa: E402
+from agentstream.stack.local import LocalStack  # noqa: E402
+from agentstream.stack.topics import create_topics  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

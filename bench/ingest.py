@@ -35,8 +35,8 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentstream.broker import EmbeddedBroker, free_port  # noqa: E402
-from agentstream.topics import create_topics  # noqa: E402
+from agentstream.stack.broker import EmbeddedBroker, free_port  # noqa: E402
+from agentstream.stack.topics import create_topics  # noqa: E402
 
 
 @dataclass

@@ -42,8 +42,8 @@ from yarl import URL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentstream.broker import EmbeddedBroker  # noqa: E402
-from agentstream.topics import create_topics  # noqa: E402
+from agentstream.stack.broker import EmbeddedBroker  # noqa: E402
+from agentstream.stack.topics import create_topics  # noqa: E402
 from schemas.records import CallEvent, CallState, Decision, Score, Sentiment  # noqa: E402
 from schemas.topics import CALLS, DECISIONS, SCORES, prefixed  # noqa: E402
 

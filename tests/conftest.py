@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentstream.broker import EmbeddedBroker
+from agentstream.stack.broker import EmbeddedBroker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -6,9 +6,9 @@ import argparse
 import signal
 import types
 
-from agentstream.broker import BrokerError, EmbeddedBroker
-from agentstream.settings import BrokerSettings
-from agentstream.topics import create_topics
+from agentstream.stack.broker import BrokerError, EmbeddedBroker
+from agentstream.stack.settings import BrokerSettings
+from agentstream.stack.topics import create_topics
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop  # noqa: PLC0415
     from kafka.errors import KafkaError  # noqa: PLC0415
 
-    from agentstream.topics import create_topics  # noqa: PLC0415
+    from agentstream.stack.topics import create_topics  # noqa: PLC0415
     from ingest.server import serve_forever  # noqa: PLC0415
     from ingest.settings import IngestSettings  # noqa: PLC0415
     from ingest.sink import SinkError  # noqa: PLC0415

@@ -7,7 +7,7 @@ import argparse
 import orjson
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agentstream.topics import create_topics, describe_topics, list_topics
+from agentstream.stack.topics import create_topics, describe_topics, list_topics
 from schemas.settings import KafkaFields
 from schemas.topics import ALL_TOPICS, prefixed
 

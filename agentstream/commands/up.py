@@ -8,10 +8,10 @@ import signal
 import sys
 import types
 
-from agentstream.broker import BrokerError, EmbeddedBroker
-from agentstream.settings import BrokerSettings, UpSettings
-from agentstream.supervisor import Child, Supervisor
-from agentstream.topics import create_topics
+from agentstream.stack.broker import BrokerError, EmbeddedBroker
+from agentstream.stack.settings import BrokerSettings, UpSettings
+from agentstream.stack.supervisor import Child, Supervisor
+from agentstream.stack.topics import create_topics
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -28,8 +28,8 @@ from aiokafka.partitioner import murmur2
 
 from agentstream.simulator import CallRun, SimOptions, Simulator, load_scenarios, plan_calls
 from agentstream.simulator_results import TopicWatcher
-from agentstream.simulator_stack import LocalStack
-from agentstream.topics import create_topics
+from agentstream.stack.local import LocalStack
+from agentstream.stack.topics import create_topics
 from schemas.topics import AUDIO
 from tests.helpers import async_wait_until
 

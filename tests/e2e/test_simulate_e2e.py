@@ -17,8 +17,8 @@ import pytest
 
 from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls
 from agentstream.simulator_results import TopicWatcher, summary_rows
-from agentstream.simulator_stack import LocalStack
-from agentstream.topics import create_topics
+from agentstream.stack.local import LocalStack
+from agentstream.stack.topics import create_topics
 
 # One rerun: the outcome depends on a real recogniser and on timing under a shared 2-core CPU.
 pytestmark = [

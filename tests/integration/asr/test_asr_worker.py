@@ -18,7 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from analytics.audio import chunks, float_to_pcm16
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed

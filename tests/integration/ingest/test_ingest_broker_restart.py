@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.asyncio.client import connect
 
-from agentstream.broker import EmbeddedBroker, free_port
-from agentstream.topics import create_topics
+from agentstream.stack.broker import EmbeddedBroker, free_port
+from agentstream.stack.topics import create_topics
 from tests.helpers import async_wait_until
 from tests.integration.ingest.ingest_support import (
     dtmf,

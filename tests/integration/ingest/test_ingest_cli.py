@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from websockets.asyncio.client import connect
 
-from agentstream.broker import free_port
+from agentstream.stack.broker import free_port
 from tests.helpers import wait_until
 from tests.integration.ingest.ingest_support import media, pcm, read_audio, read_calls, start
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from routing.service import RoutingService
 from routing.settings import RoutingSettings
 from schemas.records import CallEvent, CallState, Decision, Score, Sentiment

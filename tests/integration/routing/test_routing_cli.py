@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration

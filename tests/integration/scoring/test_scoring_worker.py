@@ -21,7 +21,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from schemas.records import CallEvent, DeadLetter, Score, Transcript
 from schemas.topics import CALLS, DEADLETTER, SCORES, TRANSCRIPTS, prefixed
 

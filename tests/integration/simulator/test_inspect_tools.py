@@ -7,7 +7,7 @@ import pytest
 from kafka import KafkaProducer
 
 from agentstream.cli import main
-from agentstream.topics import create_topics
+from agentstream.stack.topics import create_topics
 from schemas.records import AudioFrameMeta, CallEvent, Decision, Transcript
 from schemas.topics import AUDIO, CALLS, DECISIONS, TRANSCRIPTS, prefixed
 

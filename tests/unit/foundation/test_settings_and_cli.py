@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from agentstream.cli import build_parser
 from agentstream.commands.topics import TopicsSettings
-from agentstream.settings import BrokerSettings, UpSettings
+from agentstream.stack.settings import BrokerSettings, UpSettings
 from schemas.settings import DEFAULT_BOOTSTRAP
 
 pytestmark = pytest.mark.unit

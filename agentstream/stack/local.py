@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentstream.broker import free_port
+from agentstream.stack.broker import free_port
 
 logger = logging.getLogger(__name__)
 

