@@ -35,8 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls  # noqa: E402
-from agentstream.simulator_results import (  # noqa: E402
+from agentstream.sim.calls import SimOptions, Simulator, load_scenarios, plan_calls  # noqa: E402
+from agentstream.sim.results import (  # noqa: E402
     TopicWatcher,
     aggregate,
     summary_rows,

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentstream.simulator import CallRun
-    from agentstream.simulator_results import TopicWatcher
+    from agentstream.sim.calls import CallRun
+    from agentstream.sim.results import TopicWatcher
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,8 +81,8 @@ def _streamed(runs: list[CallRun]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from agentstream.simulator import SimOptions, plan_calls, specs_from_inputs  # noqa: PLC0415
-    from agentstream.simulator_settings import SimulatorSettings  # noqa: PLC0415
+    from agentstream.sim.calls import SimOptions, plan_calls, specs_from_inputs  # noqa: PLC0415
+    from agentstream.sim.settings import SimulatorSettings  # noqa: PLC0415
 
     overrides: dict[str, Any] = {
         key: value
@@ -135,8 +135,8 @@ async def _main(runs: list[CallRun], options: Any, settings: Any, args: argparse
     from rich.console import Console  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
 
-    from agentstream.simulator import Simulator  # noqa: PLC0415
-    from agentstream.simulator_results import (  # noqa: PLC0415
+    from agentstream.sim.calls import Simulator  # noqa: PLC0415
+    from agentstream.sim.results import (  # noqa: PLC0415
         TopicWatcher,
         aggregate,
         render_live,

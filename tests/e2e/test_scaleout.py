@@ -26,8 +26,8 @@ import soundfile as sf
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from agentstream.simulator import CallRun, SimOptions, Simulator, load_scenarios, plan_calls
-from agentstream.simulator_results import TopicWatcher
+from agentstream.sim.calls import CallRun, SimOptions, Simulator, load_scenarios, plan_calls
+from agentstream.sim.results import TopicWatcher
 from agentstream.stack.local import LocalStack
 from agentstream.stack.topics import create_topics
 from schemas.topics import AUDIO

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.simulator import SimOptions, Simulator, load_scenarios, plan_calls
-from agentstream.simulator_results import TopicWatcher, summary_rows
+from agentstream.sim.calls import SimOptions, Simulator, load_scenarios, plan_calls
+from agentstream.sim.results import TopicWatcher, summary_rows
 from agentstream.stack.local import LocalStack
 from agentstream.stack.topics import create_topics
 

@@ -32,7 +32,7 @@ SERVICES: dict[str, tuple[str, str, str | None]] = {
     "ingest": ("ingest", "ingest.settings:IngestSettings", "port"),
     "worker": ("worker", "analytics.settings:WorkerSettings", None),
     "routing": ("routing", "routing.settings:RoutingSettings", "port"),
-    "simulate": ("simulate", "agentstream.simulator_settings:SimulatorSettings", None),
+    "simulate": ("simulate", "agentstream.sim.settings:SimulatorSettings", None),
 }
 
 

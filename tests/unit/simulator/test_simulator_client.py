@@ -18,7 +18,8 @@ import soundfile as sf
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
-from agentstream.simulator import (
+from agentstream.sim.audio import frames, load_pcm16
+from agentstream.sim.calls import (
     CallSpec,
     SimOptions,
     Simulator,
@@ -26,8 +27,7 @@ from agentstream.simulator import (
     plan_calls,
     specs_from_inputs,
 )
-from agentstream.simulator_audio import frames, load_pcm16
-from agentstream.simulator_protocol import variant_for
+from agentstream.sim.messages import variant_for
 from schemas.callbacks import parse_callback
 from schemas.exotel import MediaEvent, StartEvent, StopEvent, parse_event
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.simulator import CallSpec, SimOptions, plan_calls
-from agentstream.simulator_results import (
+from agentstream.sim.calls import CallSpec, SimOptions, plan_calls
+from agentstream.sim.results import (
     CallRecords,
     TopicWatcher,
     aggregate,

@@ -6,10 +6,10 @@ sends ``connected``, ``start``, one ``media`` frame per 100 ms of audio paced at
 time, ``stop``, closes the socket, and then calls the Passthru URL with the parameters Exotel
 sends and records the answer (200 continue, 302 escalate). On ``/voicebot`` it also listens for
 what the server sends back: a server-side close is the bot-to-agent handoff, and the call stops
-streaming there. Message spellings rotate per call (:mod:`agentstream.simulator_protocol`).
+streaming there. Message spellings rotate per call (:mod:`agentstream.sim.messages`).
 
 What the pipeline made of each call (transcripts, scores, decisions) is read back from Kafka by
-:class:`agentstream.simulator_results.TopicWatcher`.
+:class:`agentstream.sim.results.TopicWatcher`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agentstream.simulator_audio import expand_inputs, frames, load_pcm16
-from agentstream.simulator_protocol import (
+from agentstream.sim.audio import expand_inputs, frames, load_pcm16
+from agentstream.sim.messages import (
     Variant,
     connected_message,
     media_message,

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.table import Table
 
-from agentstream.simulator import CallRun, describe
+from agentstream.sim.calls import CallRun, describe
 from schemas.records import Decision, Score, Transcript
 from schemas.topics import DECISIONS, SCORES, TRANSCRIPTS, prefixed
 
