@@ -47,7 +47,7 @@ typecheck: install ## mypy, strict on the packages
 check: lint typecheck test ## Lint, type-check and test
 
 schemas: install ## Regenerate schemas/json/*.json from the models
-	$(BIN)/python -m agentstream.jsonschemas
+	$(BIN)/python -m schemas.jsonschema
 
 bench: install ## List the benchmarks (run each on demand)
 	@ls bench/*.py

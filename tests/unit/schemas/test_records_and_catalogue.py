@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agentstream.jsonschemas import JSON_DIR, render
+from schemas.jsonschema import JSON_DIR, render
 from schemas.records import (
     AudioFrameMeta,
     CallEvent,

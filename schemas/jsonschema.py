@@ -1,19 +1,19 @@
-"""Generate ``schemas/json/<topic>.json`` (JSON Schema of each topic's value) from the models.
+"""JSON Schema of each topic's value, built from the models (``schemas/json/<topic>.json``).
 
-Run ``python -m agentstream.jsonschemas`` (or ``make schemas``) after changing a model; a test
-fails while the checked-in files and the models disagree.
+:func:`render` builds every file's bytes and does no I/O; ``python -m schemas.jsonschema`` (or
+``make schemas``) writes them after a model changes. A unit test fails while the checked-in
+files and the models disagree.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import orjson
 
 from schemas.topics import ALL_TOPICS
 
-JSON_DIR = Path(__file__).resolve().parent.parent / "schemas" / "json"
+JSON_DIR = Path(__file__).parent / "json"
 
 
 def render() -> dict[str, bytes]:
@@ -33,13 +33,8 @@ def render() -> dict[str, bytes]:
     return out
 
 
-def main() -> int:
+if __name__ == "__main__":  # the writer: only `python -m schemas.jsonschema` touches the disk
     JSON_DIR.mkdir(parents=True, exist_ok=True)
-    for name, data in render().items():
-        (JSON_DIR / name).write_bytes(data)
-        print(f"wrote {JSON_DIR / name}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    for _name, _data in render().items():
+        (JSON_DIR / _name).write_bytes(_data)
+        print(f"wrote {JSON_DIR / _name}")
