@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
+import signal
+
+import uvloop
+from kafka.errors import KafkaError
+
+from agentstream.stack.topics import create_topics
+from ingest.settings import IngestSettings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,17 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-    import gc  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-
-    import uvloop  # noqa: PLC0415
-    from kafka.errors import KafkaError  # noqa: PLC0415
-
-    from agentstream.stack.topics import create_topics  # noqa: PLC0415
-    from ingest.server import serve_forever  # noqa: PLC0415
-    from ingest.settings import IngestSettings  # noqa: PLC0415
-    from ingest.sink import SinkError  # noqa: PLC0415
+    # The server (websockets, aiokafka) loads only when it runs: `agentstream --help` stays fast.
+    from ingest.server import serve_forever
+    from ingest.sink import SinkError
 
     overrides = {
         name: value

@@ -11,7 +11,11 @@ import argparse
 import time
 from typing import Any
 
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
 from agentstream.commands.tail import add_kafka_options, record_time_ms, render, settings_from
+from schemas.topics import ALL_TOPICS, AUDIO, prefixed
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,8 +38,6 @@ def read_call(
     fetch_max_wait_ms: int = 30,
 ) -> list[tuple[str, dict[str, Any], int]]:
     """(topic, rendered record, time ms) for every record keyed ``call_sid`` in ``topics``."""
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -122,10 +124,6 @@ def _line(time_ms: int, topic: str, body: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import orjson  # noqa: PLC0415
-
-    from schemas.topics import ALL_TOPICS, AUDIO, prefixed  # noqa: PLC0415
-
     settings = settings_from(args)
     topics = [prefixed(spec, settings.topic_prefix) for spec in ALL_TOPICS]
     records = read_call(

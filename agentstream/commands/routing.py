@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
+from routing.settings import RoutingSettings
+from schemas.rules import RulesError
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
@@ -28,9 +33,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from routing.settings import RoutingSettings  # noqa: PLC0415
-    from schemas.rules import RulesError  # noqa: PLC0415
-
     overrides: dict[str, Any] = {}
     for name, value in (
         ("host", args.host),
@@ -50,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _check(settings: Any) -> int:
-    from routing.service import RulesSource  # noqa: PLC0415
+def _check(settings: RoutingSettings) -> int:
+    # The service (aiohttp, aiokafka) loads when the command runs: `agentstream --help` stays fast.
+    from routing.service import RulesSource
 
     rules = RulesSource(settings.rules_path).load()
     print(f"rules OK: {settings.rules_path or 'shipped schemas/data/rules.yaml'}")
@@ -66,10 +69,8 @@ def _check(settings: Any) -> int:
     return 0
 
 
-def _serve(settings: Any) -> int:
-    import uvloop  # noqa: PLC0415
-
-    from routing.service import RoutingService  # noqa: PLC0415
+def _serve(settings: RoutingSettings) -> int:
+    from routing.service import RoutingService  # loaded on run, like RulesSource above
 
     async def main() -> int:
         service = RoutingService(settings)

@@ -7,11 +7,18 @@ started by ``agentstream up``, and shows each call's transcript, sentiment and d
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from rich.console import Console
+from rich.live import Live
+
+from agentstream.sim.settings import SimulatorSettings
+
 if TYPE_CHECKING:
-    from agentstream.sim.calls import CallRun
+    from agentstream.sim.calls import CallRun, SimOptions
     from agentstream.sim.results import TopicWatcher
 
 
@@ -79,10 +86,9 @@ def _streamed(runs: list[CallRun]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
-    from agentstream.sim.calls import SimOptions, plan_calls, specs_from_inputs  # noqa: PLC0415
-    from agentstream.sim.settings import SimulatorSettings  # noqa: PLC0415
+    # The simulator (scipy, aiohttp, aiokafka) loads only when the command runs, so that
+    # `agentstream --help` stays fast.
+    from agentstream.sim.calls import SimOptions, plan_calls, specs_from_inputs
 
     overrides: dict[str, Any] = {
         key: value
@@ -128,15 +134,14 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(runs, options, settings, args))
 
 
-async def _main(runs: list[CallRun], options: Any, settings: Any, args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
-    import orjson  # noqa: PLC0415
-    from rich.console import Console  # noqa: PLC0415
-    from rich.live import Live  # noqa: PLC0415
-
-    from agentstream.sim.calls import Simulator  # noqa: PLC0415
-    from agentstream.sim.results import (  # noqa: PLC0415
+async def _main(
+    runs: list[CallRun],
+    options: SimOptions,
+    settings: SimulatorSettings,
+    args: argparse.Namespace,
+) -> int:
+    from agentstream.sim.calls import Simulator  # loaded on run, as in run()
+    from agentstream.sim.results import (
         TopicWatcher,
         aggregate,
         render_live,

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import orjson
+from kafka import KafkaConsumer, TopicPartition
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.records import AUDIO_HEADER_PREFIX
 from schemas.settings import KafkaFields
+from schemas.topics import ALL_TOPICS, prefixed
 
 SHORT_NAMES = ("audio", "calls", "transcripts", "scores", "decisions", "deadletter")
 
@@ -55,8 +59,6 @@ def settings_from(args: argparse.Namespace) -> InspectSettings:
 
 
 def topic_name(name: str, prefix: str) -> str:
-    from schemas.topics import ALL_TOPICS, prefixed  # noqa: PLC0415
-
     for spec in ALL_TOPICS:
         if name in (spec.name, spec.name.rsplit(".", 1)[-1]):
             return prefixed(spec, prefix)
@@ -69,11 +71,7 @@ def is_audio_topic(topic: str) -> bool:
 
 def render(topic: str, key: bytes | None, value: bytes | None, headers: Any) -> dict[str, Any]:
     """A record as a plain dict: the JSON value, or the audio frame's metadata."""
-    import orjson  # noqa: PLC0415
-
     if is_audio_topic(topic):
-        from schemas.records import AUDIO_HEADER_PREFIX  # noqa: PLC0415
-
         meta = {
             name[len(AUDIO_HEADER_PREFIX) :]: raw.decode("utf-8", "replace")
             for name, raw in (headers or [])
@@ -100,9 +98,6 @@ def record_time_ms(record: dict[str, Any], fallback_ms: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import orjson  # noqa: PLC0415
-    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
     settings = settings_from(args)
     topic = topic_name(args.topic, settings.topic_prefix)
     consumer = KafkaConsumer(

@@ -12,6 +12,8 @@ from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.settings import BrokerSettings, UpSettings
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
+from ingest.settings import IngestSettings
+from routing.settings import RoutingSettings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,14 +50,10 @@ def _endpoints(services: list[str]) -> list[tuple[str, str]]:
     """Where each service listens, read from that service's own settings."""
     lines: list[tuple[str, str]] = []
     if "ingest" in services:
-        from ingest.settings import IngestSettings  # noqa: PLC0415
-
         ing = IngestSettings()
         base = f"{ing.host}:{ing.port}"
         lines.append(("ingest", f"ws://{base}/stream  ws://{base}/voicebot  http://{base}/metrics"))
     if "routing" in services:
-        from routing.settings import RoutingSettings  # noqa: PLC0415
-
         rt = RoutingSettings()
         base = f"http://{rt.host}:{rt.port}"
         lines.append(("routing", f"{base}/exotel/passthru  {base}/exotel/connect  {base}/health"))
