@@ -23,10 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = BrokerSettings(**overrides)
-    broker = EmbeddedBroker(
-        host=settings.host, port=settings.port, startup_timeout_s=settings.startup_timeout_s
-    )
+    broker = EmbeddedBroker.from_settings(BrokerSettings(**overrides))
     try:
         broker.start()
     except BrokerError as exc:

@@ -114,10 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: audio not found: " + ", ".join(missing))
         return 2
     rates = (8000, 16000) if args.rate == "both" else (int(args.rate),)
-    options = SimOptions(
-        ingest_url=settings.ingest_url,
-        routing_url=settings.routing_url,
-        basic_auth=settings.basic_auth.get_secret_value() if settings.basic_auth else None,
+    options = SimOptions.from_settings(
+        settings,
         mode=args.mode,
         speed=args.speed,
         rates=rates,

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap = args.bootstrap
     else:
         bs = BrokerSettings(**({"port": args.broker_port} if args.broker_port else {}))
-        broker = EmbeddedBroker(bs.host, bs.port, bs.startup_timeout_s)
+        broker = EmbeddedBroker.from_settings(bs)
         try:
             broker.start()
         except BrokerError as exc:

@@ -42,6 +42,7 @@ from agentstream.sim.messages import (
     stop_message,
     variant_for,
 )
+from agentstream.sim.settings import SimulatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def specs_from_inputs(
 
 @dataclass
 class SimOptions:
+    """How to play a batch of calls: where to send them, how fast, how many at once."""
+
     ingest_url: str = "ws://127.0.0.1:8080"
     routing_url: str = "http://127.0.0.1:8081"
     basic_auth: str | None = None
@@ -115,6 +118,18 @@ class SimOptions:
     connect_timeout_s: float = 10.0
     account_sid: str = "simaccount"
     to_number: str = "08047112345"
+
+    @classmethod
+    def from_settings(cls, settings: SimulatorSettings, **play: Any) -> SimOptions:
+        """Options that send to the settings' ingest and routing URLs with their Basic auth;
+        ``play`` sets the rest (mode, speed, rates, concurrency ...)."""
+        secret = settings.basic_auth
+        return cls(
+            ingest_url=settings.ingest_url,
+            routing_url=settings.routing_url,
+            basic_auth=secret.get_secret_value() if secret else None,
+            **play,
+        )
 
 
 @dataclass

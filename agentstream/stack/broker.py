@@ -18,6 +18,8 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from agentstream.stack.settings import BrokerSettings
+
 logger = logging.getLogger(__name__)
 
 
@@ -96,6 +98,11 @@ class EmbeddedBroker:
     startup_timeout_s: float = 20.0
     quiet: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings) -> EmbeddedBroker:
+        """The broker ``AGENTSTREAM_BROKER_*`` describes (``agentstream broker`` and ``up``)."""
+        return cls(settings.host, settings.port, settings.startup_timeout_s)
 
     @property
     def bootstrap(self) -> str:
