@@ -52,7 +52,10 @@ FRAME_MS = 100
 
 @dataclass(frozen=True)
 class CallSpec:
-    """One thing to play: an audio file, who the call belongs to, and what should happen."""
+    """One thing to play: an audio file, who the call belongs to, and what should happen.
+
+    Immutable input (a scenario entry or an audio file); several :class:`CallRun` may play it.
+    """
 
     name: str
     path: Path
@@ -134,7 +137,12 @@ class SimOptions:
 
 @dataclass
 class CallRun:
-    """Live state and outcome of one simulated call (updated as it plays)."""
+    """Live state and outcome of one simulated call (updated as it plays).
+
+    Per-call state owned by the process that runs the :class:`Simulator` (``agentstream
+    simulate``, ``bench/e2e.py`` or a test): the client's side of the call, as Exotel would see
+    it. What the pipeline made of the call is in :class:`agentstream.sim.results.PipelineOutput`.
+    """
 
     index: int
     spec: CallSpec

@@ -25,6 +25,8 @@ PassthruForm = Literal["brackets", "json"]
 
 @dataclass(frozen=True)
 class Variant:
+    """One spelling choice per dimension of Exotel's messages, fixed for one call."""
+
     numbers_as_strings: bool
     sid_key: SidKey
     encoding: Encoding

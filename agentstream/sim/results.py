@@ -31,8 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CallRecords:
-    """Every transcript, score and decision one call produced, in arrival order."""
+class PipelineOutput:
+    """Every transcript, score and decision the pipeline produced for one simulated call, in
+    arrival order, as read back from the topics.
+
+    Per-call state owned by the process that runs the simulator (``agentstream simulate``,
+    ``bench/e2e.py`` or a test), filled in by its :class:`TopicWatcher`; the pipeline's own
+    per-call state lives in ingest, the worker and routing.
+    """
 
     transcripts: list[Transcript] = field(default_factory=list)
     scores: list[Score] = field(default_factory=list)
@@ -60,7 +66,8 @@ class CallRecords:
 
 
 class TopicWatcher:
-    """Collects the records of a set of call SIDs from the analytics topics."""
+    """Collects the records of a set of call SIDs from the analytics topics into one
+    :class:`PipelineOutput` per call (``calls``), in the process that runs the simulator."""
 
     def __init__(self, bootstrap: str, topic_prefix: str = "", fetch_max_wait_ms: int = 50) -> None:
         self.bootstrap = bootstrap
@@ -70,14 +77,14 @@ class TopicWatcher:
             prefixed(DECISIONS, topic_prefix): Decision,
         }
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.calls: dict[str, CallRecords] = {}
+        self.calls: dict[str, PipelineOutput] = {}
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     def watch(self, call_sids: Iterable[str]) -> None:
         for sid in call_sids:
-            self.calls.setdefault(sid, CallRecords())
+            self.calls.setdefault(sid, PipelineOutput())
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -137,7 +144,7 @@ class TopicWatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
 
-        def quiet(records: CallRecords) -> bool:
+        def quiet(records: PipelineOutput) -> bool:
             return time.monotonic() - max(records.last_seen, started) >= quiet_s
 
         while loop.time() < deadline:
@@ -173,7 +180,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def stage_latencies(records: CallRecords) -> dict[str, list[float]]:
+def stage_latencies(records: PipelineOutput) -> dict[str, list[float]]:
     """Per-utterance latencies of one call, in ms, by stage."""
     finals = records.finals
     decided = {d.utterance_id: d for d in records.decisions if d.utterance_id}
@@ -189,7 +196,7 @@ def stage_latencies(records: CallRecords) -> dict[str, list[float]]:
     }
 
 
-def utterance_detail(records: CallRecords) -> list[dict[str, Any]]:
+def utterance_detail(records: PipelineOutput) -> list[dict[str, Any]]:
     """Per final utterance: text, times, sentiment, keyword categories, the decision it led to."""
     scores = {s.utterance_id: s for s in records.scores}
     decisions = {d.utterance_id: d for d in records.decisions if d.utterance_id}
@@ -212,9 +219,9 @@ def utterance_detail(records: CallRecords) -> list[dict[str, Any]]:
     return out
 
 
-def summary_row(run: CallRun, records: CallRecords | None) -> dict[str, Any]:
+def summary_row(run: CallRun, records: PipelineOutput | None) -> dict[str, Any]:
     row = describe(run)
-    records = records or CallRecords()
+    records = records or PipelineOutput()
     decision = records.decision
     last_score = records.scores[-1] if records.scores else None
     row.update(
@@ -269,7 +276,7 @@ def render_live(runs: list[CallRun], watcher: TopicWatcher | None) -> Table:
         table.add_column(name)
     calls = watcher.calls if watcher else {}
     for run in runs:
-        records = calls.get(run.call_sid) or CallRecords()
+        records = calls.get(run.call_sid) or PipelineOutput()
         finals = records.finals
         decision = records.decision
         done = run.frames_sent * 100 // max(1, run.frames_total)

@@ -8,7 +8,7 @@ import pytest
 
 from agentstream.sim.calls import CallSpec, SimOptions, plan_calls
 from agentstream.sim.results import (
-    CallRecords,
+    PipelineOutput,
     TopicWatcher,
     aggregate,
     percentiles,
@@ -63,7 +63,7 @@ def _decision(sid: str, n: int, kind: str) -> Decision:
 
 
 def test_settled_needs_every_final_scored_and_decided() -> None:
-    records = CallRecords()
+    records = PipelineOutput()
     assert not records.settled()
     records.transcripts.append(_transcript("A", 0, "hello"))
     assert not records.settled()
