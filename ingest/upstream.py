@@ -1,9 +1,8 @@
-"""Voicebot proxy: relay an Exotel socket to an upstream bot, unchanged, in both directions.
+"""The client socket to an upstream Voicebot: messages go to it unchanged, and come back.
 
-Messages Exotel sends before ``start`` (``connected``) are held until the tenant (and with it
-the upstream URL) is known, then sent ahead of ``start``. What the bot sends (``media``,
-``mark``, ``clear``) goes to Exotel verbatim. When the bot closes its socket the Exotel socket
-is closed normally too, which is how a bot hangs up or transfers in Exotel.
+What the bot sends (``media``, ``mark``, ``clear``) goes to Exotel verbatim. When the bot
+closes its socket, ``on_bot_closed`` runs (the relay then closes the Exotel socket normally,
+which is how a bot hangs up or transfers in Exotel).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ class UpstreamError(RuntimeError):
 
 
 class UpstreamBot:
-    """One upstream bot connection for one call."""
+    """One upstream bot connection for one call; owned by the ingest process holding it."""
 
     def __init__(
         self,
