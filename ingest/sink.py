@@ -61,6 +61,11 @@ class PartitionQueue:
 
 
 class _GapTally:
+    """Audio frames of one call the sink dropped and has not reported in a gap record yet.
+
+    Per call, owned by the ingest process (its sink) until the gap record is written.
+    """
+
     __slots__ = ("tag", "first_seq", "last_seq", "count")
 
     def __init__(self, tag: CallTag, seq: int) -> None:
@@ -71,7 +76,10 @@ class _GapTally:
 
 
 class _AudioRoute:
-    """Where one call's frames go and the part of their headers that never changes."""
+    """Where one call's frames go and the part of their headers that never changes.
+
+    Per call, owned by the ingest process (its sink) from the first frame to the stop record.
+    """
 
     __slots__ = ("queue", "static", "rate_header")
 

@@ -214,6 +214,8 @@ class KeywordHit(BaseModel):
     span: tuple[int, int] = Field(description="character offsets [start, end) in the text")
 
 
+# Owned by the analytics scoring worker that holds the call's partition; every Score carries
+# a copy, which is how routing sees it. (Not in the docstring: that is the JSON Schema's text.)
 class CallState(BaseModel):
     """Running per-call analytics folded over every scored utterance."""
 
