@@ -1,20 +1,21 @@
 """One Exotel stream: the per-call protocol state machine, from parsed events to Kafka records.
 
-No sockets here: the server feeds it raw text messages and tells it how the call ended, so
-the whole protocol (order of events, sequence gaps and duplicates, sample rate, offsets,
-synthetic stop) is unit-testable with a fake sink.
+No sockets and no Kafka here: the connection handler feeds it raw text messages and tells it
+how the call ended; it appends the records it wants written to :attr:`StreamSession.outbox`
+(:class:`~ingest.outgoing.Outgoing`), which the handler hands to the sink. So the whole
+protocol (order of events, sequence gaps and duplicates, sample rate, offsets, synthetic stop)
+is unit-testable without a sink.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from ingest.metrics import IngestStats
-from ingest.sink import CallTag, Entry, PartitionQueue
+from ingest.outgoing import AUDIO, CALLS, DEADLETTER, CallTag, Outgoing
+from schemas.deadletter import dead_letter
 from schemas.errors import ProtocolError
 from schemas.exotel import (
     DEFAULT_SAMPLE_RATE_HZ,
@@ -28,84 +29,32 @@ from schemas.exotel import (
     UnknownEvent,
     parse_event,
 )
-from schemas.records import AUDIO_HEADER_PREFIX, SCHEMA_VERSION, CallEvent, DeadLetter
+from schemas.records import CallEvent
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 
 
-class Sink(Protocol):
-    """What a session needs from the Kafka side (``ingest.sink.KafkaSink``)."""
-
-    audio_topic: str
-    calls_topic: str
-    deadletter_topic: str
-
-    def queue_for(self, topic: str, key: bytes) -> PartitionQueue: ...
-
-    def send_audio(self, queue: PartitionQueue, entry: Entry) -> None: ...
-
-    def send_record(self, topic: str, key: bytes, value: bytes, read_at: float) -> None: ...
-
-    def flush_gap(self, call_sid: str) -> None: ...
-
-
-_H = AUDIO_HEADER_PREFIX
-
-
-def static_audio_headers(
-    call_sid: str, stream_sid: str, tenant: str, campaign: str
-) -> list[tuple[str, bytes]]:
-    """The per-call part of the audio headers, in ``AudioFrameMeta`` field order."""
-    return [
-        (_H + "schema_version", str(SCHEMA_VERSION).encode()),
-        (_H + "call_sid", call_sid.encode()),
-        (_H + "stream_sid", stream_sid.encode()),
-        (_H + "tenant", tenant.encode()),
-        (_H + "campaign", campaign.encode()),
-    ]
-
-
-def audio_headers(
-    static: list[tuple[str, bytes]],
-    sequence_number: int,
-    chunk: int | None,
-    timestamp_ms: int | None,
-    rate_header: tuple[str, bytes],
-    received_at_ms: int,
-    offset_ms: int,
-) -> list[tuple[str, bytes]]:
-    """Exactly ``AudioFrameMeta(...).to_headers()`` without building a model per frame
-    (a unit test holds the two equal); the model costs ~20 us a frame at 10k frames/s."""
-    headers = [*static, (_H + "sequence_number", str(sequence_number).encode())]
-    if chunk is not None:
-        headers.append((_H + "chunk", str(chunk).encode()))
-    if timestamp_ms is not None:
-        headers.append((_H + "timestamp_ms", str(timestamp_ms).encode()))
-    headers.append(rate_header)
-    headers.append((_H + "received_at_ms", str(received_at_ms).encode()))
-    headers.append((_H + "offset_ms", str(offset_ms).encode()))
-    return headers
-
-
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class CallSession:
-    """State of one WebSocket connection from Exotel (``/stream`` or ``/voicebot``)."""
+class StreamSession:
+    """Protocol state of one Exotel stream (``/stream`` or ``/voicebot``).
+
+    Owned by the ingest process, one per WebSocket connection, alive while the socket is.
+    """
 
     def __init__(
         self,
-        sink: Sink,
         stats: IngestStats,
         endpoint: str,
         query: Mapping[str, str],
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = _wall_ms,
     ) -> None:
-        self.sink = sink
+        self.outbox: list[Outgoing] = []  # records to write; the handler drains it
         self.stats = stats
         self.endpoint = endpoint
         self.query = dict(query)
@@ -128,9 +77,6 @@ class CallSession:
         self.frames = 0
         self._key = b""
         self._tag: CallTag | None = None
-        self._audio_queue: PartitionQueue | None = None
-        self._static_headers: list[tuple[str, bytes]] = []
-        self._rate_header: tuple[str, bytes] = ("", b"")
 
     @property
     def started(self) -> bool:
@@ -187,12 +133,9 @@ class CallSession:
         self.last_media_at = read_at
         self.last_sequence = event.sequence_number
         self._key = info.call_sid.encode()
-        self._tag = CallTag(info.call_sid, self.stream_sid, self.tenant, self.campaign, custom)
-        self._audio_queue = self.sink.queue_for(self.sink.audio_topic, self._key)
-        self._static_headers = static_audio_headers(
-            info.call_sid, self.stream_sid, self.tenant, self.campaign
+        self._tag = CallTag(
+            info.call_sid, self.stream_sid, self.tenant, self.campaign, custom, self.sample_rate_hz
         )
-        self._rate_header = (_H + "sample_rate_hz", str(self.sample_rate_hz).encode())
         self._emit(
             "start",
             read_at,
@@ -268,20 +211,20 @@ class CallSession:
         stats = self.stats
         stats.frames_in += 1
         stats.audio_bytes_in += len(pcm)
-        seq_value = seq if seq is not None else self.frames
-        assert self._audio_queue is not None
-        headers = audio_headers(
-            self._static_headers,
-            seq_value,
-            event.media.chunk,
-            event.media.timestamp_ms,
-            self._rate_header,
-            received_at_ms,
-            offset_ms,
-        )
-        self.sink.send_audio(
-            self._audio_queue,
-            Entry(self._key, pcm, headers, received_at_ms, read_at, self._tag, seq_value),
+        media = event.media
+        self.outbox.append(
+            Outgoing(
+                AUDIO,
+                self._key,
+                pcm,
+                read_at,
+                self._tag,
+                seq if seq is not None else self.frames,
+                media.chunk,
+                media.timestamp_ms,
+                received_at_ms,
+                offset_ms,
+            )
         )
 
     def _on_dtmf_or_mark(self, event: DtmfEvent | MarkEvent, read_at: float) -> None:
@@ -317,8 +260,8 @@ class CallSession:
     def _finish(self, reason: str, read_at: float, seq: int | None) -> None:
         assert self.call_sid is not None
         self.stopped = True
-        self.sink.flush_gap(self.call_sid)
-        self._emit("stop", read_at, sequence_number=seq, stop_reason=reason)
+        # ends_call: the sink writes the call's pending gap record ahead of this stop
+        self._emit("stop", read_at, ends_call=True, sequence_number=seq, stop_reason=reason)
         logger.info(
             "call_sid=%s stream_sid=%s stopped (%s) after %d frames",
             self.call_sid,
@@ -332,7 +275,7 @@ class CallSession:
 
     # --- records ------------------------------------------------------------------------------
 
-    def _emit(self, kind: str, read_at: float, **fields: object) -> None:
+    def _emit(self, kind: str, read_at: float, ends_call: bool = False, **fields: object) -> None:
         assert self.call_sid is not None
         record = CallEvent.model_validate(
             {
@@ -346,19 +289,19 @@ class CallSession:
                 **fields,
             }
         )
-        self.sink.send_record(self.sink.calls_topic, self._key, record.to_bytes(), read_at)
+        self.outbox.append(
+            Outgoing(CALLS, self._key, record.to_bytes(), read_at, self._tag, ends_call=ends_call)
+        )
 
     def dead_letter(self, raw: str | bytes, error: str, read_at: float) -> None:
         """Write the offending message and the error to the dead-letter topic."""
-        raw_bytes = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-        record = DeadLetter(
-            stage="ingest",
-            error=error,
+        record = dead_letter(
+            "ingest",
+            error,
+            raw=raw,
             call_sid=self.call_sid,
-            stream_sid=self.stream_sid or None,
-            raw_base64=base64.b64encode(raw_bytes).decode("ascii"),
+            stream_sid=self.stream_sid,
             occurred_at_ms=self.wall_ms(),
         )
         self.stats.deadletters += 1
-        key = self._key or b""
-        self.sink.send_record(self.sink.deadletter_topic, key, record.to_bytes(), read_at)
+        self.outbox.append(Outgoing(DEADLETTER, self._key, record.to_bytes(), read_at))

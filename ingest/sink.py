@@ -1,5 +1,8 @@
 """The ingest side of Kafka: a bounded, ordered, batching buffer in front of aiokafka.
 
+Sessions hand it :class:`~ingest.outgoing.Outgoing` records (:meth:`RecordSink.write`); the
+sink alone picks their partition, encodes their headers and owns the per-partition queues.
+
 Why not ``producer.send()`` per frame: aiokafka keeps one pending batch per partition and
 handlers stall whenever it fills (see shared performance notes). Instead every partition has
 its own queue and one sender task that builds a batch with ``create_batch()``, hands it over
@@ -21,59 +24,25 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from ingest.metrics import IngestStats
+from ingest.outgoing import AUDIO, CALLS, NO_HEADERS, CallTag, Outgoing, TopicKind
 from ingest.settings import IngestSettings
-from schemas.records import CallEvent
-from schemas.topics import AUDIO, CALLS, DEADLETTER, TopicSpec, prefixed
+from schemas.partition import partition_for
+from schemas.records import AUDIO_HEADER_PREFIX, CallEvent, audio_headers, static_audio_headers
+from schemas.topics import AUDIO as AUDIO_TOPIC
+from schemas.topics import CALLS as CALLS_TOPIC
+from schemas.topics import DEADLETTER as DEADLETTER_TOPIC
+from schemas.topics import TopicSpec, prefixed
 
 logger = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
 
 
 class SinkError(RuntimeError):
     """Kafka could not be reached at start."""
-
-
-@dataclass(frozen=True)
-class CallTag:
-    """Who a call belongs to, shared by every queued frame of the call (for gap records)."""
-
-    call_sid: str
-    stream_sid: str
-    tenant: str
-    campaign: str
-    custom_parameters: dict[str, str] = field(default_factory=dict)
-
-
-class Entry:
-    __slots__ = ("key", "value", "headers", "timestamp_ms", "size", "read_at", "tag", "seq")
-
-    def __init__(
-        self,
-        key: bytes,
-        value: bytes,
-        headers: Headers,
-        timestamp_ms: int,
-        read_at: float,
-        tag: CallTag | None = None,
-        seq: int = 0,
-    ) -> None:
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.timestamp_ms = timestamp_ms
-        # an estimate (headers of an audio frame are ~250 bytes): summing them costs more
-        self.size = len(key) + len(value) + 64 + 24 * len(headers)
-        self.read_at = read_at
-        self.tag = tag
-        self.seq = seq
 
 
 class PartitionQueue:
@@ -85,13 +54,18 @@ class PartitionQueue:
         self.topic = topic
         self.partition = partition
         self.audio = audio
-        self.pending: deque[Entry] = deque()
+        self.pending: deque[Outgoing] = deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.in_flight = 0
 
 
 class _GapTally:
+    """Audio frames of one call the sink dropped and has not reported in a gap record yet.
+
+    Per call, owned by the ingest process (its sink) until the gap record is written.
+    """
+
     __slots__ = ("tag", "first_seq", "last_seq", "count")
 
     def __init__(self, tag: CallTag, seq: int) -> None:
@@ -101,12 +75,26 @@ class _GapTally:
         self.count = 0
 
 
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), so Java clients agree on a call's partition."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+class _AudioRoute:
+    """Where one call's frames go and the part of their headers that never changes.
+
+    Per call, owned by the ingest process (its sink) from the first frame to the stop record.
+    """
+
+    __slots__ = ("queue", "static", "rate_header")
+
+    def __init__(self, queue: PartitionQueue, call: CallTag) -> None:
+        self.queue = queue
+        self.static = static_audio_headers(
+            call.call_sid, call.stream_sid, call.tenant, call.campaign
+        )
+        self.rate_header = (
+            AUDIO_HEADER_PREFIX + "sample_rate_hz",
+            str(call.sample_rate_hz).encode(),
+        )
 
 
-class KafkaSink:
+class RecordSink:
     """Buffered producer for AUDIO, CALLS and DEADLETTER (see module docstring)."""
 
     def __init__(
@@ -120,9 +108,15 @@ class KafkaSink:
         self.stats = stats
         self.clock = clock
         self.wall_ms = wall_ms
-        self.audio_topic = prefixed(AUDIO, settings.topic_prefix)
-        self.calls_topic = prefixed(CALLS, settings.topic_prefix)
-        self.deadletter_topic = prefixed(DEADLETTER, settings.topic_prefix)
+        self.audio_topic = prefixed(AUDIO_TOPIC, settings.topic_prefix)
+        self.calls_topic = prefixed(CALLS_TOPIC, settings.topic_prefix)
+        self.deadletter_topic = prefixed(DEADLETTER_TOPIC, settings.topic_prefix)
+        self._topics: dict[TopicKind, str] = {
+            "audio": self.audio_topic,
+            "calls": self.calls_topic,
+            "deadletter": self.deadletter_topic,
+        }
+        self._routes: dict[CallTag, _AudioRoute] = {}  # live calls' audio routes
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
@@ -152,7 +146,7 @@ class KafkaSink:
             )
             try:
                 await producer.start()
-                for spec in (AUDIO, CALLS, DEADLETTER):
+                for spec in (AUDIO_TOPIC, CALLS_TOPIC, DEADLETTER_TOPIC):
                     await self._learn_partitions(producer, spec)
             except (KafkaError, OSError) as exc:
                 await producer.stop()
@@ -221,22 +215,56 @@ class KafkaSink:
 
     # --- enqueue (hot path: no awaits) --------------------------------------------------------
 
-    def send_audio(self, queue: PartitionQueue, entry: Entry) -> None:
-        """Queue one audio frame; may drop the oldest queued audio when over the bound."""
-        queue.pending.append(entry)
-        self.buffered_bytes += entry.size
-        if self.buffered_bytes > self.settings.buffer_max_bytes:
-            self._shed()
-        elif self._gaps and entry.tag is not None and entry.tag.call_sid in self._gaps:
-            self._emit_gaps()
-        queue.wake.set()
+    def write(self, records: list[Outgoing]) -> None:
+        """Queue what a session returned, in order, then empty ``records``.
+
+        Audio frames may push out the oldest queued audio when over the bound; lifecycle and
+        dead-letter records are never dropped.
+        """
+        for out in records:
+            call = out.call
+            if out.topic_kind == AUDIO and call is not None:
+                route = self._routes.get(call)
+                if route is None:
+                    queue = self.queue_for(self.audio_topic, out.key)
+                    route = self._routes[call] = _AudioRoute(queue, call)
+                headers = out.headers = audio_headers(
+                    route.static,
+                    out.seq,
+                    out.chunk,
+                    out.media_timestamp_ms,
+                    route.rate_header,
+                    out.received_at_ms,
+                    out.offset_ms,
+                )
+                # an estimate (headers of an audio frame are ~250 bytes): summing them costs more
+                size = out.size = len(out.key) + len(out.value) + 64 + 24 * len(headers)
+                queue = route.queue
+                queue.pending.append(out)
+                self.buffered_bytes += size
+                if self.buffered_bytes > self.settings.buffer_max_bytes:
+                    self._shed()
+                elif self._gaps and call.call_sid in self._gaps:
+                    self._emit_gaps()
+                queue.wake.set()
+                continue
+            if out.ends_call and call is not None:
+                self.flush_gap(call.call_sid)
+                self._routes.pop(call, None)
+            self._queue_record(self._topics[out.topic_kind], out)
+        records.clear()
 
     def send_record(self, topic: str, key: bytes, value: bytes, read_at: float) -> None:
-        """Queue a lifecycle or dead-letter record: never dropped."""
-        queue = self.queue_for(topic, key)
-        entry = Entry(key, value, [], self.wall_ms(), read_at)
-        queue.pending.append(entry)
-        self.buffered_bytes += entry.size
+        """Queue a lifecycle or dead-letter record of the sink's own: never dropped."""
+        self._queue_record(topic, Outgoing(CALLS, key, value, read_at))
+
+    def _queue_record(self, topic: str, out: Outgoing) -> None:
+        queue = self.queue_for(topic, out.key)
+        out.headers = NO_HEADERS
+        out.timestamp_ms = self.wall_ms()
+        out.size = len(out.key) + len(out.value) + 64
+        queue.pending.append(out)
+        self.buffered_bytes += out.size
         if self.buffered_bytes > self.settings.buffer_max_bytes:
             self._shed()  # make room by dropping audio: lifecycle records have priority
         queue.wake.set()
@@ -264,7 +292,7 @@ class KafkaSink:
             entry = oldest.pending.popleft()
             self.buffered_bytes -= entry.size
             self.stats.frames_dropped += 1
-            tag = entry.tag
+            tag = entry.call
             if tag is not None:
                 tally = self._gaps.get(tag.call_sid)
                 if tally is None:
@@ -352,7 +380,7 @@ class KafkaSink:
                 if not pending:
                     continue
             batch = producer.create_batch()
-            taken: list[Entry] = []
+            taken: list[Outgoing] = []
             size = 0
             while pending:
                 entry = pending[0]

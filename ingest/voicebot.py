@@ -1,85 +1,59 @@
-"""Voicebot proxy: relay an Exotel socket to an upstream bot, unchanged, in both directions.
+"""Voicebot proxy: relay an Exotel ``/voicebot`` socket to its tenant's upstream bot.
 
 Messages Exotel sends before ``start`` (``connected``) are held until the tenant (and with it
-the upstream URL) is known, then sent ahead of ``start``. What the bot sends (``media``,
-``mark``, ``clear``) goes to Exotel verbatim. When the bot closes its socket the Exotel socket
-is closed normally too, which is how a bot hangs up or transfers in Exotel.
+the upstream URL) is known, then sent ahead of ``start``; afterwards every message is
+forwarded unchanged. With no upstream configured, ``/voicebot`` behaves like ``/stream``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from ingest.live import CLOSE_INTERNAL, CLOSE_NORMAL, LiveCalls, LiveConnection
+from ingest.settings import IngestSettings
+from ingest.upstream import UpstreamBot, UpstreamError
+from schemas.exotel import ExotelEvent, StartEvent, UnknownEvent
 
 logger = logging.getLogger(__name__)
 
 
-class UpstreamError(RuntimeError):
-    """The upstream bot could not be reached."""
+class VoicebotRelay:
+    """Forwards each ``/voicebot`` message to the call's upstream bot, opening it at ``start``."""
 
+    def __init__(self, settings: IngestSettings, live: LiveCalls) -> None:
+        self.settings = settings
+        self.live = live
 
-class UpstreamBot:
-    """One upstream bot connection for one call."""
-
-    def __init__(
-        self,
-        url: str,
-        to_exotel: Callable[[str | bytes], Awaitable[None]],
-        on_bot_closed: Callable[[], Awaitable[None]],
-        open_timeout_s: float,
-        max_size: int,
+    async def on_message(
+        self, call: LiveConnection, raw: str | bytes, event: ExotelEvent | UnknownEvent
     ) -> None:
-        self.url = url
-        self._to_exotel = to_exotel
-        self._on_bot_closed = on_bot_closed
-        self._open_timeout_s = open_timeout_s
-        self._max_size = max_size
-        self._ws: ClientConnection | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._closing = False
-
-    async def open(self, first: list[str]) -> None:
-        try:
-            self._ws = await connect(
-                self.url,
-                open_timeout=self._open_timeout_s,
-                max_size=self._max_size,
-                compression=None,
+        session = call.session
+        if isinstance(event, StartEvent):
+            if session.call_sid is not None:
+                self.live.by_sid[session.call_sid] = call
+            url = self.settings.upstream_for(session.tenant)
+            if url is None:
+                return
+            bot = UpstreamBot(
+                url,
+                call.ws.send,
+                lambda: self._bot_closed(call),
+                self.settings.upstream_open_timeout_s,
+                self.settings.max_message_bytes,
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise UpstreamError(f"upstream bot {self.url!r} unreachable: {exc!r}") from exc
-        for message in first:
-            await self._ws.send(message)
-        self._pump = asyncio.get_running_loop().create_task(self._relay_back())
-
-    async def send(self, message: str | bytes) -> None:
-        if self._ws is None:
-            return
-        try:
-            await self._ws.send(message)
-        except ConnectionClosed:
-            logger.info("upstream bot %s closed; dropping a message to it", self.url)
-
-    async def _relay_back(self) -> None:
-        assert self._ws is not None
-        try:
-            async for message in self._ws:
-                await self._to_exotel(message)
-        except ConnectionClosed:
-            pass
-        if not self._closing:
-            await self._on_bot_closed()
-
-    async def close(self, reason: str = "") -> None:
-        self._closing = True
-        if self._ws is not None:
-            await self._ws.close(1000, reason)
-        if self._pump is not None and self._pump is not asyncio.current_task():
             try:
-                await asyncio.wait_for(self._pump, 5.0)
-            except (TimeoutError, ConnectionClosed):
-                self._pump.cancel()
+                await bot.open([*call.held, str(raw)])
+            except UpstreamError as exc:
+                logger.error("call_sid=%s %s", session.call_sid, exc)
+                call.close(CLOSE_INTERNAL, "upstream bot unavailable", "upstream_error")
+                return
+            call.upstream = bot
+            call.held.clear()
+        elif call.upstream is not None:
+            await call.upstream.send(raw)
+        elif not session.started and isinstance(raw, str):
+            call.held.append(raw)
+
+    async def _bot_closed(self, call: LiveConnection) -> None:
+        logger.info("call_sid=%s upstream bot closed: ending the stream", call.session.call_sid)
+        call.close(CLOSE_NORMAL, "bot ended the stream", "bot_closed")

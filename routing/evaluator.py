@@ -46,7 +46,9 @@ DECIDED_LIMIT = 256
 
 
 @dataclass(frozen=True)
-class Utterance:
+class HeardUtterance:
+    """One scored utterance as the evaluator keeps it in a call's history (repeat, evidence)."""
+
     utterance_id: str
     text: str
     sentiment: float
@@ -58,7 +60,10 @@ class Utterance:
 
 @dataclass
 class CallRecord:
-    """What the evaluator knows about one call."""
+    """What the evaluator knows about one call (its history, deadlines, decided utterances).
+
+    Owned by the routing instance whose consumer group holds the call's scores partition.
+    """
 
     call_sid: str
     first_seen_ms: int
@@ -69,7 +74,7 @@ class CallRecord:
     stopped_at_ms: int | None = None
     last_speech_at_ms: int | None = None
     last_seen_ms: int = 0
-    history: deque[Utterance] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
+    history: deque[HeardUtterance] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
     keyword_hits: dict[str, int] = field(default_factory=dict)
     state_keyword_hits: dict[str, int] = field(default_factory=dict)
     state_sentiments: list[float] = field(default_factory=list)
@@ -92,7 +97,7 @@ class CallRecord:
 class Match:
     rule: Rule
     reason: str
-    evidence: tuple[Utterance, ...] = ()
+    evidence: tuple[HeardUtterance, ...] = ()
 
 
 def _tokens(text: str) -> frozenset[str]:
@@ -229,7 +234,7 @@ class Evaluator:
         at_ms = score.speech_end_at_ms or score.scored_at_ms
         categories = tuple(hit.category for hit in score.keywords)
         record.history.append(
-            Utterance(
+            HeardUtterance(
                 score.utterance_id,
                 score.text,
                 score.sentiment.score,

@@ -84,7 +84,7 @@ def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> N
     if not router.record_callbacks or not params.call_sid:
         return
     view = router.book.get(params.call_sid)
-    router.sink.publish_call_event(
+    router.publisher.publish_call_event(
         CallEvent(
             kind=kind,  # type: ignore[arg-type]
             call_sid=params.call_sid,
@@ -191,3 +191,14 @@ def create_app(router: Router) -> web.Application:
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def start_http_app(router: Router, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
+    runner = web.AppRunner(create_app(router), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - the only way to learn an ephemeral port
+    sockets = getattr(server, "sockets", None) or []
+    return runner, (sockets[0].getsockname()[1] if sockets else port)

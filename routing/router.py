@@ -1,8 +1,9 @@
-"""The routing core: evaluator + call book + rules + a sink for what must be published.
+"""The routing core: evaluator + call book + rules + a publisher for what must be published.
 
 Kafka loops and HTTP handlers both call into one :class:`Router`; it has no Kafka or HTTP code
-itself. ``sink`` is anything with ``publish_decision`` / ``publish_call_event`` (fire and
-forget: the Kafka sink batches sends in the background; tests use a list).
+itself. ``publisher`` is anything with ``publish_decision`` / ``publish_call_event`` (fire and
+forget: :class:`~routing.publisher.DecisionPublisher` queues each record and a background task
+sends them one at a time, in order; tests use a :class:`ListPublisher`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from schemas.rules import RulesFile
 logger = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
+class Publisher(Protocol):
+    """Where the router's decisions and callback records go (fire and forget)."""
+
     def publish_decision(self, decision: Decision) -> None: ...
 
     def publish_call_event(self, event: CallEvent) -> None: ...
 
 
-class ListSink:
+class ListPublisher:
     """Keeps what would be published (tests, dry runs)."""
 
     def __init__(self) -> None:
@@ -45,6 +48,8 @@ class ListSink:
 
 @dataclass(frozen=True)
 class PassthruResult:
+    """The answer to one Passthru callback."""
+
     status: int
     outcome: str  # "escalate" | "continue" | "unknown"
     view: CallView | None
@@ -52,10 +57,12 @@ class PassthruResult:
 
 
 class Router:
+    """Decides and answers for the calls of one routing instance (see module docstring)."""
+
     def __init__(
         self,
         rules: RulesFile,
-        sink: Sink,
+        publisher: Publisher,
         *,
         clock: Callable[[], float] = time.time,
         grace_ms: int = 300,
@@ -65,7 +72,7 @@ class Router:
         record_callbacks: bool = True,
     ) -> None:
         self.rules = rules
-        self.sink = sink
+        self.publisher = publisher
         self.clock = clock
         self.grace_ms = grace_ms
         self.publish_continue = publish_continue
@@ -143,7 +150,7 @@ class Router:
             )
         # Apply locally at once: Passthru must not wait for the round trip through Kafka.
         self.book.apply_decision(decision)
-        self.sink.publish_decision(decision)
+        self.publisher.publish_decision(decision)
 
     # --- Passthru -------------------------------------------------------------------------------
 

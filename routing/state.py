@@ -19,6 +19,11 @@ PENDING_LIMIT = 32
 
 @dataclass
 class CallView:
+    """What Passthru and Connect answer from for one call.
+
+    Every routing instance keeps one per call it has heard of (its reader sees every partition).
+    """
+
     call_sid: str
     tenant: str = "default"
     campaign: str = "default"
@@ -33,7 +38,10 @@ class CallView:
 
 
 class CallBook:
-    """Per-call view for the HTTP callbacks; ``on_change(call_sid)`` wakes grace waiters."""
+    """Every :class:`CallView` of one routing instance.
+
+    ``on_change(call_sid)`` wakes the Passthru grace waiters of that call.
+    """
 
     def __init__(
         self,

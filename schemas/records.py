@@ -34,18 +34,6 @@ class Record(BaseModel):
         return cls.model_validate(orjson.loads(raw))
 
 
-class CallContext(BaseModel):
-    """Who a call belongs to; travels with the call into every downstream record."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    call_sid: str
-    stream_sid: str = ""
-    tenant: str = "default"
-    campaign: str = "default"
-    custom_parameters: dict[str, str] = Field(default_factory=dict)
-
-
 # --- agentstream.audio ------------------------------------------------------------------------
 
 AUDIO_HEADER_PREFIX = "as-"
@@ -84,6 +72,43 @@ class AudioFrameMeta(Record):
             if name.startswith(AUDIO_HEADER_PREFIX)
         }
         return cls.model_validate(fields)
+
+
+def static_audio_headers(
+    call_sid: str, stream_sid: str, tenant: str, campaign: str
+) -> list[tuple[str, bytes]]:
+    """The per-call part of the audio headers, in :class:`AudioFrameMeta` field order."""
+    h = AUDIO_HEADER_PREFIX
+    return [
+        (h + "schema_version", str(SCHEMA_VERSION).encode()),
+        (h + "call_sid", call_sid.encode()),
+        (h + "stream_sid", stream_sid.encode()),
+        (h + "tenant", tenant.encode()),
+        (h + "campaign", campaign.encode()),
+    ]
+
+
+def audio_headers(
+    static: list[tuple[str, bytes]],
+    sequence_number: int,
+    chunk: int | None,
+    timestamp_ms: int | None,
+    rate_header: tuple[str, bytes],
+    received_at_ms: int,
+    offset_ms: int,
+) -> list[tuple[str, bytes]]:
+    """Exactly ``AudioFrameMeta(...).to_headers()`` without building a model per frame
+    (a unit test holds the two equal); the model costs ~20 us a frame at 10k frames/s."""
+    h = AUDIO_HEADER_PREFIX
+    headers = [*static, (h + "sequence_number", str(sequence_number).encode())]
+    if chunk is not None:
+        headers.append((h + "chunk", str(chunk).encode()))
+    if timestamp_ms is not None:
+        headers.append((h + "timestamp_ms", str(timestamp_ms).encode()))
+    headers.append(rate_header)
+    headers.append((h + "received_at_ms", str(received_at_ms).encode()))
+    headers.append((h + "offset_ms", str(offset_ms).encode()))
+    return headers
 
 
 # --- agentstream.calls ------------------------------------------------------------------------
@@ -189,6 +214,8 @@ class KeywordHit(BaseModel):
     span: tuple[int, int] = Field(description="character offsets [start, end) in the text")
 
 
+# Owned by the analytics scoring worker that holds the call's partition; every Score carries
+# a copy, which is how routing sees it. (Not in the docstring: that is the JSON Schema's text.)
 class CallState(BaseModel):
     """Running per-call analytics folded over every scored utterance."""
 

@@ -1,4 +1,4 @@
-"""CallSession, Gate, settings and the sink's shedding, without a broker or sockets."""
+"""StreamSession, Gate, settings and the sink's shedding, without a broker or sockets."""
 
 from __future__ import annotations
 
@@ -15,38 +15,46 @@ from websockets.http11 import Request
 
 from ingest.http import Gate
 from ingest.metrics import IngestStats, make_registry, render
-from ingest.session import CallSession, audio_headers, static_audio_headers
+from ingest.outgoing import AUDIO, CallTag, Outgoing
+from ingest.session import StreamSession
 from ingest.settings import IngestSettings
-from ingest.sink import CallTag, Entry, KafkaSink, PartitionQueue
+from ingest.sink import RecordSink
 from schemas.errors import ProtocolError
-from schemas.records import AudioFrameMeta, CallEvent
+from schemas.records import AudioFrameMeta, CallEvent, audio_headers, static_audio_headers
 
 pytestmark = pytest.mark.unit
 
 
 class FakeSink:
-    """Records what a session would send to Kafka."""
+    """What a session returned, as the sink would write it (headers encoded by the sink)."""
 
-    audio_topic = "a"
-    calls_topic = "c"
-    deadletter_topic = "d"
+    _TOPICS = {"audio": "a", "calls": "c", "deadletter": "d"}
 
-    def __init__(self) -> None:
-        self.audio: list[Entry] = []
-        self.records: list[tuple[str, bytes]] = []
-        self.gap_flushes: list[str] = []
+    def __init__(self, outbox: list[Outgoing]) -> None:
+        self._outbox = outbox
 
-    def queue_for(self, topic: str, key: bytes) -> PartitionQueue:
-        return PartitionQueue.__new__(PartitionQueue)
+    @property
+    def audio(self) -> list[Outgoing]:
+        frames = [o for o in self._outbox if o.topic_kind == AUDIO]
+        for f in frames:  # the sink's encoding (schemas.records), without its queues
+            assert f.call is not None
+            c = f.call
+            rate = ("as-sample_rate_hz", str(c.sample_rate_hz).encode())
+            static = static_audio_headers(c.call_sid, c.stream_sid, c.tenant, c.campaign)
+            f.headers = audio_headers(
+                static, f.seq, f.chunk, f.media_timestamp_ms, rate, f.received_at_ms, f.offset_ms
+            )
+        return frames
 
-    def send_audio(self, queue: PartitionQueue, entry: Entry) -> None:
-        self.audio.append(entry)
+    @property
+    def records(self) -> list[tuple[str, bytes]]:
+        return [
+            (self._TOPICS[o.topic_kind], o.value) for o in self._outbox if o.topic_kind != AUDIO
+        ]
 
-    def send_record(self, topic: str, key: bytes, value: bytes, read_at: float) -> None:
-        self.records.append((topic, value))
-
-    def flush_gap(self, call_sid: str) -> None:
-        self.gap_flushes.append(call_sid)
+    @property
+    def gap_flushes(self) -> list[str]:
+        return [o.call.call_sid for o in self._outbox if o.ends_call and o.call is not None]
 
     def calls(self) -> list[CallEvent]:
         return [CallEvent.model_validate(orjson.loads(v)) for t, v in self.records if t == "c"]
@@ -75,13 +83,10 @@ def _media(seq: int | None, pcm: bytes, chunk: int | None = 1, ts: int | None = 
     return orjson.dumps(event).decode()
 
 
-def _session(query: dict[str, str] | None = None) -> tuple[CallSession, FakeSink, IngestStats]:
-    sink, stats = FakeSink(), IngestStats()
-    return (
-        CallSession(sink, stats, "stream", query or {}, wall_ms=lambda: 1_700_000_000_000),
-        sink,
-        stats,
-    )
+def _session(query: dict[str, str] | None = None) -> tuple[StreamSession, FakeSink, IngestStats]:
+    stats = IngestStats()
+    session = StreamSession(stats, "stream", query or {}, wall_ms=lambda: 1_700_000_000_000)
+    return session, FakeSink(session.outbox), stats
 
 
 def test_headers_equal_the_model() -> None:
@@ -267,9 +272,9 @@ def test_metrics_render() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _sink(bound: int) -> AsyncIterator[KafkaSink]:
+async def _sink(bound: int) -> AsyncIterator[RecordSink]:
     settings = IngestSettings(buffer_max_bytes=bound, topic_prefix="u.")
-    sink = KafkaSink(settings, IngestStats(), wall_ms=lambda: 1)
+    sink = RecordSink(settings, IngestStats(), wall_ms=lambda: 1)
     sink._partitions = {sink.audio_topic: 4, sink.calls_topic: 4, sink.deadletter_topic: 1}
     try:
         yield sink
@@ -290,8 +295,8 @@ async def test_sink_drops_oldest_audio_across_calls_and_keeps_lifecycle() -> Non
         for seq in range(1, 11):
             for sid in tags:
                 t += 1.0
-                entry = Entry(sid.encode(), bytes(800), [], 1, t, tags[sid], seq)
-                sink.send_audio(queues[sid], entry)
+                entry = Outgoing(AUDIO, sid.encode(), bytes(800), t, tags[sid], seq)
+                sink.write([entry])
         for _ in range(30):
             sink.send_record(sink.calls_topic, b"A", bytes(900), t)  # far over the bound
         assert sink.stats.frames_dropped == 30  # every audio frame went; lifecycle kept
@@ -302,7 +307,7 @@ async def test_sink_drops_oldest_audio_across_calls_and_keeps_lifecycle() -> Non
         tag = CallTag("A", "ST-A", "t", "c")
         queue = sink.queue_for(sink.audio_topic, b"A")
         for seq in range(1, 21):
-            sink.send_audio(queue, Entry(b"A", bytes(800), [], 1, float(seq), tag, seq))
+            sink.write([Outgoing(AUDIO, b"A", bytes(800), float(seq), tag, seq)])
         kept = [e.seq for e in queue.pending]
         assert kept == list(range(21 - len(kept), 21))  # newest kept, oldest dropped
         dropped = sink.stats.frames_dropped

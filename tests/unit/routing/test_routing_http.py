@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from routing.http import create_app
-from routing.router import ListSink, Router
+from routing.router import ListPublisher, Router
 from schemas.records import CallEvent, Decision, Evidence, Transcript
 from schemas.rules import RulesFile
 from tests.unit.routing.routing_fakes import rules_with, score
@@ -32,15 +32,15 @@ RULES = rules_with(
 )
 
 
-def make_router(rules: RulesFile = RULES, grace_ms: int = 300) -> tuple[Router, ListSink]:
-    sink = ListSink()
+def make_router(rules: RulesFile = RULES, grace_ms: int = 300) -> tuple[Router, ListPublisher]:
+    sink = ListPublisher()
     router = Router(rules, sink, grace_ms=grace_ms)
     router.ready = True
     return router, sink
 
 
 @pytest.fixture
-async def env() -> AsyncIterator[tuple[TestClient, Router, ListSink]]:
+async def env() -> AsyncIterator[tuple[TestClient, Router, ListPublisher]]:
     router, sink = make_router()
     client = TestClient(TestServer(create_app(router)))
     await client.start_server()
@@ -65,7 +65,7 @@ def calm(router: Router, call_sid: str) -> None:
     assert d is not None and d.decision == "continue"
 
 
-Env = tuple[TestClient, Router, ListSink]
+Env = tuple[TestClient, Router, ListPublisher]
 
 
 async def test_get_escalated_302_calm_200_unknown_default(env: Env) -> None:

@@ -1,0 +1,102 @@
+"""The per-connection handler: read an Exotel socket, feed its session, write what it returns.
+
+Hot path: one ``on_message`` and (when it returned records) one ``sink.write`` per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ingest.http import split_path
+from ingest.live import CLOSE_NORMAL, LiveCalls, LiveConnection
+from ingest.metrics import IngestStats
+from ingest.session import StreamSession
+from ingest.sink import RecordSink
+from ingest.voicebot import VoicebotRelay
+from schemas.errors import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class ConnectionHandler:
+    """Runs one connection from accept to close (the websockets ``handler``)."""
+
+    def __init__(
+        self,
+        live: LiveCalls,
+        sink: RecordSink,
+        stats: IngestStats,
+        relay: VoicebotRelay,
+        clock: Callable[[], float],
+    ) -> None:
+        self.live = live
+        self.sink = sink
+        self.stats = stats
+        self.relay = relay
+        self.clock = clock
+
+    async def __call__(self, ws: ServerConnection) -> None:
+        path, query = split_path(ws.request.path if ws.request else "/stream")
+        session = StreamSession(self.stats, path.lstrip("/"), query, clock=self.clock)
+        call = LiveConnection(ws, session)
+        voicebot = path == "/voicebot"
+        live = self.live
+        live.all.add(call)
+        stats = self.stats
+        stats.active_calls += 1
+        stats.calls_total += 1
+        clock = self.clock
+        outbox = session.outbox
+        write = self.sink.write
+        raw: str | bytes = b""
+        try:
+            async for raw in ws:
+                read_at = clock()
+                event = session.on_message(raw, read_at)
+                if outbox:
+                    write(outbox)
+                if voicebot:
+                    await self.relay.on_message(call, raw, event)
+                if session.stopped:
+                    call.close(CLOSE_NORMAL, "stream stopped", None)
+                    break
+        except ProtocolError as exc:
+            self._protocol_error(call, raw, exc.close_code, exc.reason)
+        except ConnectionClosed as exc:
+            sent = exc.sent
+            if sent is not None and sent.code in (1002, 1007, 1009) and not call.closing:
+                # websockets refused the frame itself (too big, bad UTF-8, bad framing)
+                self._protocol_error(call, b"", sent.code, sent.reason or "bad frame")
+        finally:
+            if session.started and session.call_sid is not None:
+                live.by_sid.pop(session.call_sid, None)
+            session.end(clock())
+            write(outbox)
+            if call.upstream is not None:
+                await call.upstream.close("caller stream ended")
+            live.all.discard(call)
+            stats.active_calls -= 1
+            await ws.wait_closed()
+            code = ws.close_code if ws.close_code is not None else 1006
+            stats.closes[code] += 1
+
+    def _protocol_error(
+        self, call: LiveConnection, raw: str | bytes, code: int, reason: str
+    ) -> None:
+        session = call.session
+        self.stats.protocol_errors[code] += 1
+        logger.warning(
+            "call_sid=%s stream_sid=%s closing %d: %s",
+            session.call_sid,
+            session.stream_sid,
+            code,
+            reason,
+        )
+        session.dead_letter(raw, reason, self.clock())
+        self.sink.write(session.outbox)
+        session.end_reason = session.end_reason or "protocol_error"
+        call.close(code, reason, None)
