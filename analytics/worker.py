@@ -26,10 +26,10 @@ import orjson
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
-from analytics.asr import Recognizer, load_recognizer
+from analytics.asr.base import Recognizer, load_recognizer
+from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
+from analytics.asr.vad import SileroVad, VadConfig
 from analytics.settings import WorkerSettings
-from analytics.transcription import Redact, ServiceConfig, TranscriptionService
-from analytics.vad import SileroVad, VadConfig
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.rules import RulesFile, default_rules, parse_rules
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
@@ -78,7 +78,7 @@ def load_rules(settings: WorkerSettings) -> RulesFile:
 
 def make_redactor(rules: RulesFile) -> Redact:
     """PII redaction per tenant/campaign (``redact_pii`` in the rules file, on by default)."""
-    from analytics.redact import Redactor  # noqa: PLC0415
+    from analytics.scoring.redact import Redactor  # noqa: PLC0415
 
     on, off = Redactor(enabled=True), Redactor(enabled=False)
     cache: dict[tuple[str, str], Redactor] = {}
@@ -226,7 +226,7 @@ def build_worker(
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled and importlib.util.find_spec("analytics.scoring") is not None:
-        from analytics.scoring import attach_scoring  # noqa: PLC0415
+        from analytics.scoring.agent import attach_scoring  # noqa: PLC0415
 
         worker.scoring = attach_scoring(app, settings=settings.scoring, kafka=settings, rules=rules)
     return worker

@@ -26,10 +26,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.asr import AsrError, load_recognizer  # noqa: PLC0415
-    from analytics.asr_offline import transcribe_file  # noqa: PLC0415
+    from analytics.asr.base import AsrError, load_recognizer  # noqa: PLC0415
+    from analytics.asr.offline import transcribe_file  # noqa: PLC0415
+    from analytics.asr.vad import SileroVad  # noqa: PLC0415
     from analytics.settings import WorkerSettings  # noqa: PLC0415
-    from analytics.vad import SileroVad  # noqa: PLC0415
     from analytics.worker import load_rules, make_redactor, service_config  # noqa: PLC0415
 
     overrides: dict[str, object] = {}

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import faust  # noqa: PLC0415
 
-    from analytics.asr import AsrError  # noqa: PLC0415
+    from analytics.asr.base import AsrError  # noqa: PLC0415
     from analytics.settings import WorkerSettings  # noqa: PLC0415
     from analytics.worker import build_worker  # noqa: PLC0415
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analytics.asr import Hypothesis, RecognizerStream
-from analytics.audio import FloatAudio, float_to_pcm16
-from analytics.vad import Utterance
+from analytics.asr.audio import FloatAudio, float_to_pcm16
+from analytics.asr.base import Hypothesis, RecognizerStream
+from analytics.asr.vad import Utterance
 
 FAIL_AMPLITUDE = 0.85
 

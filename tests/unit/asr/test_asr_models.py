@@ -17,13 +17,13 @@ import orjson
 import pytest
 
 from agentstream.cli import main as cli_main
-from analytics.asr import ModelNotFoundError
-from analytics.asr_metrics import wer
-from analytics.asr_offline import recognise_audio, transcribe_file
-from analytics.asr_vosk import VoskRecognizer, model_sample_rate
-from analytics.asr_whisper import WhisperConfig, WhisperRecognizer
-from analytics.audio import read_audio, resample
-from analytics.vad import SileroVad, Utterance, VadConfig
+from analytics.asr.audio import read_audio, resample
+from analytics.asr.base import ModelNotFoundError
+from analytics.asr.offline import recognise_audio, transcribe_file
+from analytics.asr.vad import SileroVad, Utterance, VadConfig
+from analytics.asr.vosk import VoskRecognizer, model_sample_rate
+from analytics.asr.wer import wer
+from analytics.asr.whisper import WhisperConfig, WhisperRecognizer
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 

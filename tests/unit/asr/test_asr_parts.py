@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.asr_metrics import normalize_text, wer, word_errors
-from analytics.asr_whisper import trim_repetition
-from analytics.audio import chunks, float_to_pcm16, pcm16_to_float, resample, rms_dbfs
+from analytics.asr.audio import chunks, float_to_pcm16, pcm16_to_float, resample, rms_dbfs
+from analytics.asr.vad import Segmenter, SpeechChunk, TentativeEnd, Utterance, VadConfig
+from analytics.asr.wer import normalize_text, wer, word_errors
+from analytics.asr.whisper import trim_repetition
 from analytics.settings import WorkerSettings
-from analytics.vad import Segmenter, SpeechChunk, TentativeEnd, Utterance, VadConfig
 from analytics.worker import OffsetTracker
 from tests.unit.asr.asr_fakes import silence, tone
 

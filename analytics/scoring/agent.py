@@ -33,12 +33,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic
-from analytics.callstate import FoldParams, fold_event, fold_utterance
-from analytics.keywords import KeywordSpotter, categories_or_default
-from analytics.redact import Redactor
-from analytics.scoring_settings import ScoringSettings
-from analytics.sentiment import SentimentScorer, build_scorer
-from analytics.sentiment_batch import MicroBatcher
+from analytics.scoring.batcher import MicroBatcher
+from analytics.scoring.callstate import FoldParams, fold_event, fold_utterance
+from analytics.scoring.keywords import KeywordSpotter, categories_or_default
+from analytics.scoring.redact import Redactor
+from analytics.scoring.sentiment import SentimentScorer, build_scorer
+from analytics.scoring.settings import ScoringSettings
 from schemas.records import CallEvent, CallState, DeadLetter, Score, Sentiment, Transcript
 from schemas.rules import RulesFile
 from schemas.settings import KafkaFields

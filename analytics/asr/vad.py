@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.audio import FloatAudio
+from analytics.asr.audio import FloatAudio
 
 RATE_HZ = 16_000
 WINDOW = 512

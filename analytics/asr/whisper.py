@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from analytics.asr import (
+from analytics.asr.audio import FloatAudio
+from analytics.asr.base import (
     AsrError,
     Hypothesis,
     ModelNotFoundError,
     RecognizerStream,
 )
-from analytics.audio import FloatAudio
-from analytics.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, Utterance
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every engine maps text to :class:`schemas.records.Sentiment`: a score in [-1, 1]
 negative probability for the model engines, VADER's compound score for ``vader``), a label and the
 engine's confidence in that label. Engines are plain classes (``analytics/sentiment_engines.py``)
 built by :func:`build_scorer` from :class:`ScoringSettings`; the faust agent drives one through
-``analytics.sentiment_batch.MicroBatcher`` so utterances from many calls share one model call.
+``analytics.scoring.batcher.MicroBatcher`` so utterances from many calls share one model call.
 
 The embedding engines put a small logistic-regression head over mean-pooled all-MiniLM-L6-v2
 embeddings, stored as JSON (no pickle) with its calibrated neutral band. Two heads ship:
@@ -30,7 +30,7 @@ import numpy.typing as npt
 from schemas.records import Sentiment
 
 if TYPE_CHECKING:
-    from analytics.scoring_settings import ScoringSettings
+    from analytics.scoring.settings import ScoringSettings
 
 __all__ = [
     "DEFAULT_FINETUNED_HEAD_PATH",
@@ -42,8 +42,8 @@ __all__ = [
     "label_for",
 ]
 
-DEFAULT_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_head.json"
-DEFAULT_FINETUNED_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_finetuned.json"
+DEFAULT_HEAD_PATH = Path(__file__).parent.parent / "data" / "sentiment_head.json"
+DEFAULT_FINETUNED_HEAD_PATH = Path(__file__).parent.parent / "data" / "sentiment_finetuned.json"
 LABELS: tuple[Literal["negative"], Literal["neutral"], Literal["positive"]] = (
     "negative",
     "neutral",
@@ -168,7 +168,7 @@ def build_scorer(settings: ScoringSettings, engine: str | None = None) -> Sentim
     name = engine or settings.engine
     scorer = _build_engine(settings, name)
     if name != "vader" and settings.vader_weight > 0:
-        from analytics.sentiment_engines import BlendedScorer
+        from analytics.scoring.engines import BlendedScorer
 
         band = float(getattr(scorer, "band", 0.05))
         return BlendedScorer(scorer, settings.vader_weight, band)
@@ -176,7 +176,7 @@ def build_scorer(settings: ScoringSettings, engine: str | None = None) -> Sentim
 
 
 def _build_engine(settings: ScoringSettings, name: str) -> SentimentScorer:
-    from analytics import sentiment_engines as engines
+    from analytics.scoring import engines
 
     if name == "vader":
         return engines.VaderScorer()

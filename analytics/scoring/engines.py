@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.sentiment import (
+from analytics.scoring.sentiment import (
     DEFAULT_FINETUNED_HEAD_PATH,
     FloatArray,
     LinearHead,

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analytics.asr import Hypothesis, Recognizer
-from analytics.audio import FloatAudio, chunks, float_to_pcm16, pcm16_to_float, read_audio, resample
-from analytics.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, Utterance, VadConfig
+from analytics.asr.audio import (
+    FloatAudio,
+    chunks,
+    float_to_pcm16,
+    pcm16_to_float,
+    read_audio,
+    resample,
+)
+from analytics.asr.base import Hypothesis, Recognizer
+from analytics.asr.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, Utterance, VadConfig
 from schemas.records import Transcript
 
 Redact = Callable[[str, str, str], tuple[str, list[str]]]

@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from analytics.asr import (
+from analytics.asr.audio import FloatAudio, float_to_pcm16, resample
+from analytics.asr.base import (
     AsrError,
     Hypothesis,
     ModelNotFoundError,
@@ -31,8 +32,7 @@ from analytics.asr import (
     WordTiming,
     finish_each,
 )
-from analytics.audio import FloatAudio, float_to_pcm16, resample
-from analytics.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, Utterance
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The recogniser interface: plain classes, no framework import.
 
 A :class:`Recognizer` is loaded once per process and opens one :class:`RecognizerStream` per
-call. Audio reaches a stream already cut by the VAD (:mod:`analytics.vad`) and resampled to
+call. Audio reaches a stream already cut by the VAD (:mod:`analytics.asr.vad`) and resampled to
 16 kHz: ``accept`` takes the speech of the open utterance chunk by chunk (returning a partial
 hypothesis when the backend streams) and ``finish`` returns the utterance's final hypothesis and
 resets the stream for the next one. Offsets are in ms from call start.
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from analytics.audio import FloatAudio
-from analytics.vad import Utterance
+from analytics.asr.audio import FloatAudio
+from analytics.asr.vad import Utterance
 from schemas.records import Transcript, Word
 
 if TYPE_CHECKING:
@@ -134,12 +134,12 @@ def finish_each(items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hyp
 def load_recognizer(settings: WorkerSettings) -> Recognizer:
     """The configured backend (models load lazily per executor thread / once per process)."""
     if settings.asr_engine == "vosk":
-        from analytics.asr_vosk import VoskRecognizer  # noqa: PLC0415
+        from analytics.asr.vosk import VoskRecognizer  # noqa: PLC0415
 
         return VoskRecognizer(
             settings.vosk_model_path, partials=settings.vosk_partials, words=settings.vosk_words
         )
-    from analytics.asr_whisper import WhisperConfig, WhisperRecognizer  # noqa: PLC0415
+    from analytics.asr.whisper import WhisperConfig, WhisperRecognizer  # noqa: PLC0415
 
     return WhisperRecognizer(
         WhisperConfig(

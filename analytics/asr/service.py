@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from analytics.asr import Hypothesis, Recognizer, RecognizerStream
-from analytics.audio import pcm16_to_float, resample
-from analytics.vad import (
+from analytics.asr.audio import pcm16_to_float, resample
+from analytics.asr.base import Hypothesis, Recognizer, RecognizerStream
+from analytics.asr.vad import (
     RATE_HZ,
     Segmenter,
     SegmentResult,
