@@ -26,7 +26,8 @@ import orjson
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
-from analytics.asr.base import Recognizer, load_recognizer
+from analytics.asr.base import Recognizer
+from analytics.asr.engines import load_recognizer
 from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
 from analytics.settings import WorkerSettings

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from analytics.asr.audio import chunks, float_to_pcm16, read_audio
-from analytics.asr.base import load_recognizer
+from analytics.asr.engines import load_recognizer
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad
 from analytics.settings import WorkerSettings

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from analytics.asr.base import load_recognizer
+from analytics.asr.engines import load_recognizer
 from analytics.asr.offline import transcribe_file
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors

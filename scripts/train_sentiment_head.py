@@ -69,7 +69,7 @@ def load_corpus(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def embed(texts: list[str], encoder: str, batch: int = 64) -> np.ndarray:
-    from analytics.scoring.engines import OnnxScorer, TransformersScorer
+    from analytics.scoring.minilm import OnnxScorer, TransformersScorer
 
     # The head is what we are training: the encoders get a placeholder one.
     blank = LinearHead(np.zeros((3, 384), np.float32), np.zeros(3, np.float32), 0.3, {})

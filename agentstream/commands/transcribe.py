@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.asr.base import AsrError, load_recognizer  # noqa: PLC0415
+    from analytics.asr.base import AsrError  # noqa: PLC0415
+    from analytics.asr.engines import load_recognizer  # noqa: PLC0415
     from analytics.asr.offline import transcribe_file  # noqa: PLC0415
     from analytics.asr.vad import SileroVad  # noqa: PLC0415
     from analytics.settings import WorkerSettings  # noqa: PLC0415

@@ -7,22 +7,19 @@ hypothesis when the backend streams) and ``finish`` returns the utterance's fina
 resets the stream for the next one. Offsets are in ms from call start.
 
 Backends whose final decode is expensive and batchable (Whisper) also implement
-``finish_batch``: one pass over utterances from many calls. ``load_recognizer`` picks the backend
-from the worker settings.
+``finish_batch``: one pass over utterances from many calls. This module imports no backend:
+:func:`analytics.asr.engines.load_recognizer` picks one from the worker settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from analytics.asr.audio import FloatAudio
 from analytics.asr.vad import Utterance
 from schemas.records import Transcript, Word
-
-if TYPE_CHECKING:
-    from analytics.settings import WorkerSettings
 
 
 class AsrError(RuntimeError):
@@ -129,27 +126,3 @@ class Recognizer(Protocol):
 def finish_each(items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
     """``finish_batch`` for backends without batching."""
     return [stream.finish(utterance) for stream, utterance in items]
-
-
-def load_recognizer(settings: WorkerSettings) -> Recognizer:
-    """The configured backend (models load lazily per executor thread / once per process)."""
-    if settings.asr_engine == "vosk":
-        from analytics.asr.vosk import VoskRecognizer  # noqa: PLC0415
-
-        return VoskRecognizer(
-            settings.vosk_model_path, partials=settings.vosk_partials, words=settings.vosk_words
-        )
-    from analytics.asr.whisper import WhisperConfig, WhisperRecognizer  # noqa: PLC0415
-
-    return WhisperRecognizer(
-        WhisperConfig(
-            model_path=settings.whisper_model_path,
-            compute_type=settings.whisper_compute_type,
-            beam_size=settings.whisper_beam_size,
-            cpu_threads=settings.whisper_cpu_threads,
-            language=settings.whisper_language,
-            max_batch=settings.whisper_batch_max,
-            min_window_s=settings.whisper_min_window_s,
-            partial_interval_ms=settings.whisper_partial_interval_ms,
-        )
-    )

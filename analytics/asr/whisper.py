@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from analytics.asr.base import (
     RecognizerStream,
 )
 from analytics.asr.vad import RATE_HZ, Utterance
+
+if TYPE_CHECKING:
+    from analytics.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,20 @@ class WhisperConfig:
     max_batch: int = 8
     min_window_s: float = 10.0
     partial_interval_ms: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> WhisperConfig:
+        """The one place the worker's ``whisper_*`` settings become the backend's config."""
+        return cls(
+            model_path=settings.whisper_model_path,
+            compute_type=settings.whisper_compute_type,
+            beam_size=settings.whisper_beam_size,
+            cpu_threads=settings.whisper_cpu_threads,
+            language=settings.whisper_language,
+            max_batch=settings.whisper_batch_max,
+            min_window_s=settings.whisper_min_window_s,
+            partial_interval_ms=settings.whisper_partial_interval_ms,
+        )
 
 
 def trim_restart(tokens: list[int], min_period: int = 6) -> list[int]:

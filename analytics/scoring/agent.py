@@ -35,9 +35,10 @@ from pydantic import ValidationError
 from analytics.app import catalogue_topic
 from analytics.scoring.batcher import MicroBatcher
 from analytics.scoring.callstate import FoldParams, fold_event, fold_utterance
+from analytics.scoring.engines import build_scorer
 from analytics.scoring.keywords import KeywordSpotter, categories_or_default
 from analytics.scoring.redact import Redactor
-from analytics.scoring.sentiment import SentimentScorer, build_scorer
+from analytics.scoring.sentiment import SentimentScorer
 from analytics.scoring.settings import ScoringSettings
 from schemas.records import CallEvent, CallState, DeadLetter, Score, Sentiment, Transcript
 from schemas.rules import RulesFile

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from analytics.scoring.batcher import MicroBatcher
-from analytics.scoring.engines import (
+from analytics.scoring.engines import build_scorer
+from analytics.scoring.minilm import (
     TransformersScorer,
     default_minilm_path,
     is_sequence_classifier,
@@ -25,7 +26,6 @@ from analytics.scoring.sentiment import (
     LinearHead,
     SentimentError,
     SentimentScorer,
-    build_scorer,
     label_for,
 )
 from analytics.scoring.settings import ScoringSettings
