@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from analytics.asr.audio import FloatAudio
-from analytics.asr.vad import Utterance
+from analytics.asr.vad import SpeechSegment
 from schemas.records import Transcript, Word
 
 
@@ -95,7 +95,7 @@ class RecognizerStream(Protocol):
         """Speech audio (16 kHz) of the open utterance; a partial hypothesis or None."""
         ...
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         """The final hypothesis of ``utterance``; resets the stream for the next one."""
         ...
 
@@ -115,7 +115,7 @@ class Recognizer(Protocol):
     def open_stream(self) -> RecognizerStream: ...
 
     def finish_batch(
-        self, items: Sequence[tuple[RecognizerStream, Utterance]]
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
     ) -> list[Hypothesis]: ...
 
     def warm_up(self) -> None:
@@ -123,6 +123,6 @@ class Recognizer(Protocol):
         ...
 
 
-def finish_each(items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+def finish_each(items: Sequence[tuple[RecognizerStream, SpeechSegment]]) -> list[Hypothesis]:
     """``finish_batch`` for backends without batching."""
     return [stream.finish(utterance) for stream, utterance in items]

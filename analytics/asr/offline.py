@@ -23,7 +23,7 @@ from analytics.asr.audio import (
     resample,
 )
 from analytics.asr.base import Hypothesis, Recognizer
-from analytics.asr.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, Utterance, VadConfig
+from analytics.asr.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, SpeechSegment, VadConfig
 from schemas.records import Transcript
 
 Redact = Callable[[str, str, str], tuple[str, list[str]]]
@@ -51,15 +51,15 @@ def recognise_audio(
     segmenter = Segmenter(vad, vad_config)
     stream = recognizer.open_stream()
     hypotheses: list[Hypothesis] = []
-    pending: list[Utterance] = []
+    pending: list[SpeechSegment] = []
     frames = chunks(pcm, rate_hz, frame_ms)
-    events: list[SpeechChunk | Utterance] = []
+    events: list[SpeechChunk | SpeechSegment] = []
     for frame in frames:
         samples = pcm16_to_float(frame)
         if rate_hz != RATE_HZ:
             samples = resample(samples, rate_hz, RATE_HZ)
         events.extend(
-            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | Utterance)
+            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | SpeechSegment)
         )
     last = segmenter.flush()
     if last is not None:

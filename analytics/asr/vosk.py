@@ -32,7 +32,7 @@ from analytics.asr.base import (
     WordTiming,
     finish_each,
 )
-from analytics.asr.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, SpeechSegment
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class VoskStream:
         text = " ".join([*(str(d.get("text", "")) for d in self._done), partial]).strip()
         return Hypothesis(text, False, self._start_ms, self._start_ms + self._fed_ms)
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         if self._start_ms is None:
             # Not streamed chunk by chunk (e.g. the CLI): feed the whole utterance now.
             self._fed_ms = utterance.audio.shape[0] * 1000 // RATE_HZ
@@ -159,5 +159,7 @@ class VoskRecognizer:
     def open_stream(self) -> RecognizerStream:
         return VoskStream(self)
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         return finish_each(items)

@@ -34,7 +34,7 @@ from analytics.asr.base import (
     ModelNotFoundError,
     RecognizerStream,
 )
-from analytics.asr.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, SpeechSegment
 
 if TYPE_CHECKING:
     from analytics.settings import WorkerSettings
@@ -214,7 +214,7 @@ class WhisperStream:
         end_ms = self._start_ms + buffered.shape[0] * 1000 // RATE_HZ
         return Hypothesis(text, False, self._start_ms, end_ms, confidence)
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         return self._recognizer.finish_batch([(self, utterance)])[0]
 
     def reset(self) -> None:
@@ -263,7 +263,9 @@ class WhisperRecognizer:
     def open_stream(self) -> RecognizerStream:
         return WhisperStream(self)
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         if not items:
             return []
         decoded = self.decoder().decode([utterance.audio for _, utterance in items])
