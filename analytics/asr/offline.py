@@ -1,8 +1,11 @@
-"""Offline transcription of whole files through the same VAD + recogniser path as the worker.
+"""Offline transcription of whole files: a separate, synchronous loop over the same parts.
 
-Used by ``agentstream transcribe`` and the WER benchmark: the file is (optionally) resampled to
-the telephone rate, cut into 100 ms PCM16 frames as Exotel would send them, segmented by the VAD
-and recognised; the result is the list of Transcript records the worker would publish.
+Used by ``agentstream transcribe`` and the WER benchmark. It is not the worker's path
+(:mod:`analytics.asr.service`, asynchronous, per-call tasks, speculative and cross-call batched
+decoding): it reuses the same Segmenter (VAD), recogniser and Transcript conversion in its own
+loop. The file is (optionally) resampled to the telephone rate, cut into 100 ms PCM16 frames as
+Exotel would send them, segmented, and recognised; finals are decoded in batches at the end.
+The result approximates the Transcript records the worker would publish.
 """
 
 from __future__ import annotations
