@@ -48,7 +48,7 @@ class SileroVad:
     """A shared Silero VAD session; ``probabilities`` is pure given the caller's state."""
 
     def __init__(self, path: Path | None = None) -> None:
-        import onnxruntime  # noqa: PLC0415 - heavy, only when a worker starts
+        import onnxruntime  # heavy, only when a worker starts
 
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
@@ -140,10 +140,6 @@ class SegmentResult:
     events: list[SpeechChunk | SpeechSegment | TentativeEnd] = field(default_factory=list)
     had_speech: bool = False
     in_speech: bool = False
-
-    @property
-    def utterances(self) -> list[SpeechSegment]:
-        return [e for e in self.events if isinstance(e, SpeechSegment) and e.keep]
 
 
 class Segmenter:

