@@ -14,7 +14,7 @@
   temporary datadir, so several workers run side by side on one machine.
 
 Other stages add their agents (and any adjustment, e.g. Table recovery on tansu) to the returned
-app (``analytics.scoring.attach_scoring``).
+app (:func:`analytics.scoring.agent.attach_scoring`).
 """
 
 from __future__ import annotations

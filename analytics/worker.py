@@ -1,4 +1,7 @@
-"""The analytics worker process: the faust app with the transcription agent (and scoring).
+"""The analytics worker process: the faust app and its wiring (the ASR agents, and scoring).
+
+The logic lives in :mod:`analytics.asr.service` and :mod:`analytics.scoring`; this module only
+connects them to faust topics, acknowledgements and dead letters.
 
 ``build_worker(settings)`` returns the app with every agent registered; ``agentstream worker``
 runs it. Several processes with the same ``app_id`` share the topics' partitions.
@@ -48,7 +51,11 @@ class _Entry:
 
 @dataclass
 class OffsetTracker:
-    """Acknowledges events to faust in offset order per partition, whatever order they finish."""
+    """Acknowledges events to faust in offset order per partition, whatever order they finish.
+
+    Per-partition (not per-call) state of the analytics worker process; revoked partitions are
+    forgotten.
+    """
 
     pending: dict[tuple[str, int], deque[_Entry]] = field(default_factory=dict)
 

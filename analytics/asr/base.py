@@ -89,7 +89,10 @@ class Hypothesis:
 
 @runtime_checkable
 class RecognizerStream(Protocol):
-    """One call's recognition state."""
+    """One call's recognition state.
+
+    Held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker process).
+    """
 
     def accept(self, audio: FloatAudio, start_ms: int) -> Hypothesis | None:
         """Speech audio (16 kHz) of the open utterance; a partial hypothesis or None."""

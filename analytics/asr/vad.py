@@ -143,7 +143,11 @@ class SegmentResult:
 
 
 class Segmenter:
-    """Per-call utterance cutter over 16 kHz float audio (plain class, no I/O)."""
+    """Per-call utterance cutter over 16 kHz float audio (plain class, no I/O).
+
+    Owned by a :class:`analytics.asr.service.CallTranscriber` (analytics worker process), or
+    by the offline loop.
+    """
 
     def __init__(self, vad: SileroVad | None, config: VadConfig, start_ms: int = 0) -> None:
         self.vad = vad

@@ -48,7 +48,10 @@ def model_sample_rate(model_dir: Path) -> int:
 
 
 class VoskStream:
-    """One call's KaldiRecognizer."""
+    """One call's KaldiRecognizer.
+
+    Held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker process).
+    """
 
     def __init__(self, recognizer: VoskRecognizer) -> None:
         from vosk import KaldiRecognizer  # lazy: vosk loads Kaldi

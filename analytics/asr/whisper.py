@@ -191,7 +191,11 @@ class _Decoder:
 
 
 class WhisperStream:
-    """Buffers the open utterance; partials (optional) re-decode it at an interval."""
+    """Buffers the open utterance; partials (optional) re-decode it at an interval.
+
+    One per call, held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker
+    process).
+    """
 
     def __init__(self, recognizer: WhisperRecognizer) -> None:
         self._recognizer = recognizer
