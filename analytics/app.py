@@ -8,13 +8,13 @@
 * the consumer fetch wait, hard-coded to 1,500 ms in faust's aiokafka driver, is overridden with
   ``settings.fetch_max_wait_ms`` by a subclassed transport (see :class:`_FastFetchConsumerThread`);
 * our catalogue topics are never declared by faust (they are created beforehand with
-  ``agentstream.topics.create_topics``; :func:`catalogue_topic` marks them non-internal), and the
+  ``agentstream.stack.topics.create_topics``; :func:`catalogue_topic` marks them non-internal), and the
   leader-election topic is disabled;
 * the web server is off by default (or on a configurable port) and each process gets its own
   temporary datadir, so several workers run side by side on one machine.
 
 Other stages add their agents (and any adjustment, e.g. Table recovery on tansu) to the returned
-app (``analytics.scoring.attach_scoring``).
+app (:func:`analytics.scoring.agent.attach_scoring`).
 """
 
 from __future__ import annotations

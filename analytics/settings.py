@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from analytics.scoring_settings import ScoringSettings
+from analytics.scoring.settings import ScoringSettings
 from schemas.settings import KafkaFields
 
 

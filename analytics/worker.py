@@ -1,4 +1,7 @@
-"""The analytics worker process: the faust app with the transcription agent (and scoring).
+"""The analytics worker process: the faust app and its wiring (the ASR agents, and scoring).
+
+The logic lives in :mod:`analytics.asr.service` and :mod:`analytics.scoring`; this module only
+connects them to faust topics, acknowledgements and dead letters.
 
 ``build_worker(settings)`` returns the app with every agent registered; ``agentstream worker``
 runs it. Several processes with the same ``app_id`` share the topics' partitions.
@@ -12,8 +15,6 @@ successor resumes at the start of every open utterance.
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import logging
 import time
 from collections import deque
@@ -26,10 +27,14 @@ import orjson
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
-from analytics.asr import Recognizer, load_recognizer
+from analytics.asr.base import Recognizer
+from analytics.asr.engines import load_recognizer
+from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
+from analytics.asr.vad import SileroVad, VadConfig
+from analytics.scoring.agent import attach_scoring
+from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
-from analytics.transcription import Redact, ServiceConfig, TranscriptionService
-from analytics.vad import SileroVad, VadConfig
+from schemas.deadletter import Source, dead_letter
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.rules import RulesFile, default_rules, parse_rules
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
@@ -46,7 +51,11 @@ class _Entry:
 
 @dataclass
 class OffsetTracker:
-    """Acknowledges events to faust in offset order per partition, whatever order they finish."""
+    """Acknowledges events to faust in offset order per partition, whatever order they finish.
+
+    Per-partition (not per-call) state of the analytics worker process; revoked partitions are
+    forgotten.
+    """
 
     pending: dict[tuple[str, int], deque[_Entry]] = field(default_factory=dict)
 
@@ -78,8 +87,6 @@ def load_rules(settings: WorkerSettings) -> RulesFile:
 
 def make_redactor(rules: RulesFile) -> Redact:
     """PII redaction per tenant/campaign (``redact_pii`` in the rules file, on by default)."""
-    from analytics.redact import Redactor  # noqa: PLC0415
-
     on, off = Redactor(enabled=True), Redactor(enabled=False)
     cache: dict[tuple[str, str], Redactor] = {}
 
@@ -195,14 +202,12 @@ def build_worker(
                     meta = AudioFrameMeta.from_headers(list(message.headers or []))
                 except (ValidationError, UnicodeDecodeError, AttributeError) as exc:
                     await sink.dead_letter(
-                        DeadLetter(
-                            stage="asr",
-                            error=f"bad audio frame headers: {exc}",
-                            call_sid=(message.key or b"").decode(errors="replace") or None,
-                            source_topic=message.topic,
-                            source_partition=message.partition,
-                            source_offset=message.offset,
-                            raw_base64=base64.b64encode(message.value or b"").decode(),
+                        dead_letter(
+                            "asr",
+                            f"bad audio frame headers: {exc}",
+                            raw=message.value,
+                            call_sid=message.key,
+                            source=Source(message.topic, message.partition, message.offset),
                             occurred_at_ms=int(clock() * 1000),
                         )
                     )
@@ -225,8 +230,9 @@ def build_worker(
                 service.on_stop(event.call_sid)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
-    if enabled and importlib.util.find_spec("analytics.scoring") is not None:
-        from analytics.scoring import attach_scoring  # noqa: PLC0415
-
-        worker.scoring = attach_scoring(app, settings=settings.scoring, kafka=settings, rules=rules)
+    if enabled:
+        # The ASR stage above redacts every transcript with these rules: scoring does not again.
+        worker.scoring = attach_scoring(
+            app, settings=settings.scoring, kafka=settings, rules=rules, redacted_upstream=True
+        )
     return worker

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analytics.asr import load_recognizer
-from analytics.audio import chunks, float_to_pcm16, read_audio
+from analytics.asr.audio import chunks, float_to_pcm16, read_audio
+from analytics.asr.engines import load_recognizer
+from analytics.asr.service import TranscriptionService
+from analytics.asr.vad import SileroVad
 from analytics.settings import WorkerSettings
-from analytics.transcription import TranscriptionService
-from analytics.vad import SileroVad
 from analytics.worker import load_rules, make_redactor, service_config
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 

@@ -2,7 +2,7 @@
 
 Each file goes through what a live call goes through: (8 kHz resampling,) 100 ms PCM16 frames,
 Silero VAD utterance cutting, the configured recogniser. Both sides are normalised (case,
-punctuation, numbers) by analytics.asr_metrics before scoring.
+punctuation, numbers) by analytics.asr.wer before scoring.
 
     .venv/bin/python bench/asr_wer.py                     # tiers A+B, 8 and 16 kHz
     .venv/bin/python bench/asr_wer.py --tiers A,B,C --rates 8000
@@ -18,11 +18,11 @@ import os
 import time
 from pathlib import Path
 
-from analytics.asr import load_recognizer
-from analytics.asr_metrics import word_errors
-from analytics.asr_offline import transcribe_file
+from analytics.asr.engines import load_recognizer
+from analytics.asr.offline import transcribe_file
+from analytics.asr.vad import SileroVad
+from analytics.asr.wer import word_errors
 from analytics.settings import WorkerSettings
-from analytics.vad import SileroVad
 from analytics.worker import service_config
 
 ROOT = Path(__file__).resolve().parents[1]

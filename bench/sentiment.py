@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics.scoring_settings import ScoringSettings  # noqa: E402
-from analytics.sentiment import build_scorer  # noqa: E402
+from analytics.scoring.engines import build_scorer  # noqa: E402
+from analytics.scoring.settings import ScoringSettings  # noqa: E402
 from tests.data import call_centre_sentiment  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sentiment" / "vader-icwsm2014"

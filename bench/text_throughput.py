@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics.keywords import DEFAULT_CATEGORIES, KeywordSpotter  # noqa: E402
-from analytics.redact import Redactor  # noqa: E402
+from analytics.scoring.keywords import DEFAULT_CATEGORIES, KeywordSpotter  # noqa: E402
+from analytics.scoring.redact import Redactor  # noqa: E402
 from schemas.rules import PhraseCategory  # noqa: E402
 
 TEMPLATES = [

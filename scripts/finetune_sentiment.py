@@ -43,8 +43,8 @@ from train_sentiment_head import (  # noqa: E402
     write_head,
 )
 
-from analytics.sentiment import LinearHead  # noqa: E402
-from analytics.sentiment_engines import ADAPTED_LAYERS, default_minilm_path  # noqa: E402
+from analytics.scoring.minilm import ADAPTED_LAYERS, default_minilm_path  # noqa: E402
+from analytics.scoring.sentiment import LinearHead  # noqa: E402
 
 POOL_SCALE = 8.0  # logits = head(normalised embedding * POOL_SCALE); folded into the coef on export
 

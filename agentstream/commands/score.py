@@ -40,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from analytics.keywords import KeywordSpotter, categories_or_default
-    from analytics.redact import Redactor
-    from analytics.sentiment import SentimentError, build_scorer
+    from analytics.scoring.engines import build_scorer
+    from analytics.scoring.keywords import KeywordSpotter, categories_or_default
+    from analytics.scoring.redact import Redactor
+    from analytics.scoring.sentiment import SentimentError
     from analytics.settings import WorkerSettings
     from schemas.rules import RulesError, default_rules, parse_rules
 

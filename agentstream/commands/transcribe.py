@@ -26,11 +26,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.asr import AsrError, load_recognizer  # noqa: PLC0415
-    from analytics.asr_offline import transcribe_file  # noqa: PLC0415
-    from analytics.settings import WorkerSettings  # noqa: PLC0415
-    from analytics.vad import SileroVad  # noqa: PLC0415
-    from analytics.worker import load_rules, make_redactor, service_config  # noqa: PLC0415
+    # The worker stack (faust, torch, the recogniser) loads only when this command runs, so
+    # `agentstream --help` and the other commands stay fast.
+    from analytics.asr.base import AsrError
+    from analytics.asr.engines import load_recognizer
+    from analytics.asr.offline import transcribe_file
+    from analytics.asr.vad import SileroVad
+    from analytics.settings import WorkerSettings
+    from analytics.worker import load_rules, make_redactor, service_config
 
     overrides: dict[str, object] = {}
     if args.engine:

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from agentstream.stack.topics import create_topics
-from analytics.audio import chunks, float_to_pcm16
+from analytics.asr.audio import chunks, float_to_pcm16
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
 from tests.helpers import read_topic, wait_until

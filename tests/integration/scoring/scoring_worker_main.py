@@ -11,7 +11,7 @@ import logging
 import faust
 
 from analytics.app import make_app
-from analytics.scoring import attach_scoring
+from analytics.scoring.agent import attach_scoring
 from analytics.settings import WorkerSettings
 from schemas.rules import RulesFile
 

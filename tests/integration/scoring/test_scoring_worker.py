@@ -241,7 +241,7 @@ async def test_changelog_guard_reads_to_the_fetch_high_water_mark(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from analytics.scoring import ChangelogGuard
+    from analytics.scoring.agent import ChangelogGuard
 
     topic = f"t{unique}-callstate-changelog"
     from kafka.admin import KafkaAdminClient, NewTopic

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analytics.asr import Hypothesis, RecognizerStream
-from analytics.audio import FloatAudio, float_to_pcm16
-from analytics.vad import Utterance
+from analytics.asr.audio import FloatAudio, float_to_pcm16
+from analytics.asr.base import Hypothesis, RecognizerStream
+from analytics.asr.vad import SpeechSegment
 
 FAIL_AMPLITUDE = 0.85
 
@@ -38,7 +38,7 @@ class FakeStream:
         heard = np.concatenate(self.fed)
         return Hypothesis(amplitude_label(heard), False, start_ms, start_ms + len(heard) // 16)
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         return self.owner.finish_batch([(self, utterance)])[0]
 
     def close(self) -> None:
@@ -70,7 +70,9 @@ class FakeRecognizer:
         self.streams.append(stream)
         return stream
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         with self._lock:
             self.batches.append(len(items))
         if self.delay_s:

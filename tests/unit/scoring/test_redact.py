@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.redact import Redactor, luhn_valid, verhoeff_valid
+from analytics.scoring.redact import Redactor, luhn_valid, verhoeff_valid
 
 pytestmark = pytest.mark.unit
 

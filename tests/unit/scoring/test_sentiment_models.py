@@ -12,23 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.scoring_settings import ScoringSettings
-from analytics.sentiment import (
-    DEFAULT_FINETUNED_HEAD_PATH,
-    DEFAULT_HEAD_PATH,
-    LinearHead,
-    SentimentError,
-    SentimentScorer,
-    build_scorer,
-    label_for,
-)
-from analytics.sentiment_batch import MicroBatcher
-from analytics.sentiment_engines import (
+from analytics.scoring.batcher import MicroBatcher
+from analytics.scoring.engines import build_scorer
+from analytics.scoring.minilm import (
     TransformersScorer,
     default_minilm_path,
     is_sequence_classifier,
     merge_adapter,
 )
+from analytics.scoring.sentiment import (
+    DEFAULT_FINETUNED_HEAD_PATH,
+    DEFAULT_HEAD_PATH,
+    LinearHead,
+    SentimentError,
+    SentimentScorer,
+    label_for,
+)
+from analytics.scoring.settings import ScoringSettings
 from schemas.records import Sentiment
 from tests.data import call_centre_sentiment
 
@@ -264,7 +264,7 @@ async def test_micro_batcher_propagates_model_errors() -> None:
 
 
 def test_blended_scorer_mixes_model_and_vader() -> None:
-    from analytics.sentiment_engines import BlendedScorer
+    from analytics.scoring.engines import BlendedScorer
 
     blended = BlendedScorer(CountingScorer(), weight=0.5, band=0.1)
     (out,) = blended.score_batch(["good, great, wonderful"])

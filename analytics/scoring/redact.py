@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-KINDS = ("AADHAAR", "CARD", "EMAIL", "OTP", "PAN", "PHONE")
-
 _DIGIT_WORDS = {
     "zero": "0",
     "oh": "0",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from analytics.scoring.settings import ScoringSettings
 from schemas.records import CallEvent, CallState, KeywordHit
 
 _NORM_RE = re.compile(r"[^a-z0-9\[\] ]+")
@@ -29,6 +30,16 @@ class FoldParams:
     ewma_alpha: float = 0.4
     repeat_similarity: float = 0.8
     recent_texts: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: ScoringSettings) -> FoldParams:
+        """The one place the scoring settings become the fold's knobs."""
+        return cls(
+            window_n=settings.window_n,
+            ewma_alpha=settings.ewma_alpha,
+            repeat_similarity=settings.repeat_similarity,
+            recent_texts=settings.recent_texts,
+        )
 
 
 def normalise(text: str) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from analytics.asr import (
+from analytics.asr.audio import FloatAudio, float_to_pcm16, resample
+from analytics.asr.base import (
     AsrError,
     Hypothesis,
     ModelNotFoundError,
@@ -31,8 +32,7 @@ from analytics.asr import (
     WordTiming,
     finish_each,
 )
-from analytics.audio import FloatAudio, float_to_pcm16, resample
-from analytics.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, SpeechSegment
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,13 @@ def model_sample_rate(model_dir: Path) -> int:
 
 
 class VoskStream:
-    """One call's KaldiRecognizer."""
+    """One call's KaldiRecognizer.
+
+    Held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker process).
+    """
 
     def __init__(self, recognizer: VoskRecognizer) -> None:
-        from vosk import KaldiRecognizer  # noqa: PLC0415
+        from vosk import KaldiRecognizer  # lazy: vosk loads Kaldi
 
         self._owner = recognizer
         self._rec: Any = KaldiRecognizer(recognizer.model, float(recognizer.sample_rate_hz))
@@ -80,7 +83,7 @@ class VoskStream:
         text = " ".join([*(str(d.get("text", "")) for d in self._done), partial]).strip()
         return Hypothesis(text, False, self._start_ms, self._start_ms + self._fed_ms)
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         if self._start_ms is None:
             # Not streamed chunk by chunk (e.g. the CLI): feed the whole utterance now.
             self._fed_ms = utterance.audio.shape[0] * 1000 // RATE_HZ
@@ -143,7 +146,7 @@ class VoskRecognizer:
     def model(self) -> Any:
         with self._lock:
             if self._model is None:
-                import vosk  # noqa: PLC0415
+                import vosk  # lazy: loads Kaldi
 
                 vosk.SetLogLevel(-1)
                 try:
@@ -159,5 +162,7 @@ class VoskRecognizer:
     def open_stream(self) -> RecognizerStream:
         return VoskStream(self)
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         return finish_each(items)

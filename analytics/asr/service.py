@@ -3,12 +3,13 @@
 Plain asyncio (no faust import): the faust agent in :mod:`analytics.worker` only routes records
 here, so the logic is tested with a fake recogniser and a fake sink.
 
-* Each call has a :class:`CallSession` with its own queue and task: a call's frames are processed
-  in order, calls are independent.
+* Each call has a :class:`CallTranscriber` with its own queue and task: a call's frames are
+  processed in order, calls are independent.
 * Frame -> 16 kHz float -> VAD (energy gate first: silence is nearly free) runs in a small
   executor; streaming recognisers (Vosk) get the speech chunks in the inference executor.
-* Utterance ends from all calls go to one :class:`BatchDecoder`: when an inference thread is free
-  it takes every waiting utterance (up to ``max_batch``) into one ``finish_batch`` call.
+* Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
+  an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
+  ``finish_batch`` call.
 * Speculative decode: after the first ``early_end_ms`` of silence the segmenter offers the
   utterance as it would be cut; a batch recogniser starts decoding it at once and, if the
   silence lasts to ``min_silence_ms``, that result is the final one (same audio), so the decode
@@ -31,18 +32,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from analytics.asr import Hypothesis, Recognizer, RecognizerStream
-from analytics.audio import pcm16_to_float, resample
-from analytics.vad import (
+from analytics.asr.audio import pcm16_to_float, resample
+from analytics.asr.base import Hypothesis, Recognizer
+from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
+from analytics.asr.vad import (
     RATE_HZ,
     Segmenter,
     SegmentResult,
     SileroVad,
     SpeechChunk,
+    SpeechSegment,
     TentativeEnd,
-    Utterance,
     VadConfig,
 )
+from schemas.deadletter import dead_letter
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 
 logger = logging.getLogger(__name__)
@@ -74,110 +77,15 @@ class ServiceConfig:
     batch_wait_ms: int = 0
 
 
-class BatchDecoder:
-    """Collects utterance ends from many calls; one ``finish_batch`` per free inference thread."""
-
-    def __init__(
-        self,
-        recognizer: Recognizer,
-        executor: ThreadPoolExecutor,
-        slots: int,
-        batch_wait_s: float = 0.0,
-    ) -> None:
-        self.recognizer = recognizer
-        self.batch_wait_s = batch_wait_s
-        self.executor = executor
-        self._slots = asyncio.Semaphore(slots)
-        self._waiting: list[tuple[RecognizerStream, Utterance, asyncio.Future[Hypothesis]]] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.batch_sizes: list[int] = []
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="asr-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-    def decode(self, stream: RecognizerStream, utterance: Utterance) -> asyncio.Future[Hypothesis]:
-        future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
-        self._waiting.append((stream, utterance, future))
-        self._wakeup.set()
-        return future
-
-    async def _dispatch(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            await self._slots.acquire()
-            if not self._waiting:
-                self._slots.release()
-                self._wakeup.clear()
-                continue
-            if self.batch_wait_s > 0 and len(self._waiting) < self.recognizer.max_batch:
-                await asyncio.sleep(self.batch_wait_s)  # let utterances of other calls join
-            self._waiting = [w for w in self._waiting if not w[2].cancelled()]
-            if not self._waiting:
-                self._slots.release()
-                self._wakeup.clear()
-                continue
-            batch = self._waiting[: self.recognizer.max_batch]
-            del self._waiting[: len(batch)]
-            if not self._waiting:
-                self._wakeup.clear()
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(
-        self, batch: list[tuple[RecognizerStream, Utterance, asyncio.Future[Hypothesis]]]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            items = [(stream, utt) for stream, utt, _ in batch]
-            self.batches += 1
-            self.batch_sizes.append(len(items))
-            try:
-                results = await loop.run_in_executor(
-                    self.executor, self.recognizer.finish_batch, items
-                )
-            except Exception:  # noqa: BLE001 - isolate the failing call below
-                if len(batch) == 1:
-                    raise
-                results = []
-                for stream, utt, future in batch:
-                    try:
-                        [hyp] = await loop.run_in_executor(
-                            self.executor, self.recognizer.finish_batch, [(stream, utt)]
-                        )
-                    except Exception as exc:  # noqa: BLE001 - handed to the call's session
-                        if not future.done():
-                            future.set_exception(exc)
-                        continue
-                    if not future.done():
-                        future.set_result(hyp)
-                return
-            for (_, _, future), hyp in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(hyp)
-        except Exception as exc:  # noqa: BLE001 - handed to the call's session
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        finally:
-            self._slots.release()
-
-
 _END = object()
 
 
-class CallSession:
-    """All per-call state: segmenter, recogniser stream, held frames, the ordered work queue."""
+class CallTranscriber:
+    """All per-call ASR state: segmenter, recogniser stream, held frames, the ordered work queue.
+
+    Owned by the analytics worker process that holds the call's audio partition (one per call,
+    created by :class:`TranscriptionService` on the call's first frame, dropped when it ends).
+    """
 
     def __init__(self, service: TranscriptionService, meta: AudioFrameMeta) -> None:
         self.service = service
@@ -257,7 +165,7 @@ class CallSession:
             self.last_speech_received_at_ms = meta.received_at_ms
         await self._handle(result.events)
 
-    async def _handle(self, events: Sequence[SpeechChunk | Utterance | TentativeEnd]) -> None:
+    async def _handle(self, events: Sequence[SpeechChunk | SpeechSegment | TentativeEnd]) -> None:
         service = self.service
         loop = asyncio.get_running_loop()
         for event in events:
@@ -321,9 +229,9 @@ class CallSession:
         logger.error("asr failed on call %s: %r; reopening its stream", self.call_sid, exc)
         self.service.errors += 1
         await self.service.sink.dead_letter(
-            DeadLetter(
-                stage="asr",
-                error=f"{type(exc).__name__}: {exc}",
+            dead_letter(
+                "asr",
+                exc,
                 call_sid=self.call_sid,
                 stream_sid=self.stream_sid,
                 occurred_at_ms=int(self.service.clock() * 1000),
@@ -366,7 +274,7 @@ class TranscriptionService:
         self.vad = vad
         self.redact = redact
         self.clock = clock
-        self.sessions: dict[str, CallSession] = {}
+        self.sessions: dict[str, CallTranscriber] = {}
         self.asr_executor = ThreadPoolExecutor(
             max_workers=self.config.executor_workers, thread_name_prefix="asr"
         )
@@ -391,7 +299,7 @@ class TranscriptionService:
         """Load one model per inference thread (in those threads), then start the batcher."""
         self._capacity.set()
         loop = asyncio.get_running_loop()
-        barrier = _Barrier(self.config.executor_workers)
+        barrier = WarmUpBarrier(self.config.executor_workers)
         await asyncio.gather(
             *(
                 loop.run_in_executor(self.asr_executor, barrier.run, self.recognizer.warm_up)
@@ -432,7 +340,7 @@ class TranscriptionService:
             if session is not None:
                 # A frame after the call ended: a fresh session picks the call up again.
                 self.sessions.pop(meta.call_sid, None)
-            session = CallSession(self, meta)
+            session = CallTranscriber(self, meta)
             self.sessions[meta.call_sid] = session
             self.calls_started += 1
         session.partition = partition
@@ -459,7 +367,7 @@ class TranscriptionService:
             session.stop_requested = True
             session.last_frame_at = min(session.last_frame_at, self.clock())
 
-    def forget(self, session: CallSession) -> None:
+    def forget(self, session: CallTranscriber) -> None:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
         self.calls_ended += 1
@@ -489,16 +397,3 @@ class TranscriptionService:
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
             self.sweep()
-
-
-class _Barrier:
-    """Makes N warm-up tasks run on N distinct executor threads."""
-
-    def __init__(self, parties: int) -> None:
-        import threading  # noqa: PLC0415
-
-        self._barrier = threading.Barrier(parties, timeout=120)
-
-    def run(self, func: Callable[[], None]) -> None:
-        func()
-        self._barrier.wait()

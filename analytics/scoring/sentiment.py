@@ -2,9 +2,10 @@
 
 Every engine maps text to :class:`schemas.records.Sentiment`: a score in [-1, 1] (positive minus
 negative probability for the model engines, VADER's compound score for ``vader``), a label and the
-engine's confidence in that label. Engines are plain classes (``analytics/sentiment_engines.py``)
-built by :func:`build_scorer` from :class:`ScoringSettings`; the faust agent drives one through
-``analytics.sentiment_batch.MicroBatcher`` so utterances from many calls share one model call.
+engine's confidence in that label. This module is the interface only and imports no engine: the
+engines are plain classes (:mod:`analytics.scoring.engines`, :mod:`analytics.scoring.minilm`)
+built by :func:`analytics.scoring.engines.build_scorer`; the faust agent drives one through
+``analytics.scoring.batcher.MicroBatcher`` so utterances from many calls share one model call.
 
 The embedding engines put a small logistic-regression head over mean-pooled all-MiniLM-L6-v2
 embeddings, stored as JSON (no pickle) with its calibrated neutral band. Two heads ship:
@@ -22,15 +23,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.records import Sentiment
-
-if TYPE_CHECKING:
-    from analytics.scoring_settings import ScoringSettings
 
 __all__ = [
     "DEFAULT_FINETUNED_HEAD_PATH",
@@ -38,12 +36,11 @@ __all__ = [
     "LinearHead",
     "SentimentError",
     "SentimentScorer",
-    "build_scorer",
     "label_for",
 ]
 
-DEFAULT_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_head.json"
-DEFAULT_FINETUNED_HEAD_PATH = Path(__file__).parent / "data" / "sentiment_finetuned.json"
+DEFAULT_HEAD_PATH = Path(__file__).parent.parent / "data" / "sentiment_head.json"
+DEFAULT_FINETUNED_HEAD_PATH = Path(__file__).parent.parent / "data" / "sentiment_finetuned.json"
 LABELS: tuple[Literal["negative"], Literal["neutral"], Literal["positive"]] = (
     "negative",
     "neutral",
@@ -124,13 +121,6 @@ class LinearHead:
         probs: FloatArray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         return probs
 
-    def sentiments(
-        self, embeddings: FloatArray, engine: str, band: float | None = None
-    ) -> list[Sentiment]:
-        return sentiments_from_probs(
-            self.probabilities(embeddings), engine, band or self.neutral_band
-        )
-
 
 def sentiments_from_probs(probs: FloatArray, engine: str, band: float) -> list[Sentiment]:
     """(n, 3) class probabilities (negative, neutral, positive) to Sentiment records."""
@@ -161,48 +151,3 @@ def mean_pool(hidden: FloatArray, mask: npt.NDArray[np.int64]) -> FloatArray:
     m = mask[:, :, None].astype(np.float32)
     pooled: FloatArray = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
     return pooled
-
-
-def build_scorer(settings: ScoringSettings, engine: str | None = None) -> SentimentScorer:
-    """The configured engine (``engine`` overrides ``settings.engine``), loaded from local files."""
-    name = engine or settings.engine
-    scorer = _build_engine(settings, name)
-    if name != "vader" and settings.vader_weight > 0:
-        from analytics.sentiment_engines import BlendedScorer
-
-        band = float(getattr(scorer, "band", 0.05))
-        return BlendedScorer(scorer, settings.vader_weight, band)
-    return scorer
-
-
-def _build_engine(settings: ScoringSettings, name: str) -> SentimentScorer:
-    from analytics import sentiment_engines as engines
-
-    if name == "vader":
-        return engines.VaderScorer()
-    if name == "onnx":
-        return engines.OnnxScorer(
-            model_path=settings.onnx_model_path,
-            tokenizer_path=settings.tokenizer_path,
-            head_path=settings.head_path,
-            neutral_band=settings.neutral_band,
-            max_seq_len=settings.max_seq_len,
-            threads=settings.threads,
-        )
-    if name == "transformers":
-        if settings.model_path is not None and engines.is_sequence_classifier(settings.model_path):
-            return engines.SequenceClassifierScorer(
-                settings.model_path,
-                neutral_band=settings.neutral_band,
-                max_seq_len=settings.max_seq_len,
-                threads=settings.threads,
-            )
-        return engines.TransformersScorer(
-            model_path=settings.model_path,
-            head_path=settings.head_path,
-            neutral_band=settings.neutral_band,
-            max_seq_len=settings.max_seq_len,
-            threads=settings.threads,
-            jit=settings.torchscript,
-        )
-    raise SentimentError(f"unknown sentiment engine {name!r}")

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from analytics.sentiment import SentimentScorer
+from analytics.scoring.sentiment import SentimentScorer
 from schemas.records import Sentiment
 
 logger = logging.getLogger(__name__)

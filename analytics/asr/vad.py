@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.audio import FloatAudio
+from analytics.asr.audio import FloatAudio
 
 RATE_HZ = 16_000
 WINDOW = 512
@@ -48,7 +48,7 @@ class SileroVad:
     """A shared Silero VAD session; ``probabilities`` is pure given the caller's state."""
 
     def __init__(self, path: Path | None = None) -> None:
-        import onnxruntime  # noqa: PLC0415 - heavy, only when a worker starts
+        import onnxruntime  # heavy, only when a worker starts
 
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
@@ -101,7 +101,7 @@ class VadConfig:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class SpeechSegment:
     """One cut utterance: 16 kHz float audio and its position in the call (ms).
 
     ``keep`` is False for a burst shorter than ``min_speech_ms``: a streaming recogniser still
@@ -118,11 +118,11 @@ class Utterance:
 class TentativeEnd:
     """Silence has begun: the utterance as it will be cut if the silence lasts.
 
-    A batch recogniser may start decoding it now; if the final :class:`Utterance` has the same
+    A batch recogniser may start decoding it now; if the final :class:`SpeechSegment` has the same
     start and end, that decode is its result (the audio is identical), else it is discarded.
     """
 
-    utterance: Utterance
+    utterance: SpeechSegment
 
 
 @dataclass(frozen=True)
@@ -137,17 +137,17 @@ class SpeechChunk:
 class SegmentResult:
     """What one ``Segmenter.feed`` produced, in order."""
 
-    events: list[SpeechChunk | Utterance | TentativeEnd] = field(default_factory=list)
+    events: list[SpeechChunk | SpeechSegment | TentativeEnd] = field(default_factory=list)
     had_speech: bool = False
     in_speech: bool = False
 
-    @property
-    def utterances(self) -> list[Utterance]:
-        return [e for e in self.events if isinstance(e, Utterance) and e.keep]
-
 
 class Segmenter:
-    """Per-call utterance cutter over 16 kHz float audio (plain class, no I/O)."""
+    """Per-call utterance cutter over 16 kHz float audio (plain class, no I/O).
+
+    Owned by a :class:`analytics.asr.service.CallTranscriber` (analytics worker process), or
+    by the offline loop.
+    """
 
     def __init__(self, vad: SileroVad | None, config: VadConfig, start_ms: int = 0) -> None:
         self.vad = vad
@@ -253,25 +253,25 @@ class Segmenter:
         result.in_speech = self.in_speech
         return result
 
-    def flush(self) -> Utterance | None:
+    def flush(self) -> SpeechSegment | None:
         """End of call: close an open utterance."""
         if not self.in_speech:
             return None
         return self._close()
 
-    def _snapshot(self) -> Utterance:
+    def _snapshot(self) -> SpeechSegment:
         pad = self.config.speech_pad_ms * RATE_HZ // 1000
         end = min(self._position, self._last_speech_end + pad)
         audio = np.concatenate(self._speech)[: max(0, end - self._speech_start)]
         speech_ms = self._speech_windows * WINDOW_MS
-        return Utterance(
+        return SpeechSegment(
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             start_ms=max(0, self._speech_start * 1000 // RATE_HZ),
             end_ms=end * 1000 // RATE_HZ,
             keep=speech_ms >= self.config.min_speech_ms,
         )
 
-    def _close(self) -> Utterance:
+    def _close(self) -> SpeechSegment:
         utterance = self._snapshot()
         self.in_speech = False
         self._speech = []

@@ -1,7 +1,9 @@
-"""The sentiment engines: MiniLM + head (torch or int8 ONNX), a fine-tuned classifier, VADER.
+"""The MiniLM engines: all-MiniLM-L6-v2 + a logistic head (torch or int8 ONNX), and a fine-tuned
+sequence classifier.
 
 Models load from local paths only (``local_files_only=True``); a missing model package gives a
-:class:`SentimentError` naming the package to install. Heavy imports happen in the constructors.
+:class:`SentimentError` naming the package to install. Heavy imports (torch, transformers,
+onnxruntime, tokenizers) happen in the constructors: they are lazy on purpose.
 """
 
 from __future__ import annotations
@@ -15,22 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from analytics.sentiment import (
+from analytics.scoring.sentiment import (
     DEFAULT_FINETUNED_HEAD_PATH,
     FloatArray,
     LinearHead,
     SentimentError,
     SentimentScorer,
-    label_for,
     mean_pool,
     sentiments_from_probs,
 )
 from schemas.records import Sentiment
 
 logger = logging.getLogger(__name__)
-
-VADER_BAND = 0.05  # the VADER paper's neutral thresholds on the compound score
-# Linear layers of each BERT layer that a sentiment adapter (scripts/finetune_sentiment.py) updates
 ADAPTED_LAYERS = (
     "attention.self.query",
     "attention.self.key",
@@ -105,36 +103,6 @@ def merge_adapter(torch: Any, model: Any, path: Path) -> int:
         for module, delta in updates:
             module.weight += delta
     return len(updates)
-
-
-class VaderScorer(SentimentScorer):
-    """VADER (``vaderSentiment``): rule-based, microseconds per utterance."""
-
-    engine = "vader"
-
-    def __init__(self) -> None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        self._analyzer = SentimentIntensityAnalyzer()
-
-    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
-        out = []
-        for text in texts:
-            polarity = self._analyzer.polarity_scores(text)
-            compound = float(polarity["compound"])
-            label = label_for(compound, VADER_BAND)
-            confidence = {"negative": polarity["neg"], "neutral": polarity["neu"]}.get(
-                label, polarity["pos"]
-            )
-            out.append(
-                Sentiment(
-                    score=max(-1.0, min(1.0, compound)),
-                    label=label,
-                    confidence=float(min(1.0, max(0.0, confidence))),
-                    engine=self.engine,
-                )
-            )
-        return out
 
 
 class _FastTokenizer:
@@ -386,34 +354,3 @@ class SequenceClassifierScorer(SentimentScorer):
             axis=1,
         )
         return sentiments_from_probs(three, self.engine, self.band)
-
-
-class BlendedScorer(SentimentScorer):
-    """A model engine's score blended with VADER's compound: ``(1 - w) * model + w * vader``.
-
-    Opt-in (``vader_weight`` > 0). The label uses the model's neutral band on the blended score;
-    the confidence is the model's. VADER adds ~0.1 ms per utterance.
-    """
-
-    def __init__(self, inner: SentimentScorer, weight: float, band: float) -> None:
-        self.inner = inner
-        self.vader = VaderScorer()
-        self.weight = weight
-        self.band = band
-        self.engine = f"{inner.engine}+vader"
-
-    def score_batch(self, texts: Sequence[str]) -> list[Sentiment]:
-        model = self.inner.score_batch(texts)
-        lexical = self.vader.score_batch(texts)
-        out = []
-        for m, v in zip(model, lexical, strict=True):
-            score = max(-1.0, min(1.0, (1 - self.weight) * m.score + self.weight * v.score))
-            out.append(
-                Sentiment(
-                    score=round(score, 4),
-                    label=label_for(score, self.band),
-                    confidence=m.confidence,
-                    engine=self.engine,
-                )
-            )
-        return out

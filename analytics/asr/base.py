@@ -1,28 +1,25 @@
 """The recogniser interface: plain classes, no framework import.
 
 A :class:`Recognizer` is loaded once per process and opens one :class:`RecognizerStream` per
-call. Audio reaches a stream already cut by the VAD (:mod:`analytics.vad`) and resampled to
+call. Audio reaches a stream already cut by the VAD (:mod:`analytics.asr.vad`) and resampled to
 16 kHz: ``accept`` takes the speech of the open utterance chunk by chunk (returning a partial
 hypothesis when the backend streams) and ``finish`` returns the utterance's final hypothesis and
 resets the stream for the next one. Offsets are in ms from call start.
 
 Backends whose final decode is expensive and batchable (Whisper) also implement
-``finish_batch``: one pass over utterances from many calls. ``load_recognizer`` picks the backend
-from the worker settings.
+``finish_batch``: one pass over utterances from many calls. This module imports no backend:
+:func:`analytics.asr.engines.load_recognizer` picks one from the worker settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from analytics.audio import FloatAudio
-from analytics.vad import Utterance
+from analytics.asr.audio import FloatAudio
+from analytics.asr.vad import SpeechSegment
 from schemas.records import Transcript, Word
-
-if TYPE_CHECKING:
-    from analytics.settings import WorkerSettings
 
 
 class AsrError(RuntimeError):
@@ -92,13 +89,16 @@ class Hypothesis:
 
 @runtime_checkable
 class RecognizerStream(Protocol):
-    """One call's recognition state."""
+    """One call's recognition state.
+
+    Held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker process).
+    """
 
     def accept(self, audio: FloatAudio, start_ms: int) -> Hypothesis | None:
         """Speech audio (16 kHz) of the open utterance; a partial hypothesis or None."""
         ...
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         """The final hypothesis of ``utterance``; resets the stream for the next one."""
         ...
 
@@ -118,7 +118,7 @@ class Recognizer(Protocol):
     def open_stream(self) -> RecognizerStream: ...
 
     def finish_batch(
-        self, items: Sequence[tuple[RecognizerStream, Utterance]]
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
     ) -> list[Hypothesis]: ...
 
     def warm_up(self) -> None:
@@ -126,30 +126,6 @@ class Recognizer(Protocol):
         ...
 
 
-def finish_each(items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+def finish_each(items: Sequence[tuple[RecognizerStream, SpeechSegment]]) -> list[Hypothesis]:
     """``finish_batch`` for backends without batching."""
     return [stream.finish(utterance) for stream, utterance in items]
-
-
-def load_recognizer(settings: WorkerSettings) -> Recognizer:
-    """The configured backend (models load lazily per executor thread / once per process)."""
-    if settings.asr_engine == "vosk":
-        from analytics.asr_vosk import VoskRecognizer  # noqa: PLC0415
-
-        return VoskRecognizer(
-            settings.vosk_model_path, partials=settings.vosk_partials, words=settings.vosk_words
-        )
-    from analytics.asr_whisper import WhisperConfig, WhisperRecognizer  # noqa: PLC0415
-
-    return WhisperRecognizer(
-        WhisperConfig(
-            model_path=settings.whisper_model_path,
-            compute_type=settings.whisper_compute_type,
-            beam_size=settings.whisper_beam_size,
-            cpu_threads=settings.whisper_cpu_threads,
-            language=settings.whisper_language,
-            max_batch=settings.whisper_batch_max,
-            min_window_s=settings.whisper_min_window_s,
-            partial_interval_ms=settings.whisper_partial_interval_ms,
-        )
-    )

