@@ -8,8 +8,8 @@
 * the consumer fetch wait, hard-coded to 1,500 ms in faust's aiokafka driver, is overridden with
   ``settings.fetch_max_wait_ms`` by a subclassed transport (see :class:`_FastFetchConsumerThread`);
 * our catalogue topics are never declared by faust (they are created beforehand with
-  ``agentstream.stack.topics.create_topics``; :func:`catalogue_topic` marks them non-internal), and the
-  leader-election topic is disabled;
+  ``agentstream.stack.topics.create_topics``; :func:`catalogue_topic` marks them non-internal),
+  and the leader-election topic is disabled;
 * the web server is off by default (or on a configurable port) and each process gets its own
   temporary datadir, so several workers run side by side on one machine.
 
