@@ -238,15 +238,14 @@ class Evaluator:
             )
         )
         state = record.state = score.state
+        heard = record.heard_until_ms
+        heard[score.stream_sid] = max(heard.get(score.stream_sid, 0), score.end_ms)
         if state.last_dtmf and (not record.digits or record.digits[-1] != state.last_dtmf):
             record.digits.append(state.last_dtmf)
         if record.started_at_ms is None and state.started_at_ms:
             record.started_at_ms = state.started_at_ms
         record.last_speech_at_ms = max(record.last_speech_at_ms or 0, at_ms)
         record.decided.append(score.utterance_id)
-        record.heard_until_ms[score.stream_sid] = max(
-            record.heard_until_ms.get(score.stream_sid, 0), score.end_ms
-        )
         self._schedule(record)
         if self._max_score_age_ms is not None and now - score.scored_at_ms > self._max_score_age_ms:
             return None  # a replay of old history: remember it, decide nothing
