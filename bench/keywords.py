@@ -12,8 +12,10 @@ tenant/campaign (``schemas/data/rules.yaml``), exactly as the scoring stage does
 - **corpus**: the reference texts of ``/work/shared/data/speech/corpus.tsv`` (read speech, news,
   no call-centre escalations): every hit there is a false hit, listed so a reader can judge.
 
-Precision and recall count (utterance, category) pairs. Prints the figures and every miss and
-false hit; ``--json`` prints them as one JSON object.
+Precision and recall count (utterance, category) pairs. The repetition part prints, per call,
+the longest run of consecutive repeats at the rules file's default ``similarity`` (the shipped
+``bot-failing`` rule fires at 2): only the repeating calls should reach it. Prints the figures
+and every miss and false hit; ``--json`` prints them as one JSON object.
 
     .venv/bin/python bench/keywords.py [--asr] [--corpus PATH] [--json]
 """
@@ -31,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from analytics.scoring.callstate import DEFAULT_REPEAT_SIMILARITY, similarity  # noqa: E402
 from analytics.scoring.keywords import KeywordSpotter, categories_or_default  # noqa: E402
 from schemas.rules import RulesFile, default_rules  # noqa: E402
 
@@ -197,7 +200,20 @@ def demo_text(spotters: Spotters) -> Tally:
     return tally
 
 
-def demo_asr(spotters: Spotters) -> Tally:
+def longest_run(texts: list[str], threshold: float = DEFAULT_REPEAT_SIMILARITY) -> int:
+    """The longest run of consecutive repeats, as the scoring fold counts them."""
+    run = best = 0
+    for earlier, later in zip(texts, texts[1:], strict=False):
+        run = run + 1 if similarity(earlier, later) >= threshold else 0
+        best = max(best, run)
+    return best
+
+
+def repeats(calls: dict[str, list[str]]) -> dict[str, int]:
+    return {name: longest_run(texts) for name, texts in calls.items()}
+
+
+def demo_asr(spotters: Spotters, heard: dict[str, list[str]]) -> Tally:
     """What the ASR engine hears in the demo WAVs, call by call (slow: loads the recogniser)."""
     from analytics.asr.engines import load_recognizer
     from analytics.asr.offline import transcribe_file
@@ -218,6 +234,7 @@ def demo_asr(spotters: Spotters) -> Tally:
             expected |= DEMO_LABELS.get(text, set())
         found: dict[str, str] = {}
         texts = [t.text for t in result.transcripts if t.is_final]
+        heard[call["id"]] = texts
         for text in texts:
             found.update(spotters.find(text, call.get("tenant", "default"), call["campaign"]))
         tally.add(f"[{call['id']}] " + " | ".join(texts), expected, found)
@@ -251,14 +268,19 @@ def main() -> int:
     args = parser.parse_args()
     spotters = Spotters(default_rules(), args.threshold)
     results: dict[str, Tally] = {"demo (script text)": demo_text(spotters)}
+    demo_calls = yaml.safe_load((ROOT / "demo" / "scenarios.yaml").read_text())["calls"]
+    runs = {"demo script": repeats({c["id"]: c["lines"] for c in demo_calls})}
+    heard: dict[str, list[str]] = {}
     if args.asr:
-        results["demo (ASR, per call)"] = demo_asr(spotters)
+        results["demo (ASR, per call)"] = demo_asr(spotters, heard)
+        runs["demo ASR"] = repeats(heard)
+    runs["scripted"] = repeats({str(n): [t for t, _ in c[2]] for n, c in enumerate(SCRIPTED)})
     results["scripted"] = scripted(spotters)
     if args.corpus.exists():
         results["corpus (false hits)"] = corpus(spotters, args.corpus)
     figures = {name: tally.figures() for name, tally in results.items()}
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(json.dumps({"keywords": figures, "repeat_runs": runs}, indent=2))
         return 0
     head = f"{'set':<22} {'utts':>5} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7}"
     print(head + f" {'fp/100 utts':>11}")
@@ -274,6 +296,9 @@ def main() -> int:
         for kind, label in (("false_hits", "false hit"), ("misses", "miss")):
             for item in f[kind]:  # type: ignore[attr-defined]
                 print(f"  {name}: {label}: {item}")
+    print(f"repetition: longest run of repeats per call (similarity {DEFAULT_REPEAT_SIMILARITY})")
+    for name, by_call in runs.items():
+        print(f"  {name}: " + ", ".join(f"{call}={run}" for call, run in by_call.items()))
     return 0
 
 
