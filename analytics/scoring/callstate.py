@@ -69,6 +69,9 @@ def content_words(text: str) -> tuple[str, ...]:
     return tuple(w for w in words if w not in _NOT_CONTENT)
 
 
+# How far one word may be misheard (a word-level tolerance, the keyword spotter's default; not
+# the repeat similarity, which is the rules file's): one edit in words of 7+ letters, none under.
+_WORD_FUZZ = 0.8
 _SOFT_C = re.compile(r"c(?=[eiy])")
 _NOT_KEY = re.compile(r"[aeiouyhw]")
 
@@ -95,7 +98,7 @@ def _same_word(a: str, b: str) -> bool:
         return True
     if min(len(a), len(b)) >= 3 and phonetic_key(a) == phonetic_key(b):
         return True
-    limit = edit_limits((b,), 0.8, True)[0]
+    limit = edit_limits((b,), _WORD_FUZZ, True)[0]
     return limit != EXACT and word_matches(a, b, limit)
 
 
