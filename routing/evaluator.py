@@ -173,6 +173,16 @@ class Evaluator:
         record = self.calls.get(call_sid)
         return record is not None and record.escalation is not None
 
+    @staticmethod
+    def _replayed(record: CallRecord, score: Score) -> bool:
+        """Already evaluated: the same utterance id (a score sent twice, or decided before a
+        restart), or audio of this stream already heard (an utterance re-cut by a restarted
+        worker starts inside it). Scores of one call arrive in audio order (one partition)."""
+        if score.utterance_id in record.decided:
+            return True
+        heard = record.heard_until_ms.get(score.stream_sid)
+        return heard is not None and score.start_ms < heard
+
     def note_decision(self, decision: Decision) -> None:
         """A decision already published (rebuilt from the topic, or by another instance)."""
         record = self._record(
@@ -250,16 +260,6 @@ class Evaluator:
         if self._max_score_age_ms is not None and now - score.scored_at_ms > self._max_score_age_ms:
             return None  # a replay of old history: remember it, decide nothing
         return self._evaluate(record, score=score, kinds=None)
-
-    @staticmethod
-    def _replayed(record: CallRecord, score: Score) -> bool:
-        """Already evaluated: the same utterance id (a score sent twice, or decided before a
-        restart), or audio of this stream already heard (an utterance re-cut by a restarted
-        worker starts inside it). Scores of one call arrive in audio order (one partition)."""
-        if score.utterance_id in record.decided:
-            return True
-        heard = record.heard_until_ms.get(score.stream_sid)
-        return heard is not None and score.start_ms < heard
 
     def tick(self, limit: int | None = None) -> list[Decision]:
         """Decisions for calls whose silence / max-duration deadline has passed.
