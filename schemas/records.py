@@ -232,7 +232,13 @@ class CallState(BaseModel):
     last_speech_end_ms: int = 0
     silence_since_speech_ms: int = 0
     last_dtmf: str | None = None
-    repeat_count: int = Field(0, description="consecutive utterances that repeat the previous one")
+    repeat_count: int = Field(
+        0, description="consecutive utterances that repeat the previous one (first rule's count)"
+    )
+    repeat_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="per repetition rule id: consecutive repeats at that rule's similarity",
+    )
     recent_texts: list[str] = Field(default_factory=list)
     started_at_ms: int | None = None
 
