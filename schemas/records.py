@@ -344,6 +344,5 @@ class CallSummary(Record):
         None, description="every utterance heard before the answer had been decided"
     )
     passthru_at_ms: int | None = None
-    dead_letters: int = 0
     revision: int = Field(1, description="1 for the first summary; +1 for each later fact")
     summarised_at_ms: int
