@@ -304,6 +304,7 @@ class Board:
         out["partial"] = call.partial
         out["transcript"] = [
             {
+                "utterance_id": line.utterance_id,
                 "index": line.index,
                 "text": line.text,
                 "start_ms": line.start_ms,

@@ -51,8 +51,9 @@
   function ruleCell(row) {
     const e = row.escalation;
     if (e) {
-      return '<td class="esc-cell">⚠ escalated: ' + esc(e.rule_id) + " → " +
-        esc(e.target_group) + "<small>" + esc(e.reason) + "</small></td>";
+      return '<td class="esc-cell">⚠ ' + esc(e.rule_id) + " → " +
+        esc(e.target_group) + '<small title="' + esc(e.reason) + '">' + esc(e.reason) +
+        "</small></td>";
     }
     if (!row.near_rule) return '<td class="rule">–</td>';
     return '<td class="rule">' + esc(row.near_rule) + " " + Math.round(row.risk * 100) + "%</td>";
@@ -63,12 +64,12 @@
     const level = row.risk >= 0.75 ? "high" : row.risk >= 0.4 ? "mid" : "";
     return '<td class="risk"><div class="bar" title="' + pct + '%"><i class="' + level +
       '" style="width:' + pct + '%"></i></div></td>' +
-      '<td class="sid">' + esc(row.call_sid) + "</td>" +
-      "<td>" + esc(row.caller || "") + "</td>" +
-      "<td>" + esc(row.tenant) + " / " + esc(row.campaign) + "</td>" +
+      '<td><span class="sid">' + esc(row.call_sid) + "</span>" +
+      '<small class="caller">' + esc(row.caller || "unknown caller") + "</small></td>" +
+      "<td>" + esc(row.tenant) + '<small class="caller">' + esc(row.campaign) + "</small></td>" +
       '<td class="num dur">' + duration(row) + "</td>" +
       '<td class="num">' + sentimentCell(row) + "</td>" +
-      "<td>" + keywordCell(row) + "</td>" + ruleCell(row);
+      '<td class="kw">' + keywordCell(row) + "</td>" + ruleCell(row);
   }
 
   function rankKey(a, b) {
@@ -163,13 +164,13 @@
       const t0 = pts[0][0], t1 = pts[pts.length - 1][0];
       const x = (t) => (t1 === t0 ? W / 2 : P + (W - 2 * P) * (t - t0) / (t1 - t0));
       const y = (v) => H / 2 - v * (H / 2 - P);
-      const escIndex = escalationIndex(detail);
+      const escId = escalationUtterance(detail);
       html += '<polyline class="line" points="' +
         pts.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" ") + '"/>';
       const lines = detail.transcript.filter((l) => l.sentiment != null);
       pts.forEach((p, i) => {
         const line = lines[i];
-        const cls = line && line.index === escIndex ? "esc" : p[1] < -0.2 ? "neg" : "";
+        const cls = line && line.utterance_id === escId ? "esc" : p[1] < -0.2 ? "neg" : "";
         html += '<circle class="' + cls + '" r="4" cx="' + x(p[0]).toFixed(1) + '" cy="' +
           y(p[1]).toFixed(1) + '"><title>' + p[1].toFixed(2) + "</title></circle>";
       });
@@ -177,11 +178,14 @@
     svg.innerHTML = html;
   }
 
-  function escalationIndex(detail) {
+  function escalationUtterance(detail) {
     const e = detail.decisions.find((d) => d.decision === "escalate");
-    if (!e || !e.utterance_id) return null;
-    const m = /(\d+)$/.exec(e.utterance_id);
-    return m ? Number(m[1]) : null;
+    return e ? e.utterance_id : null;
+  }
+
+  function offset(ms) {
+    const s = Math.round(ms / 1000);
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
   }
 
   function showDetail(detail) {
@@ -196,13 +200,14 @@
         e.target_group + ": " + e.reason;
     }
     chart(detail);
-    const escIndex = escalationIndex(detail);
+    const escId = escalationUtterance(detail);
     $("d-transcript").innerHTML = detail.transcript.map((l) => {
       const cls = (l.sentiment != null && l.sentiment < -0.2 ? "neg " : "") +
-        (l.index === escIndex ? "esc" : "");
+        (l.utterance_id === escId ? "esc" : "");
       const s = l.sentiment == null ? "" : '<span class="s">' + l.sentiment.toFixed(2) +
         (l.categories.length ? " · " + esc(l.categories.join(", ")) : "") + "</span>";
-      return '<li class="' + cls + '" value="' + (l.index + 1) + '">' + esc(l.text) + s + "</li>";
+      return '<li class="' + cls + '"><span class="at">' + offset(l.start_ms) + "</span>" +
+        esc(l.text) + s + "</li>";
     }).join("") + (detail.partial ? '<li class="partial">' + esc(detail.partial) + "…</li>" : "");
     $("d-hits").innerHTML = detail.keyword_hits.length ? detail.keyword_hits.map((h) =>
       '<li><span class="chip alert">' + esc(h.category) + ": " + esc(h.matched) +
