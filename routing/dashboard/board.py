@@ -23,6 +23,8 @@ from routing.dashboard.proximity import CallFacts, nearest
 from schemas.records import CallEvent, Decision, Score, Transcript
 from schemas.rules import ResolvedRules, RulesFile
 
+RISK_STEP = 0.05  # a row is resent when time alone moved its risk this much
+
 
 @dataclass
 class _Line:
@@ -62,6 +64,7 @@ class WatchedCall:
     scored: set[str] = field(default_factory=set)
     risk: float = 0.0
     near_rule: str | None = None
+    sent_risk: float = -1.0  # the risk in the last row sent (time moves risk in small steps)
 
     @property
     def live(self) -> bool:
@@ -73,11 +76,13 @@ class WatchedCall:
 
 @dataclass(frozen=True)
 class Update:
-    """What changed since the last drain: rows to upsert and calls that left the board."""
+    """What changed since the last drain: rows to upsert, calls whose details changed (an open
+    call refetches them) and calls that left the board."""
 
     version: int
     now_ms: int
     rows: list[dict[str, Any]]
+    touched: list[str]
     removed: list[str]
 
 
@@ -103,7 +108,8 @@ class Board:
         self.max_decisions = max_decisions
         self.calls: dict[str, WatchedCall] = {}
         self.version = 0
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # the row changed
+        self._touched: set[str] = set()  # only the details changed
         self._removed: set[str] = set()
 
     def set_rules(self, rules: RulesFile) -> None:
@@ -125,7 +131,7 @@ class Board:
         if campaign != "default":
             call.campaign = campaign
         call.last_seen_ms = now
-        self._dirty.add(call_sid)
+        self._touched.add(call_sid)
         return call
 
     # --- records in -----------------------------------------------------------------------------
@@ -134,6 +140,7 @@ class Board:
         if event.kind not in ("start", "stop"):
             return  # callbacks and DTMF do not change what a supervisor sees
         call = self._call(event.call_sid, event.tenant, event.campaign)
+        self._dirty.add(event.call_sid)
         if event.kind == "start":
             call.started_at_ms = event.occurred_at_ms
             call.stopped_at_ms = None
@@ -174,6 +181,7 @@ class Board:
         if score.utterance_id in call.scored:
             return
         call.scored.add(score.utterance_id)
+        self._dirty.add(score.call_sid)
         categories = tuple(hit.category for hit in score.keywords)
         line = call.line_by_id.get(score.utterance_id)
         if line is None:  # the score came first, or the transcript was not read
@@ -202,6 +210,7 @@ class Board:
         call = self._call(decision.call_sid, decision.tenant, decision.campaign)
         if decision.decision == "escalate" and call.escalation is None:
             call.escalation = decision
+            self._dirty.add(decision.call_sid)
         elif decision.decision == "escalate":
             return  # the same escalation read back again
         call.decisions.append(
@@ -227,11 +236,12 @@ class Board:
             if ended or now - call.last_seen_ms >= self.idle_ms:
                 del self.calls[sid]
                 self._dirty.discard(sid)
+                self._touched.discard(sid)
                 self._removed.add(sid)
             elif call.live and call.escalation is None:
-                before = (call.near_rule, call.risk)
+                rule = call.near_rule
                 self._rank(call, now)
-                if (call.near_rule, call.risk) != before:
+                if call.near_rule != rule or abs(call.risk - call.sent_risk) >= RISK_STEP:
                     self._dirty.add(sid)
 
     def _rank(self, call: WatchedCall, now: int) -> None:
@@ -258,7 +268,7 @@ class Board:
 
     def row(self, call: WatchedCall) -> dict[str, Any]:
         esc = call.escalation
-        last = call.lines[-1].text if call.lines else ""
+        call.sent_risk = call.risk
         return {
             "call_sid": call.call_sid,
             "caller": call.caller,
@@ -272,8 +282,6 @@ class Board:
             "keywords": dict(call.keyword_hits),
             "risk": call.risk,
             "near_rule": call.near_rule,
-            "utterances": len(call.lines),
-            "last_text": call.partial or last,
             "escalation": None
             if esc is None
             else {
@@ -301,6 +309,7 @@ class Board:
             return None
         self._rank(call, self._now_ms())
         out = self.row(call)
+        out["utterances"] = len(call.lines)
         out["partial"] = call.partial
         out["transcript"] = [
             {
@@ -321,7 +330,7 @@ class Board:
 
     def drain(self) -> Update | None:
         """The rows changed since the last drain (None when nothing changed)."""
-        if not self._dirty and not self._removed:
+        if not self._dirty and not self._touched and not self._removed:
             return None
         now = self._now_ms()
         self.version += 1
@@ -331,7 +340,9 @@ class Board:
             if call is not None:
                 self._rank(call, now)
                 rows.append(self.row(call))
-        update = Update(self.version, now, rows, sorted(self._removed))
+        touched = sorted(self._touched - self._dirty - self._removed)
+        update = Update(self.version, now, rows, touched, sorted(self._removed))
         self._dirty.clear()
+        self._touched.clear()
         self._removed.clear()
         return update

@@ -75,6 +75,7 @@ class Broadcaster:
                 "version": update.version,
                 "now_ms": update.now_ms,
                 "rows": update.rows,
+                "touched": update.touched,
                 "removed": update.removed,
             },
         )

@@ -147,7 +147,8 @@
       dirty.add(sid);
     }
     schedule();
-    if (selected && (replace || message.rows.some((r) => r.call_sid === selected))) {
+    if (selected && (replace || message.rows.some((r) => r.call_sid === selected) ||
+                     (message.touched || []).includes(selected))) {
       loadDetail(selected);
     }
   }

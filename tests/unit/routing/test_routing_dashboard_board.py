@@ -88,7 +88,7 @@ def test_rows_are_ranked_escalated_first_then_by_risk() -> None:
     assert "supervisor" in angry["escalation"]["reason"]
     assert angry["risk"] == 1.0 and angry["keywords"] == {"human_request": 1}
     assert sad["near_rule"] == "angry" and sad["risk"] == pytest.approx(0.8)
-    assert calm["risk"] < 0.1 and calm["last_text"] == "and on sun"
+    assert calm["risk"] < 0.1
     assert (calm["caller"], calm["tenant"], calm["campaign"]) == ("+911", "acme", "faq")
     orjson.dumps(rows)  # JSON-ready
 
@@ -106,6 +106,8 @@ def test_detail_has_transcript_sentiment_hits_and_decisions() -> None:
         {"category": "human_request", "matched": "human_request", "utterance": 1}
     ]
     assert detail["decisions"][0]["decision"] == "escalate"
+    calm = board.detail("CAcalm")
+    assert calm is not None and calm["partial"] == "and on sun" and calm["utterances"] == 1
     assert board.detail("nope") is None
 
 
@@ -123,6 +125,10 @@ def test_drain_sends_changed_rows_once() -> None:
     update = board.drain()
     assert update is not None and [r["call_sid"] for r in update.rows] == ["CAcalm"]
     assert update.version == first.version + 1
+    # A partial transcript or a 'continue' changes the details only: no row is resent.
+    board.apply_transcript(_transcript("CAsad", 2, "I am still wai", final=False))
+    update = board.drain()
+    assert update is not None and update.rows == [] and update.touched == ["CAsad"]
 
 
 def test_silence_raises_risk_with_time_and_ended_calls_leave() -> None:
