@@ -32,7 +32,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentstream.broker import free_port  # noqa: E402
+from agentstream.stack.broker import free_port  # noqa: E402
 from routing.dashboard.board import Board  # noqa: E402
 from routing.dashboard.http import Broadcaster, add_dashboard, sse_event  # noqa: E402
 from schemas.records import (  # noqa: E402

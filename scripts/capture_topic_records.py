@@ -22,10 +22,10 @@ from pathlib import Path
 
 import orjson
 
-from agentstream.broker import EmbeddedBroker
-from agentstream.simulator_stack import LocalStack
 from agentstream.sql.reader import read_topics
-from agentstream.topics import create_topics
+from agentstream.stack.broker import EmbeddedBroker
+from agentstream.stack.local import LocalStack
+from agentstream.stack.topics import create_topics
 from schemas.topics import ALL_TOPICS, prefixed
 
 ROOT = Path(__file__).resolve().parents[1]

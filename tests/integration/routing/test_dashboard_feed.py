@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from agentstream.broker import free_port
-from agentstream.topics import create_topics
+from agentstream.stack.broker import free_port
+from agentstream.stack.topics import create_topics
 from routing.dashboard.board import Board
 from routing.dashboard.feed import BoardFeed
 from routing.dashboard.http import Broadcaster, add_dashboard
