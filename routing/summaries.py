@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from schemas.records import CallEvent, CallSummary, Decision, Score
 
@@ -270,3 +271,26 @@ class SummaryBook:
             ):
                 del self._entries[call_sid]
         return out
+
+
+class DecisionSink(Protocol):
+    def publish_decision(self, decision: Decision) -> None: ...
+
+    def publish_call_event(self, event: CallEvent) -> None: ...
+
+
+class SummaryTap:
+    """The router's sink, passing what the router publishes (its decisions and the Passthru
+    answers it gives) to the summary book on the way to Kafka."""
+
+    def __init__(self, inner: DecisionSink, book: SummaryBook) -> None:
+        self.inner = inner
+        self.book = book
+
+    def publish_decision(self, decision: Decision) -> None:
+        self.book.on_decision(decision)
+        self.inner.publish_decision(decision)
+
+    def publish_call_event(self, event: CallEvent) -> None:
+        self.book.on_call_event(event)
+        self.inner.publish_call_event(event)
