@@ -83,13 +83,9 @@ class SummaryDraft:
         if event.kind == "passthru" and event.answer and self.passthru_answer is None:
             self.passthru_answer = event.answer
             self.passthru_at_ms = event.occurred_at_ms
+            self.passthru_complete = event.answer_complete
             return True
         return False
-
-    def on_passthru_completeness(self, complete: bool) -> None:
-        """Whether the Passthru answer was given with every heard utterance decided."""
-        if self.passthru_complete is None:
-            self.passthru_complete = complete
 
     def on_score(self, score: Score) -> bool:
         self._seen(score.tenant, score.campaign, score.stream_sid, score.scored_at_ms)
@@ -239,12 +235,6 @@ class SummaryBook:
     def on_decision(self, decision: Decision) -> None:
         entry = self._entries.get(decision.call_sid)
         if entry is not None and entry.draft.on_decision(decision):
-            entry.dirty = True
-
-    def on_passthru_completeness(self, call_sid: str, complete: bool) -> None:
-        entry = self._entries.get(call_sid)
-        if entry is not None:
-            entry.draft.on_passthru_completeness(complete)
             entry.dirty = True
 
     def forget(self, call_sid: str) -> None:

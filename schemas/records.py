@@ -157,6 +157,11 @@ class CallEvent(Record):
     # passthru / connect / status: every parameter Exotel sent, verbatim
     params: dict[str, str] = Field(default_factory=dict)
     answer: str | None = Field(None, description="what we answered a callback, e.g. '302'")
+    answer_complete: bool | None = Field(
+        None,
+        description="passthru: every utterance heard before the answer had been decided "
+        "(false: the grace wait ran out with one still pending)",
+    )
 
 
 # --- agentstream.transcripts ------------------------------------------------------------------

@@ -132,8 +132,17 @@ class BoardFeed:
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
 
+    async def run_forever(self, retry_s: float = 2.0) -> None:
+        """:meth:`run`, started again after a Kafka error: the dashboard never stops routing."""
+        while True:
+            try:
+                await self.run()
+            except (KafkaError, OSError) as exc:
+                logger.warning("dashboard feed failed, retrying in %.0f s: %s", retry_s, exc)
+                await asyncio.sleep(retry_s)
+
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self.run(), name="dashboard-feed")
+        self._task = asyncio.create_task(self.run_forever(), name="dashboard-feed")
         return self._task
 
     async def stop(self) -> None:

@@ -122,8 +122,7 @@ def test_book_publishes_after_settle_then_a_new_revision_for_a_late_answer() -> 
     (first,) = book.due()
     assert (first.revision, first.passthru_answer, first.duration_ms) == (1, None, 5000)
     assert book.due() == []
-    book.on_call_event(call_event("passthru", "CA1", clock.t, answer="200"))
-    book.on_passthru_completeness("CA1", True)
+    book.on_call_event(call_event("passthru", "CA1", clock.t, answer="200", answer_complete=True))
     (second,) = book.due()
     assert (second.revision, second.passthru_answer, second.passthru_complete) == (2, "200", True)
     clock.advance(31)
