@@ -1,4 +1,4 @@
-"""``agentstream query CALL_SID``: every record of one call across all topics, in time order.
+"""``agentstream call CALL_SID``: every record of one call across all topics, in time order.
 
 Reads each catalogue topic from the beginning to its end and keeps the records keyed by the
 call SID. Audio frames are summarised in one line per topic (count, sequence range, audio
@@ -19,7 +19,7 @@ from schemas.topics import ALL_TOPICS, AUDIO, prefixed
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("query", help="every record of one call across all topics, in order")
+    parser = sub.add_parser("call", help="one call's whole story across the topics, in order")
     parser.add_argument("call_sid")
     add_kafka_options(parser)
     parser.add_argument("--audio", action="store_true", help="list audio frames one by one")
@@ -43,7 +43,7 @@ def read_call(
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=fetch_max_wait_ms,
-        client_id="agentstream-query",
+        client_id="agentstream-call",
     )
     key = call_sid.encode()
     found: list[tuple[str, dict[str, Any], int]] = []
