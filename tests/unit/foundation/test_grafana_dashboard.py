@@ -9,6 +9,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from prometheus_client import generate_latest
+
+from analytics.metrics import WorkerMetrics
+from ingest.metrics import IngestStats, make_registry
+from routing.metrics import RoutingMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +92,26 @@ def test_compose_runs_prometheus_and_grafana_with_these_files() -> None:
     ]
     assert mounted and all((ROOT / m).exists() for m in mounted)
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the three services can expose (from their own registries)."""
+    names: set[str] = set()
+    for registry in (
+        RoutingMetrics().registry,
+        WorkerMetrics().registry,
+        make_registry(IngestStats()),
+    ):
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split()
+                names.add(name)
+                if kind == "histogram":
+                    names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+def test_every_metric_the_dashboard_queries_is_exposed() -> None:
+    exposed = exposed_metric_names()
+    wanted = set().union(*(metric_names(e) for e in exprs()))
+    assert wanted and not wanted - exposed, sorted(wanted - exposed)
