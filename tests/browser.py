@@ -84,7 +84,8 @@ class Page:
 
     def wait_for(self, expression: str, timeout: float = 30.0) -> None:
         """Until ``expression`` is truthy in the page (bounded)."""
-        wait_until(lambda: bool(self.evaluate(expression)), timeout=timeout, interval=0.1)
+        check = f"Boolean({expression})"  # a DOM node does not serialise by value
+        wait_until(lambda: self.evaluate(check) is True, timeout=timeout, interval=0.1)
 
     def text(self) -> str:
         return str(self.evaluate("document.body.innerText"))

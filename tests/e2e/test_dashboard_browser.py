@@ -83,6 +83,15 @@ async def test_dashboard_shows_live_calls_transcripts_and_the_escalation(
     def logs() -> str:
         return "\n".join(f"--- {s.name}\n{s.log()[-1500:]}" for s in stack.services)
 
+    def wait_for(page: Page, expression: str) -> None:
+        try:
+            page.wait_for(expression, 30)
+        except TimeoutError as exc:
+            stats = page.evaluate("JSON.stringify(window.agentstreamDashboard)")
+            raise AssertionError(
+                f"{expression}: {exc}\npage: {stats}\n{page.text()}\n{logs()}"
+            ) from exc
+
     with chromium(headers=header) as page:
         page.navigate(f"{stack.routing_url}/dashboard")
         page.wait_for("window.agentstreamDashboard && window.agentstreamDashboard.connected", 30)
@@ -94,8 +103,8 @@ async def test_dashboard_shows_live_calls_transcripts_and_the_escalation(
 
         # Both calls arrived over SSE (no reload), the escalation with its rule and reason.
         for run in runs:
-            page.wait_for(f"document.querySelector('tr[data-sid=\"{run.call_sid}\"]')", 30)
-        page.wait_for(f"document.querySelector('tr.escalated[data-sid=\"{angry.call_sid}\"]')", 30)
+            wait_for(page, f"document.querySelector('tr[data-sid=\"{run.call_sid}\"]')")
+        wait_for(page, f"document.querySelector('tr.escalated[data-sid=\"{angry.call_sid}\"]')")
         angry_row = _row_text(page, angry.call_sid)
         assert "wants-human" in angry_row, angry_row
         assert "escalated" not in page.evaluate(
@@ -106,10 +115,10 @@ async def test_dashboard_shows_live_calls_transcripts_and_the_escalation(
         # Opening a call shows its transcript: words of each scripted call.
         for run, spec in ((calm, specs[CALM]), (angry, specs[ESCALATING])):
             page.evaluate(f"document.querySelector('tr[data-sid=\"{run.call_sid}\"]').click()")
-            page.wait_for(
+            wait_for(
+                page,
                 f"document.getElementById('d-title').textContent === '{run.call_sid}'"
                 " && document.querySelectorAll('#d-transcript li').length >= 2",
-                30,
             )
             shown = _words(str(page.evaluate("document.getElementById('d-transcript').innerText")))
             scripted = _words(" ".join(spec.lines))
