@@ -1,9 +1,8 @@
 """`agentstream query` on the real broker: the demo calls' real records, the README's queries.
 
-The records the nine demo calls left on the topics (captured from a real pipeline run) are
-produced again under a private prefix, with a summary per call folded from them by routing's
-summary builder; the README's example queries then run through the Kafka reader, the loader and
-DuckDB, and through the real CLI.
+The records the nine demo calls left on the topics (captured from a real pipeline run, call
+summaries included) are produced again under a private prefix; the README's example queries
+then run through the Kafka reader, the loader and DuckDB, and through the real CLI.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ import pytest
 from kafka import KafkaProducer
 
 from agentstream.sql.run import run_query
-from agentstream.sql.tables import Filters, TopicRecord
+from agentstream.sql.tables import Filters
 from agentstream.stack.topics import create_topics
-from routing.summaries import SummaryBook
-from schemas.records import CallEvent, Decision, Score
 from schemas.topics import by_name, prefixed
 from tests.unit.sql.sql_records import captured
 
@@ -30,17 +27,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
 CALLS = 9
-
-
-def summaries(records: dict[str, list[TopicRecord]]) -> list[bytes]:
-    book = SummaryBook(settle_ms=0, clock=lambda: 2e9)
-    for r in records["calls"]:
-        book.on_call_event(CallEvent.model_validate_json(r.value or b""))
-    for r in records["scores"]:
-        book.on_score(Score.model_validate_json(r.value or b""))
-    for r in records["decisions"]:
-        book.on_decision(Decision.model_validate_json(r.value or b""))
-    return [s.to_bytes() for s in book.due()]
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +48,6 @@ def loaded(kafka_bootstrap: str) -> Iterator[str]:
                     headers=list(r.headers),
                     timestamp_ms=r.timestamp_ms,
                 )
-        topic = prefixed(by_name("agentstream.call_summaries"), prefix)
-        for value in summaries(records):
-            producer.send(topic, value=value, key=orjson.loads(value)["call_sid"].encode())
         producer.flush()
     finally:
         producer.close()
