@@ -48,7 +48,7 @@ def _selected(spec: str | None) -> list[str]:
 
 
 def _worker_metrics_port() -> int:
-    return WorkerSettings().metrics_port or 9102
+    return WorkerSettings().metrics_port
 
 
 def _endpoints(services: list[str], workers: int = 1) -> list[tuple[str, str]]:

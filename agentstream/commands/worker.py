@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except AsrError as exc:
         print(f"error: {exc}")
         return 2
-    if settings.metrics_port is not None:
+    if settings.metrics_enabled:
         try:
             server, _ = worker.metrics.serve(settings.metrics_host, settings.metrics_port)
         except OSError as exc:  # a second worker on the same host: run on, without metrics
