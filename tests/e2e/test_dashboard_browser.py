@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from agentstream.sim.calls import SimOptions, Simulator, load_scenarios, plan_calls
@@ -133,3 +134,18 @@ async def test_dashboard_shows_live_calls_transcripts_and_the_escalation(
 
         shot = page.screenshot(artifacts_dir() / "dashboard.png")
     assert shot.stat().st_size > 10_000
+
+    # Every service serves Prometheus /metrics, the worker included (its port is in its log).
+    worker_log = stack.service("worker-1").log()
+    found = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", worker_log)
+    assert found, worker_log[-2000:]
+    ingest_metrics = stack.ingest_url.replace("ws://", "http://") + "/metrics"
+    for url, wanted in (
+        (found.group(1), "agentstream_worker_frames_total"),
+        (f"{stack.routing_url}/metrics", "agentstream_routing_passthru_answers_total"),
+        (ingest_metrics, "ingest_frames_total"),
+    ):
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            text = await response.text()
+        sample = re.search(rf"^{wanted}(?:{{[^}}]*}})? ([\d.e+]+)$", text, re.MULTILINE)
+        assert sample and float(sample.group(1)) > 0, (url, wanted)
