@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from routing.summaries import SummaryBook, SummaryDraft
+from routing.router import ListPublisher
+from routing.summaries import SummaryBook, SummaryDraft, SummaryTap
 from schemas.records import CallSummary, Decision, Score
 from tests.unit.routing.routing_fakes import T0, FakeClock, call_event, score
 
@@ -140,3 +141,19 @@ def test_book_summarises_an_idle_call_that_never_stopped() -> None:
     (summary,) = book.due()
     assert summary.end_reason == "idle_timeout"
     assert summary.ended_at_ms == MS + 4000 and summary.duration_ms == 4000
+
+
+def test_tap_passes_the_routers_own_decisions_and_answers_to_the_book() -> None:
+    clock = FakeClock()
+    book = SummaryBook(settle_ms=0, clock=clock)
+    inner = ListPublisher()
+    tap = SummaryTap(inner, book)
+    book.on_call_event(call_event("start", "CA1", clock.t))
+    tap.publish_decision(_decision("CA1", 0, "escalate", "wants-human"))
+    tap.publish_call_event(
+        call_event("passthru", "CA1", clock.t, answer="302", answer_complete=False)
+    )
+    assert len(inner.decisions) == 1 and len(inner.call_events) == 1
+    draft = book.draft("CA1")
+    assert draft is not None and draft.escalation is not None
+    assert (draft.passthru_answer, draft.passthru_complete) == ("302", False)
