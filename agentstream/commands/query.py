@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("sql", help=f"a DuckDB query over: {', '.join(TABLES)}")
     add_kafka_options(parser)
     parser.add_argument(
-        "--format", choices=("table", "csv", "json", "parquet"), default="table", dest="fmt"
+        "--format",
+        choices=("table", "csv", "json", "parquet"),
+        default="table",
+        dest="fmt",
+        help="table (default), csv, json (one object per line), parquet (needs -o)",
     )
     parser.add_argument("-o", "--output", help="write here instead of stdout (parquet: required)")
     parser.add_argument(
