@@ -7,8 +7,9 @@ rows that changed since the last drain, sent to every open page as one server-se
 
 Rows and details are plain JSON-ready dicts; transcript text is already PII-redacted by the
 analytics worker (this engine never sees raw speech). Ended calls stay on the board for
-``linger_ms`` (marked ended), calls heard of no more for ``idle_ms`` leave it, and each call
-keeps at most ``max_lines`` utterances and ``max_decisions`` decisions.
+``linger_ms`` after their last record (marked ended) and calls heard of no more for ``idle_ms`` leave
+it, both by the records' own times (so history read at start does not linger); each call keeps
+at most ``max_lines`` utterances and ``max_decisions`` decisions.
 """
 
 from __future__ import annotations
@@ -120,17 +121,17 @@ class Board:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _call(self, call_sid: str, tenant: str, campaign: str) -> WatchedCall:
-        now = self._now_ms()
+    def _call(self, call_sid: str, tenant: str, campaign: str, at_ms: int) -> WatchedCall:
+        """The call's entry; ``at_ms`` is the record's own time (replayed history stays old)."""
         call = self.calls.get(call_sid)
         if call is None:
-            call = self.calls[call_sid] = WatchedCall(call_sid, first_seen_ms=now)
+            call = self.calls[call_sid] = WatchedCall(call_sid, first_seen_ms=at_ms)
             self._removed.discard(call_sid)
         if tenant != "default":
             call.tenant = tenant
         if campaign != "default":
             call.campaign = campaign
-        call.last_seen_ms = now
+        call.last_seen_ms = max(call.last_seen_ms, at_ms)
         self._touched.add(call_sid)
         return call
 
@@ -139,7 +140,7 @@ class Board:
     def apply_call_event(self, event: CallEvent) -> None:
         if event.kind not in ("start", "stop"):
             return  # callbacks and DTMF do not change what a supervisor sees
-        call = self._call(event.call_sid, event.tenant, event.campaign)
+        call = self._call(event.call_sid, event.tenant, event.campaign, event.occurred_at_ms)
         self._dirty.add(event.call_sid)
         if event.kind == "start":
             call.started_at_ms = event.occurred_at_ms
@@ -151,7 +152,9 @@ class Board:
             call.partial = ""
 
     def apply_transcript(self, transcript: Transcript) -> None:
-        call = self._call(transcript.call_sid, transcript.tenant, transcript.campaign)
+        call = self._call(
+            transcript.call_sid, transcript.tenant, transcript.campaign, transcript.produced_at_ms
+        )
         if not transcript.is_final:
             call.partial = transcript.text
             return
@@ -177,7 +180,7 @@ class Board:
             call.line_by_id.pop(old.utterance_id, None)
 
     def apply_score(self, score: Score) -> None:
-        call = self._call(score.call_sid, score.tenant, score.campaign)
+        call = self._call(score.call_sid, score.tenant, score.campaign, score.scored_at_ms)
         if score.utterance_id in call.scored:
             return
         call.scored.add(score.utterance_id)
@@ -207,7 +210,9 @@ class Board:
                 call.hits.popleft()
 
     def apply_decision(self, decision: Decision) -> None:
-        call = self._call(decision.call_sid, decision.tenant, decision.campaign)
+        call = self._call(
+            decision.call_sid, decision.tenant, decision.campaign, decision.decided_at_ms
+        )
         if decision.decision == "escalate" and call.escalation is None:
             call.escalation = decision
             self._dirty.add(decision.call_sid)

@@ -188,3 +188,15 @@ def test_closeness_of_each_rule_kind() -> None:
     values = {rule.id: round(closeness(rule, facts), 3) for rule in rules}
     assert values == {"s": 0.5, "k": 0.5, "r": 0.25, "q": 0.5, "m": 0.25, "d": 0.0}
     assert nearest(rules, facts) == ("s", 0.5)
+
+
+def test_history_read_at_start_does_not_linger() -> None:
+    """A call that ended long ago (read back from the topics) leaves at the first tick."""
+    clock = FakeClock()
+    board = Board(RULES, clock=clock, linger_ms=60_000)
+    old = clock.t - 3000
+    board.apply_call_event(call_event("start", "CAold", old))
+    board.apply_call_event(call_event("stop", "CAold", old + 30, stop_reason="callended"))
+    board.apply_call_event(call_event("start", "CAnow", clock.t))
+    board.tick()
+    assert set(board.calls) == {"CAnow"}
