@@ -7,9 +7,9 @@ rows that changed since the last drain, sent to every open page as one server-se
 
 Rows and details are plain JSON-ready dicts; transcript text is already PII-redacted by the
 analytics worker (this engine never sees raw speech). Ended calls stay on the board for
-``linger_ms`` after their last record (marked ended) and calls heard of no more for ``idle_ms`` leave
-it, both by the records' own times (so history read at start does not linger); each call keeps
-at most ``max_lines`` utterances and ``max_decisions`` decisions.
+``linger_ms`` after their last record (marked ended), calls heard of no more for ``idle_ms``
+leave it, both by the records' own times (so history read at start does not linger); each call
+keeps at most ``max_lines`` utterances and ``max_decisions`` decisions.
 """
 
 from __future__ import annotations
