@@ -12,6 +12,7 @@ from schemas.records import (
     Record,
     Score,
     Transcript,
+    WorkerHeartbeat,
 )
 
 
@@ -90,7 +91,26 @@ DEADLETTER = TopicSpec(
     "anything that could not be processed, with the raw bytes and the error",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (AUDIO, CALLS, TRANSCRIPTS, SCORES, DECISIONS, DEADLETTER)
+WORKERS = TopicSpec(
+    "agentstream.workers",
+    "worker id",
+    WorkerHeartbeat,
+    "JSON",
+    1,
+    "delete",
+    1 * 3600 * 1000,
+    "analytics worker heartbeats: models loaded, partitions held (pipeline readiness)",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    AUDIO,
+    CALLS,
+    TRANSCRIPTS,
+    SCORES,
+    DECISIONS,
+    DEADLETTER,
+    WORKERS,
+)
 
 
 def by_name(name: str) -> TopicSpec:
