@@ -91,6 +91,12 @@ class WorkerSettings(KafkaFields, BaseSettings):
         1.0, ge=0, description="after 'stop', wait this long without frames before ending"
     )
     idle_sweep_interval_s: float = Field(0.5, gt=0)
+    progress_interval_ms: int = Field(
+        1000, ge=0, description="audio between progress markers while silent (0 = off)"
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, description="how often the worker's heartbeat goes to agentstream.workers"
+    )
 
     # --- other stages ----------------------------------------------------------------------------
     rules_path: Path | None = Field(
