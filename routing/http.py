@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from routing.connect import connect_answer
+from routing.readiness import BOARD_KEY, WorkerBoard, readiness
 from routing.router import Router
+from routing.watermark import WATERMARKS_KEY, WaitResult, Watermarks, wait_for_analysis
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
 from schemas.errors import ProtocolError
 from schemas.records import CallEvent
@@ -80,7 +82,9 @@ async def _callback(request: web.Request) -> CallbackParams:
     return parse_callback(await read_params(request))
 
 
-def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> None:
+def _record(
+    router: Router, kind: str, params: CallbackParams, answer: str, wait: WaitResult | None = None
+) -> None:
     if not router.record_callbacks or not params.call_sid:
         return
     view = router.book.get(params.call_sid)
@@ -94,6 +98,8 @@ def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> N
             occurred_at_ms=int(router.clock() * 1000),
             params=params.raw,
             answer=answer,
+            complete=wait.complete if wait else None,
+            waited_ms=round(wait.waited_ms, 1) if wait else None,
         )
     )
 
@@ -104,8 +110,9 @@ async def passthru(request: web.Request) -> web.Response:
     params = await _callback(request)
     if not params.call_sid:
         raise ProtocolError("CallSid is missing")
+    wait = await wait_for_analysis(request.app, router.book, params.call_sid)
     result = await router.passthru(params.call_sid, params.digits)
-    _record(router, "passthru", params, str(result.status))
+    _record(router, "passthru", params, str(result.status), wait)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
     router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
     escalation = result.view.escalation if result.view else None
@@ -115,7 +122,8 @@ async def passthru(request: web.Request) -> web.Response:
             "decision": result.outcome,
             "rule_id": escalation.rule_id if escalation else None,
             "target_group": escalation.target_group if escalation else None,
-            "waited_ms": round(result.waited_ms, 1),
+            "waited_ms": round(result.waited_ms + wait.waited_ms, 1),
+            "complete": wait.complete,
         },
         result.status,
     )
@@ -162,9 +170,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
-    if router.ready:
-        return _json({"ready": True, "calls": len(router.book.calls)})
-    return _json({"ready": False, "reason": "rebuilding decision state"}, 503)
+    ok, body = readiness(request.app, router.ready)
+    return _json({**body, "calls": len(router.book.calls)}, 200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -177,9 +184,15 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def create_app(router: Router) -> web.Application:
+def create_app(
+    router: Router, watermarks: Watermarks | None = None, board: WorkerBoard | None = None
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = router
+    if watermarks is not None:
+        app[WATERMARKS_KEY] = watermarks
+    if board is not None:
+        app[BOARD_KEY] = board  # /ready then needs the workers too
     for path, handler in (
         ("/exotel/passthru", passthru),
         ("/exotel/connect", connect),
@@ -193,9 +206,11 @@ def create_app(router: Router) -> web.Application:
     return app
 
 
-async def start_http_app(router: Router, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http_app(
+    router: Router, host: str, port: int, **parts: Any
+) -> tuple[web.AppRunner, int]:
     """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
-    runner = web.AppRunner(create_app(router), access_log=None)
+    runner = web.AppRunner(create_app(router, **parts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

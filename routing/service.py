@@ -29,10 +29,12 @@ from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
 from routing.reader import DecisionReader
+from routing.readiness import WorkerBoard
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.watermark import Watermarks
 from schemas.rules import RulesError, RulesFile, default_rules, parse_rules
-from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
+from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,14 @@ class RoutingService:
             "calls": prefixed(CALLS, prefix),
             "transcripts": prefixed(TRANSCRIPTS, prefix),
             "scores": prefixed(SCORES, prefix),
+            "workers": prefixed(WORKERS, prefix),
         }
+        self.watermarks = Watermarks(
+            bound_s=settings.passthru_complete_wait_ms / 1000,
+            clock=clock,
+            registry=self.metrics.registry,
+        )
+        self.board = WorkerBoard()
         kafka: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
             "client_id": f"{settings.client_id}-routing",
@@ -110,7 +119,13 @@ class RoutingService:
         self._kafka = kafka
         parser = RecordParser(self.metrics, self.publisher)
         self.evaluator_loop = EvaluatorLoop(
-            settings, kafka, self.topics["scores"], self.router, parser, self.publisher
+            settings,
+            kafka,
+            self.topics["scores"],
+            self.router,
+            parser,
+            self.publisher,
+            self.watermarks,
         )
         self.reader = DecisionReader(
             settings,
@@ -121,6 +136,8 @@ class RoutingService:
             self.publisher,
             self.metrics,
             self.evaluator_loop.owns,
+            self.watermarks,
+            self.board,
         )
         self.rebuilt = self.reader.rebuilt
         self._producer: AIOKafkaProducer | None = None
@@ -134,7 +151,10 @@ class RoutingService:
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         if serve_http:
-            self._runner, self.http_port = await start_http_app(self.router, s.host, s.port)
+            board = self.board if s.ready_requires_workers else None
+            self._runner, self.http_port = await start_http_app(
+                self.router, s.host, s.port, watermarks=self.watermarks, board=board
+            )
         self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
         await self._producer.start()
         self.publisher.start(self._producer)
@@ -186,6 +206,7 @@ class RoutingService:
             if now - last_evict >= 60:
                 last_evict = now
                 evicted = self.router.evict(s.state_idle_s)
+                self.watermarks.evict(s.state_idle_s)
                 if evicted:
                     logger.info("forgot %d idle calls", evicted)
             if s.rules_poll_s > 0 and now - last_poll >= s.rules_poll_s:
