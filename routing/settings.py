@@ -41,7 +41,7 @@ class RoutingSettings(KafkaFields, BaseSettings):
     passthru_complete_wait_ms: int = Field(
         1500,
         ge=0,
-        le=10_000,
+        le=120_000,
         description="Passthru waits at most this long for the call's analysis to be complete",
     )
     ready_requires_workers: bool = Field(
