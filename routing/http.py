@@ -112,6 +112,7 @@ async def passthru(request: web.Request) -> web.Response:
         raise ProtocolError("CallSid is missing")
     wait = await wait_for_analysis(request.app, router.book, params.call_sid)
     result = await router.passthru(params.call_sid, params.digits)
+    wait = WaitResult(wait.complete, wait.waited_ms + result.waited_ms)
     _record(router, "passthru", params, str(result.status), wait)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
     router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
@@ -122,7 +123,7 @@ async def passthru(request: web.Request) -> web.Response:
             "decision": result.outcome,
             "rule_id": escalation.rule_id if escalation else None,
             "target_group": escalation.target_group if escalation else None,
-            "waited_ms": round(result.waited_ms + wait.waited_ms, 1),
+            "waited_ms": round(wait.waited_ms, 1),
             "complete": wait.complete,
         },
         result.status,
