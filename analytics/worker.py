@@ -29,8 +29,10 @@ from pydantic import ValidationError
 from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
-from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
+from analytics.asr.ports import Redact, ServiceConfig
+from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.heartbeat import HeartbeatState
 from analytics.metrics import WorkerMetrics
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
@@ -38,7 +40,7 @@ from analytics.settings import WorkerSettings
 from schemas.deadletter import Source, dead_letter
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.rules import RulesFile, default_rules, parse_rules
-from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
+from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,7 @@ class Worker:
     rules: RulesFile
     metrics: WorkerMetrics
     scoring: Any = None
+    heartbeat: HeartbeatState | None = None
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -159,6 +162,7 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
         stop_grace_s=settings.stop_grace_s,
         sweep_interval_s=settings.idle_sweep_interval_s,
         batch_wait_ms=settings.whisper_batch_wait_ms if settings.asr_engine == "whisper" else 0,
+        progress_interval_ms=settings.progress_interval_ms,
     )
 
 
@@ -218,6 +222,7 @@ def build_worker(
             logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
 
     app.on_partitions_revoked.connect(on_revoked)
+    worker.heartbeat = _attach_heartbeat(app, settings, service)
 
     @app.agent(audio_topic, name="agentstream-asr")  # type: ignore[untyped-decorator]
     async def transcribe_audio(stream: Any) -> None:
@@ -258,7 +263,7 @@ def build_worker(
                 logger.warning("ignoring a bad call event: %s", exc)
                 continue
             if event.kind == "stop":
-                service.on_stop(event.call_sid)
+                service.on_stop(event.call_sid, event.sequence_number)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled:
@@ -272,3 +277,35 @@ def build_worker(
             metrics=metrics,
         )
     return worker
+
+
+def _attach_heartbeat(
+    app: faust.App, settings: WorkerSettings, service: TranscriptionService
+) -> HeartbeatState:
+    """Send this worker's heartbeat to ``agentstream.workers`` every ``heartbeat_interval_s``."""
+    audio_name = prefixed(AUDIO, settings.topic_prefix)
+    topic = catalogue_topic(app, WORKERS, settings.topic_prefix)
+    state = HeartbeatState(
+        settings.client_id,
+        settings.app_id,
+        AUDIO.partitions,
+        settings.heartbeat_interval_s,
+        lambda: service.ready,
+    )
+
+    def current() -> list[int]:
+        return [tp.partition for tp in app.consumer.assignment() if tp.topic == audio_name]
+
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        state.on_assignment(current())
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    @app.timer(interval=settings.heartbeat_interval_s)  # type: ignore[untyped-decorator]
+    async def send_heartbeat() -> None:
+        if state.assigned:
+            state.on_assignment(current())
+        record = state.record()
+        await topic.send(key=record.worker_id.encode(), value=record.to_bytes())
+
+    return state

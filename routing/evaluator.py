@@ -8,9 +8,12 @@ Triggers:
 - :meth:`Evaluator.on_score` for every scored utterance: returns ``escalate`` when a rule fires,
   else ``continue`` (``None`` for a call already escalated or an utterance already decided).
 - :meth:`Evaluator.on_call_event` for ``start``/``stop``/``dtmf`` on ``agentstream.calls``.
-- :meth:`Evaluator.tick` for the rules that fire on the passing of time (``silence``,
-  ``max_duration``): a silent caller produces no scores. A heap of due times keeps a tick cheap
-  with thousands of live calls.
+- :meth:`Evaluator.on_progress` for the pipeline's watermarks (marker scores: the call's audio
+  is analysed up to an offset): the rules on the passing of time (``silence``,
+  ``max_duration``) measure the call's own audio time, the offsets of what was heard, never the
+  wall clock. A stalled pipeline or broker sends no watermark, so it never looks like a silent
+  caller: the rule waits until the audio is analysed. (:meth:`Evaluator.tick` is kept for the
+  service loop and decides nothing.)
 - :meth:`Evaluator.on_digits` for the ``digits`` a Passthru callback carries.
 
 Every resolved rule of the call's tenant/campaign is checked in priority order (lower first, ties
@@ -25,7 +28,6 @@ already heard on that stream) changes nothing and decides nothing.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -85,8 +87,10 @@ class CallRecord:
     heard_until_ms: dict[str, int] = field(default_factory=dict)
     digits: list[str] = field(default_factory=list)
     escalation: Decision | None = None
-    owned: bool = False  # fed by this instance's consumer group (ticks only for those)
-    next_due_ms: int | None = None  # the one live entry of this call in the tick heap
+    owned: bool = False  # fed by this instance's consumer group
+    # audio time: offsets (ms from stream start) of the call's audio analysed / last speech end
+    audio_ms: int = 0
+    last_speech_end_ms: int | None = None
     decided: deque[str] = field(default_factory=lambda: deque(maxlen=DECIDED_LIMIT))
 
     @property
@@ -127,7 +131,6 @@ class Evaluator:
         self._max_score_age_ms = None if max_score_age_s is None else int(max_score_age_s * 1000)
         self._resolved: dict[tuple[str, str], ResolvedRules] = {}
         self.calls: dict[str, CallRecord] = {}
-        self._due: list[tuple[int, str]] = []
 
     # --- rules ----------------------------------------------------------------------------------
 
@@ -139,10 +142,6 @@ class Evaluator:
         """Swap the rules file (reload) keeping every call's state."""
         self._rules = rules
         self._resolved.clear()
-        self._due = []
-        for record in self.calls.values():
-            record.next_due_ms = None
-            self._schedule(record)
 
     def resolve(self, tenant: str, campaign: str) -> ResolvedRules:
         key = (tenant, campaign)
@@ -216,7 +215,6 @@ class Evaluator:
             return None
         elif event.dtmf_digit:
             record.digits.append(event.dtmf_digit)
-        self._schedule(record)
         return self._evaluate(record, score=None, kinds=("dtmf", "max_duration"))
 
     def on_digits(
@@ -256,59 +254,38 @@ class Evaluator:
             record.started_at_ms = state.started_at_ms
         record.last_speech_at_ms = max(record.last_speech_at_ms or 0, at_ms)
         record.decided.append(score.utterance_id)
-        self._schedule(record)
+        self._heard(record, score.end_ms, speech=True)
         if self._max_score_age_ms is not None and now - score.scored_at_ms > self._max_score_age_ms:
             return None  # a replay of old history: remember it, decide nothing
         return self._evaluate(record, score=score, kinds=None)
 
-    def tick(self, limit: int | None = None) -> list[Decision]:
-        """Decisions for calls whose silence / max-duration deadline has passed.
+    def on_progress(self, score: Score) -> Decision | None:
+        """A watermark (marker score): the call's audio is analysed up to ``score.end_ms``.
 
-        ``limit`` bounds the calls looked at in one go so a burst of deadlines cannot stall the
-        event loop; :attr:`due_now` says whether more are waiting.
+        Evaluates the audio-time rules (``silence``, ``max_duration``) at that offset.
         """
-        now = self._now_ms()
-        decisions: list[Decision] = []
-        looked = 0
-        while self._due and self._due[0][0] <= now:
-            if limit is not None and looked >= limit:
-                break
-            due, call_sid = heapq.heappop(self._due)
-            record = self.calls.get(call_sid)
-            if record is None or record.next_due_ms != due:
-                continue  # superseded by a later schedule
-            record.next_due_ms = None
-            looked += 1
-            if record.escalation is not None or not record.live:
-                continue
-            decision = self._evaluate(record, score=None, kinds=("silence", "max_duration"))
-            if decision is not None:
-                decisions.append(decision)
-            else:
-                self._schedule(record)
-        return decisions
+        record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
+        record.owned = True
+        self._heard(record, score.end_ms, speech=False)
+        if record.escalation is not None or not record.live:
+            return None
+        age_ms = self._now_ms() - score.scored_at_ms
+        if self._max_score_age_ms is not None and age_ms > self._max_score_age_ms:
+            return None  # a replay of old history
+        return self._evaluate(record, score=None, kinds=("silence", "max_duration"))
 
-    def _schedule(self, record: CallRecord) -> None:
-        """Push the next time a time-based rule of this call could fire."""
-        if record.escalation is not None or not record.live or not record.owned:
-            return
-        due: list[int] = []
-        for rule in self.resolve(record.tenant, record.campaign).rules:
-            if isinstance(rule, SilenceRule):
-                since = record.last_speech_at_ms or record.start_ms()
-                due.append(since + int(rule.seconds * 1000))
-            elif isinstance(rule, MaxDurationRule):
-                due.append(record.start_ms() + int(rule.seconds * 1000))
-        now = self._now_ms()
-        upcoming = [t for t in due if t > now] or due
-        if upcoming:
-            when = min(upcoming)
-            if record.next_due_ms != when:
-                record.next_due_ms = when
-                heapq.heappush(self._due, (when, record.call_sid))
+    @staticmethod
+    def _heard(record: CallRecord, end_ms: int, *, speech: bool) -> None:
+        record.audio_ms = max(record.audio_ms, end_ms)
+        if speech:
+            record.last_speech_end_ms = max(record.last_speech_end_ms or 0, end_ms)
+
+    def tick(self, limit: int | None = None) -> list[Decision]:
+        """Nothing is decided on wall-clock time any more (see :meth:`on_progress`)."""
+        return []
 
     def due_now(self) -> bool:
-        return bool(self._due) and self._due[0][0] <= self._now_ms()
+        return False
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -344,15 +321,15 @@ class Evaluator:
                 return Match(rule, _label(rule, f"caller pressed {pressed[-1]}"))
             return None
         if isinstance(rule, SilenceRule):
-            since = record.last_speech_at_ms or record.start_ms()
-            quiet_s = (now - since) / 1000
+            # audio time: what was analysed since the caller's last words (or the stream start)
+            quiet_s = (record.audio_ms - (record.last_speech_end_ms or 0)) / 1000
             if record.live and quiet_s >= rule.seconds:
                 return Match(rule, _label(rule, f"caller silent for {quiet_s:.0f} s"))
             return None
         if isinstance(rule, RepetitionRule):
             return self._repetition(rule, record)
         if isinstance(rule, MaxDurationRule):
-            elapsed_s = (now - record.start_ms()) / 1000
+            elapsed_s = record.audio_ms / 1000  # audio analysed since the stream started
             if record.live and elapsed_s >= rule.seconds:
                 return Match(rule, _label(rule, f"caller with the bot for {elapsed_s:.0f} s"))
             return None

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from routing.connect import connect_answer
 from routing.dashboard.http import BROADCASTER_KEY, Broadcaster, add_dashboard
+from routing.readiness import BOARD_KEY, WorkerBoard, readiness
 from routing.router import Router
+from routing.watermark import WATERMARKS_KEY, WaitResult, Watermarks, wait_for_analysis
 from schemas.basic_auth import authorized
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
 from schemas.errors import ProtocolError
@@ -103,11 +105,7 @@ async def _callback(request: web.Request) -> CallbackParams:
 
 
 def _record(
-    router: Router,
-    kind: str,
-    params: CallbackParams,
-    answer: str,
-    answer_complete: bool | None = None,
+    router: Router, kind: str, params: CallbackParams, answer: str, wait: WaitResult | None = None
 ) -> None:
     if not router.record_callbacks or not params.call_sid:
         return
@@ -122,7 +120,8 @@ def _record(
             occurred_at_ms=int(router.clock() * 1000),
             params=params.raw,
             answer=answer,
-            answer_complete=answer_complete,
+            complete=wait.complete if wait else None,
+            waited_ms=round(wait.waited_ms, 1) if wait else None,
         )
     )
 
@@ -133,10 +132,12 @@ async def passthru(request: web.Request) -> web.Response:
     params = await _callback(request)
     if not params.call_sid:
         raise ProtocolError("CallSid is missing")
+    wait = await wait_for_analysis(request.app, router.book, params.call_sid)
     result = await router.passthru(params.call_sid, params.digits)
-    _record(router, "passthru", params, str(result.status), result.complete)
+    wait = WaitResult(wait.complete and result.complete, wait.waited_ms + result.waited_ms)
+    _record(router, "passthru", params, str(result.status), wait)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
-    router.metrics.passthru_answers.labels("true" if result.complete else "false").inc()
+    router.metrics.passthru_answers.labels("true" if wait.complete else "false").inc()
     router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
     escalation = result.view.escalation if result.view else None
     return _json(
@@ -145,7 +146,8 @@ async def passthru(request: web.Request) -> web.Response:
             "decision": result.outcome,
             "rule_id": escalation.rule_id if escalation else None,
             "target_group": escalation.target_group if escalation else None,
-            "waited_ms": round(result.waited_ms, 1),
+            "waited_ms": round(wait.waited_ms, 1),
+            "complete": wait.complete,
         },
         result.status,
     )
@@ -192,9 +194,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
-    if router.ready:
-        return _json({"ready": True, "calls": len(router.book.calls)})
-    return _json({"ready": False, "reason": "rebuilding decision state"}, 503)
+    ok, body = readiness(request.app, router.ready)
+    return _json({**body, "calls": len(router.book.calls)}, 200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -213,12 +214,20 @@ def create_app(
     router: Router,
     credentials: dict[str, str] | None = None,
     dashboard: Broadcaster | None = None,
+    watermarks: Watermarks | None = None,
+    board: WorkerBoard | None = None,
 ) -> web.Application:
     """Exotel's callbacks and the operations endpoints; with ``credentials``, Basic auth on
-    ``/exotel/*`` and ``/dashboard*``; with ``dashboard``, the supervisor dashboard."""
+    ``/exotel/*`` and ``/dashboard*``; with ``dashboard``, the supervisor dashboard; with
+    ``watermarks``, Passthru waits for the call's analysis; with ``board``, ``/ready`` needs
+    the workers too."""
     middlewares = [_basic_auth(credentials)] if credentials else []
     app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = router
+    if watermarks is not None:
+        app[WATERMARKS_KEY] = watermarks
+    if board is not None:
+        app[BOARD_KEY] = board  # /ready then needs the workers too
     for path, handler in (
         ("/exotel/passthru", passthru),
         ("/exotel/connect", connect),
@@ -235,14 +244,10 @@ def create_app(
 
 
 async def start_http_app(
-    router: Router,
-    host: str,
-    port: int,
-    credentials: dict[str, str] | None = None,
-    dashboard: Broadcaster | None = None,
+    router: Router, host: str, port: int, **parts: Any
 ) -> tuple[web.AppRunner, int]:
     """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
-    runner = web.AppRunner(create_app(router, credentials, dashboard), access_log=None)
+    runner = web.AppRunner(create_app(router, **parts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

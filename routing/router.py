@@ -116,6 +116,13 @@ class Router:
             self._publish(decision)
         return decision
 
+    def on_progress(self, score: Score) -> Decision | None:
+        """A watermark (marker score): audio-time rules at the call's analysed offset."""
+        decision = self.evaluator.on_progress(score)
+        if decision is not None:
+            self._publish(decision)
+        return decision
+
     def on_call_event(self, event: CallEvent) -> Decision | None:
         """A call event for the evaluator (this instance owns the call's partition)."""
         decision = self.evaluator.on_call_event(event)

@@ -36,11 +36,13 @@ from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
 from routing.reader import DecisionReader
+from routing.readiness import WorkerBoard
 from routing.router import Router
 from routing.settings import RoutingSettings
 from routing.summaries import SummaryBook, SummaryTap
+from routing.watermark import Watermarks
 from schemas.rules import RulesError, RulesFile, default_rules, parse_rules
-from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
+from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,14 @@ class RoutingService:
             "calls": prefixed(CALLS, prefix),
             "transcripts": prefixed(TRANSCRIPTS, prefix),
             "scores": prefixed(SCORES, prefix),
+            "workers": prefixed(WORKERS, prefix),
         }
+        self.watermarks = Watermarks(
+            bound_s=settings.passthru_complete_wait_ms / 1000,
+            clock=clock,
+            registry=self.metrics.registry,
+        )
+        self.board = WorkerBoard()
         kafka: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
             "client_id": f"{settings.client_id}-routing",
@@ -131,6 +140,7 @@ class RoutingService:
             parser,
             self.publisher,
             self.summaries,
+            self.watermarks,
         )
         self.reader = DecisionReader(
             settings,
@@ -142,12 +152,14 @@ class RoutingService:
             self.metrics,
             self.evaluator_loop.owns,
             self.summaries,
+            self.watermarks,
+            self.board,
         )
         self.rebuilt = self.reader.rebuilt
-        self.board = Board(rules, clock=clock)
-        self.broadcaster = Broadcaster(self.board, settings.dashboard_interval_ms / 1000)
+        self.dashboard = Board(rules, clock=clock)
+        self.broadcaster = Broadcaster(self.dashboard, settings.dashboard_interval_ms / 1000)
         self.board_feed = BoardFeed(
-            self.board,
+            self.dashboard,
             bootstrap_servers=settings.bootstrap_servers,
             topic_prefix=prefix,
             client_id=f"{settings.client_id}-dashboard",
@@ -174,8 +186,10 @@ class RoutingService:
                 self.router,
                 s.host,
                 s.port,
-                s.credentials(),
-                self.broadcaster if s.dashboard else None,
+                credentials=s.credentials(),
+                dashboard=self.broadcaster if s.dashboard else None,
+                watermarks=self.watermarks,
+                board=self.board if s.ready_requires_workers else None,
             )
         self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
         await self._producer.start()
@@ -233,6 +247,7 @@ class RoutingService:
             if now - last_evict >= 60:
                 last_evict = now
                 evicted = self.router.evict(s.state_idle_s)
+                self.watermarks.evict(s.state_idle_s)
                 if evicted:
                     logger.info("forgot %d idle calls", evicted)
             if s.rules_poll_s > 0 and now - last_poll >= s.rules_poll_s:
@@ -255,7 +270,7 @@ class RoutingService:
             self.metrics.rules_reloads.labels("error").inc()
             return False
         self.router.set_rules(rules)
-        self.board.set_rules(rules)
+        self.dashboard.set_rules(rules)
         self.metrics.rules_reloads.labels("ok").inc()
         logger.info("rules reloaded from %s", self.rules_source.path or "the shipped file")
         return True

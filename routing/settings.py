@@ -39,6 +39,15 @@ class RoutingSettings(KafkaFields, BaseSettings):
         le=5000,
         description="wait at most this long after the stream stopped for a pending utterance",
     )
+    passthru_complete_wait_ms: int = Field(
+        1500,
+        ge=0,
+        le=120_000,
+        description="Passthru waits at most this long for the call's analysis to be complete",
+    )
+    ready_requires_workers: bool = Field(
+        True, description="/ready also needs live analytics workers holding every audio partition"
+    )
     consumer_group: str = Field(
         "agentstream-routing", description="group that evaluates scores (one owner per call)"
     )

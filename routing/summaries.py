@@ -83,7 +83,7 @@ class SummaryDraft:
         if event.kind == "passthru" and event.answer and self.passthru_answer is None:
             self.passthru_answer = event.answer
             self.passthru_at_ms = event.occurred_at_ms
-            self.passthru_complete = event.answer_complete
+            self.passthru_complete = event.complete
             return True
         return False
 
@@ -228,6 +228,8 @@ class SummaryBook:
             entry.dirty = True
 
     def on_score(self, score: Score) -> None:
+        if score.marker is not None:
+            return  # a watermark, not an utterance
         entry = self._entry(score.call_sid)
         if entry.draft.on_score(score):
             entry.dirty = True

@@ -124,6 +124,7 @@ CallEventKind = Literal[
     "connect",
     "status",
     "handoff",
+    "analysed",
 ]
 
 
@@ -157,10 +158,15 @@ class CallEvent(Record):
     # passthru / connect / status: every parameter Exotel sent, verbatim
     params: dict[str, str] = Field(default_factory=dict)
     answer: str | None = Field(None, description="what we answered a callback, e.g. '302'")
-    answer_complete: bool | None = Field(
-        None,
-        description="passthru: every utterance heard before the answer had been decided "
-        "(false: the grace wait ran out with one still pending)",
+    # passthru: whether the answer saw the call's whole analysis, and how long it waited for it
+    complete: bool | None = Field(
+        None, description="passthru: the analysis was complete; analysed: the call's last audio"
+    )
+    waited_ms: float | None = Field(None, description="passthru: time spent waiting for analysis")
+    # analysed (routing's watermark): everything heard up to this audio offset is evaluated
+    audio_ms: int | None = Field(None, description="audio offset from stream start, analysed")
+    audio_received_at_ms: int | None = Field(
+        None, description="wall clock when ingest received the last analysed frame, UTC ms"
     )
 
 
@@ -196,6 +202,13 @@ class Transcript(Record):
     speech_end_at_ms: int = Field(description="wall clock when ingest received the last frame")
     produced_at_ms: int
     latency_ms: float = Field(description="speech end (ingest receipt) to transcript publish")
+    marker: Literal["progress", "end"] | None = Field(
+        None,
+        description=(
+            "not an utterance but a watermark (empty text): 'progress' = the call's audio is "
+            "transcribed up to end_ms; 'end' = the call stopped and its last utterance is out"
+        ),
+    )
 
 
 # --- agentstream.scores -----------------------------------------------------------------------
@@ -266,6 +279,9 @@ class Score(Record):
     transcript_at_ms: int = 0
     scored_at_ms: int
     latency_ms: float = Field(description="transcript publish to score publish")
+    marker: Literal["progress", "end"] | None = Field(
+        None, description="a transcript watermark passed through (see Transcript.marker)"
+    )
 
 
 # --- agentstream.decisions --------------------------------------------------------------------
@@ -292,6 +308,30 @@ class Decision(Record):
     speech_end_at_ms: int = 0
     decided_at_ms: int
     latency_ms: float = Field(description="score publish to decision publish")
+
+
+# --- agentstream.workers ----------------------------------------------------------------------
+
+
+class WorkerHeartbeat(Record):
+    """An analytics worker's liveness and readiness, sent every ``interval_ms``.
+
+    ``ready``: its models are loaded and it holds its share of the audio partitions (or the group
+    gave it none). Routing's ``/ready`` counts a worker live for three intervals after its last
+    heartbeat; ``state='stopping'`` removes it at once.
+    """
+
+    worker_id: str
+    host: str = ""
+    pid: int = 0
+    app_id: str = ""
+    state: Literal["starting", "ready", "stopping"]
+    models_loaded: bool = False
+    assigned: bool = False
+    audio_partitions: list[int] = Field(default_factory=list)
+    partitions_total: int = 0
+    interval_ms: int
+    sent_at_ms: int
 
 
 # --- agentstream.deadletter -------------------------------------------------------------------

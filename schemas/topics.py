@@ -13,6 +13,7 @@ from schemas.records import (
     Record,
     Score,
     Transcript,
+    WorkerHeartbeat,
 )
 
 
@@ -102,6 +103,17 @@ CALL_SUMMARIES = TopicSpec(
     "one summary per call when it ends (latest revision wins): what analysts query most",
 )
 
+WORKERS = TopicSpec(
+    "agentstream.workers",
+    "worker id",
+    WorkerHeartbeat,
+    "JSON",
+    1,
+    "delete",
+    1 * 3600 * 1000,
+    "analytics worker heartbeats: models loaded, partitions held (pipeline readiness)",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     AUDIO,
     CALLS,
@@ -110,6 +122,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DECISIONS,
     DEADLETTER,
     CALL_SUMMARIES,
+    WORKERS,
 )
 
 

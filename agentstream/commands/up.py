@@ -6,9 +6,13 @@ import argparse
 import importlib.util
 import signal
 import sys
+import threading
+import time
 import types
+from collections.abc import Callable
 
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
+from agentstream.stack.readiness import announce_ready, local_url, pipeline_ready
 from agentstream.stack.settings import BrokerSettings, UpSettings
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
@@ -70,7 +74,27 @@ def _endpoints(services: list[str], workers: int = 1) -> list[tuple[str, str]]:
     return lines
 
 
+def _ready_checks(services: list[str], workers: int) -> tuple[list[str], list[Callable[[], bool]]]:
+    """What ``ready:`` waits for: ingest's /health, routing's /ready counting every worker."""
+    parts, checks = ["broker"], []
+    if "ingest" in services:
+        ing = IngestSettings()
+        parts.append("ingest")
+        checks.append(lambda: pipeline_ready(local_url(ing.host, ing.port), 0, "/health"))
+    if "routing" in services:
+        rt = RoutingSettings()
+        expected = workers if "worker" in services else 0
+        if expected:
+            parts.append(f"{expected} worker{'s' if expected > 1 else ''}")
+        parts.append("routing")
+        checks.append(lambda: pipeline_ready(local_url(rt.host, rt.port), expected))
+    elif "worker" in services:
+        parts.append("workers (not checked without routing)")
+    return parts, checks
+
+
 def run(args: argparse.Namespace) -> int:
+    began = time.monotonic()
     up = UpSettings(**({"workers": args.workers} if args.workers else {}))
     services = _selected(args.services)
     broker: EmbeddedBroker | None = None
@@ -109,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
         for name, where in _endpoints(services, up.workers):
             print(f"{name:<8} {where}")
         print("Ctrl-C stops everything.", flush=True)
+        parts, checks = _ready_checks(services, up.workers)
+        threading.Thread(
+            target=announce_ready,
+            args=(began, parts, checks, supervisor.stopping, lambda s: print(s, flush=True)),
+            name="ready",
+            daemon=True,
+        ).start()
         code = supervisor.wait()
     finally:
         supervisor.stop_all()

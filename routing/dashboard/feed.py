@@ -71,6 +71,8 @@ class BoardFeed:
                 if data.get("kind") not in _KINDS_SHOWN:
                     return False
                 self.board.apply_call_event(CallEvent.model_validate(data))
+            elif data.get("marker") is not None:
+                return False  # a watermark passed through the pipeline, not an utterance
             elif kind == "transcripts":
                 self.board.apply_transcript(Transcript.model_validate(data))
             elif kind == "scores":

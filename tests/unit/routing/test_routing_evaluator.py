@@ -154,53 +154,7 @@ def test_dtmf_from_score_state() -> None:
     assert ev.on_score(score("c", 1, state=CallState(last_dtmf="9"))).decision == "escalate"
 
 
-# --- silence / max_duration (ticks) ----------------------------------------------------------
-
-
-def test_silence_fires_on_tick_at_exactly_the_limit_and_not_before() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 20, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock()))
-    clock.advance(19.999)
-    assert ev.tick() == []
-    clock.advance(0.001)
-    [d] = ev.tick()
-    assert d.decision == "escalate" and d.rule_id == "quiet" and d.latency_ms == 0.0
-    assert ev.tick() == []  # once
-
-
-def test_silence_restarts_after_speech_and_stops_with_the_stream() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock()))
-    clock.advance(8)
-    now_ms = int(clock() * 1000)
-    ev.on_score(score("c", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
-    clock.advance(9)
-    assert ev.tick() == []
-    clock.advance(1)
-    assert len(ev.tick()) == 1
-    ev2, clock2 = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    ev2.on_call_event(call_event("start", "d", clock2()))
-    ev2.on_call_event(call_event("stop", "d", clock2() + 1))
-    clock2.advance(60)
-    assert ev2.tick() == []  # a stopped stream is not a silent caller
-
-
-def test_max_duration_counts_from_stream_start() -> None:
-    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 300, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock() - 100))  # started 100 s ago
-    clock.advance(199)
-    assert ev.tick() == []
-    clock.advance(1)
-    [d] = ev.tick()
-    assert d.rule_id == "long" and "300 s" in d.reason
-
-
-def test_tick_handles_many_calls_without_scanning_them_all() -> None:
-    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 60, "target": "support"})
-    for n in range(2000):
-        ev.on_call_event(call_event("start", f"c{n}", clock() + n))
-    clock.advance(60 + 9.5)
-    assert len(ev.tick()) == 10
+# --- silence / max_duration: audio time, see test_routing_audio_time.py
 
 
 # --- repetition -----------------------------------------------------------------------------------
@@ -426,21 +380,3 @@ def test_eviction_forgets_idle_calls() -> None:
     clock.advance(100)
     ev.on_score(score("new", 1))
     assert ev.evict(50) == 1 and set(ev.calls) == {"new"}
-
-
-def test_tick_limit_bounds_one_pass_and_superseded_entries_are_skipped() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    for n in range(50):
-        ev.on_call_event(call_event("start", f"c{n}", clock()))
-    # speech on c0 moves its deadline: its old heap entry must not fire
-    clock.advance(5)
-    now_ms = int(clock() * 1000)
-    ev.on_score(score("c0", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
-    clock.advance(5)
-    first = ev.tick(limit=20)
-    assert len(first) == 20 and ev.due_now()
-    rest = ev.tick()
-    assert len(rest) == 29 and not ev.due_now()
-    assert "c0" not in {d.call_sid for d in first + rest}
-    clock.advance(5)
-    assert [d.call_sid for d in ev.tick()] == ["c0"]

@@ -123,7 +123,7 @@ def test_book_publishes_after_settle_then_a_new_revision_for_a_late_answer() -> 
     (first,) = book.due()
     assert (first.revision, first.passthru_answer, first.duration_ms) == (1, None, 5000)
     assert book.due() == []
-    book.on_call_event(call_event("passthru", "CA1", clock.t, answer="200", answer_complete=True))
+    book.on_call_event(call_event("passthru", "CA1", clock.t, answer="200", complete=True))
     (second,) = book.due()
     assert (second.revision, second.passthru_answer, second.passthru_complete) == (2, "200", True)
     clock.advance(31)
@@ -150,9 +150,7 @@ def test_tap_passes_the_routers_own_decisions_and_answers_to_the_book() -> None:
     tap = SummaryTap(inner, book)
     book.on_call_event(call_event("start", "CA1", clock.t))
     tap.publish_decision(_decision("CA1", 0, "escalate", "wants-human"))
-    tap.publish_call_event(
-        call_event("passthru", "CA1", clock.t, answer="302", answer_complete=False)
-    )
+    tap.publish_call_event(call_event("passthru", "CA1", clock.t, answer="302", complete=False))
     assert len(inner.decisions) == 1 and len(inner.call_events) == 1
     draft = book.draft("CA1")
     assert draft is not None and draft.escalation is not None
