@@ -159,7 +159,10 @@ class MediaInfo(_Frozen):
 
     def pcm16(self) -> bytes:
         """The payload as PCM16 LE bytes (even length); BadFrameError if it is not."""
-        pcm = self.audio()
+        try:
+            pcm = binascii.a2b_base64(self.payload, strict_mode=True)  # the fast path
+        except (binascii.Error, ValueError):
+            pcm = _repair_base64(self.payload)
         if len(pcm) % 2:
             raise BadFrameError(f"media payload has odd length {len(pcm)}: not PCM16")
         return pcm

@@ -50,34 +50,49 @@ def _in_range(value: int) -> int:
 
 
 def _opt_int(value: Any) -> int | None:
-    """``1``, ``"1"``, ``1.7`` (-> 1), ``""``/None/garbage (-> None); out of range raises."""
+    """``1``, ``"1"``, ``1.7`` (-> 1), ``""``/None/garbage (-> None); out of range raises.
+
+    On every media frame (three fields): the common shapes take one ``int()`` each.
+    """
     kind = type(value)
-    if kind is int:
-        return _in_range(value)
-    if kind is float:
-        return _in_range(int(value)) if math.isfinite(value) else None
-    if kind is str:
-        text = value.strip()
-        if not text:
-            return None
-        if len(text) > 40:  # past 64 bits for sure; int() of a huge string costs O(n^2)
-            if text.lstrip("-").isdigit():
-                raise PydanticCustomError("int_range", "integer is outside the 64-bit range")
-            return None
+    if kind is str and len(value) <= 20:
         try:
-            return _in_range(int(text))
+            number = int(value)  # strips whitespace itself
         except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                return None
-            return _in_range(int(number)) if math.isfinite(number) else None
-    return None  # bool, list, dict: unreadable
+            return _slow_int(value)
+        return number if INT64_MIN <= number <= INT64_MAX else _in_range(number)
+    if kind is int:
+        return value if INT64_MIN <= value <= INT64_MAX else _in_range(value)
+    return _slow_int(value)
+
+
+def _slow_int(value: Any) -> int | None:
+    if type(value) is float:
+        return _in_range(int(value)) if math.isfinite(value) else None
+    if type(value) is not str:
+        return None  # bool, list, dict, null: unreadable
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > 40:  # past 64 bits for sure; int() of a huge string costs O(n^2)
+        if text.lstrip("-").isdigit():
+            raise PydanticCustomError("int_range", "integer is outside the 64-bit range")
+        return None
+    try:
+        return _in_range(int(text))
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return _in_range(int(number)) if math.isfinite(number) else None
 
 
 def bounded(limit: int) -> Any:
     def check(value: Any) -> str | None:
         if type(value) is str:
+            if len(value) <= limit:
+                return value
             text = value
         elif isinstance(value, int | float) and not isinstance(value, bool):
             text = str(value)
