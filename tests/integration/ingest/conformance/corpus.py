@@ -158,7 +158,7 @@ def _live_capture() -> Case:
     messages.append(_msg({"event": "stop", "stream_sid": sid, "stop": {"reason": "callended"}}))
     return Case(
         "live-leg-sid",
-        "live start capture quoted in dograh's Exotel provider tests (leg_sid, 'base64')",
+        "a live start capture quoted in public code (section 9: leg_sid, 'base64')",
         messages,
         frames,
         "LEG-live",
@@ -186,8 +186,8 @@ def _camel_case() -> Case:
     messages.append(_msg({"event": "stop", "streamSid": sid, "stop": {"callSid": call}}))
     return Case(
         "camel-case",
-        "exotel/Agent-Stream protocol note (names vary by applet/Connect path); dograh reads "
-        "callSid/streamSid",
+        "exotel/Agent-Stream protocol note (names vary by applet/Connect path); Exotel "
+        "providers in public code read callSid/streamSid",
         messages,
         frames,
         call,
