@@ -175,6 +175,7 @@ async def test_bad_inputs_close_with_codes_and_spare_other_calls(
             assert server.stats.protocol_errors[code] >= 1
         assert server.stats.bad_frames == len(BAD_INPUTS)
         assert server.stats.events_before_start == 1
+        await async_wait_until(lambda: server.stats.active_calls == 0)  # no zombie socket
 
     audio = await read_audio(kafka_bootstrap, topic_prefix, len(frames))
     healthy_frames = [value for key, value, _ in audio if key == b"CA-OK"]
