@@ -308,17 +308,21 @@ class StreamSession:
         if not pcm:
             raise BadFrameError("media payload is empty")
         seq = event.sequence_number
-        if not self._sequence_ok(seq, read_at):
+        track = media.track
+        outbound = track is not None and track[:3].lower() == "out"
+        if outbound:
+            # the bot's/agent's side: kept for replay, never on the caller's audio clock, and
+            # never dropped as a duplicate (tracks may number their frames apart or together)
+            if seq is not None and (self.last_sequence is None or seq > self.last_sequence):
+                self.last_sequence = seq
+        elif not self._sequence_ok(seq, read_at):
             return
         received_at_ms = self.wall_ms()
         rate = self.sample_rate_hz
-        track = media.track
-        if track is not None and track[:3].lower() == "out":
-            # the bot's/agent's side: kept for replay, never on the caller's audio clock
+        if outbound:
             offset_ms = self.outbound_bytes * 1000 // (rate * 2)
             self.outbound_bytes += len(pcm)
             self.stats.outbound_frames += 1
-            outbound = True
         else:
             if self._rate_choice is not None:
                 self._decide_rate(len(pcm), read_at)
@@ -326,7 +330,6 @@ class StreamSession:
             self.last_media_at = read_at
             offset_ms = self.audio_bytes * 1000 // (rate * 2)
             self.audio_bytes += len(pcm)
-            outbound = False
         self.frames += 1
         stats = self.stats
         stats.frames_in += 1

@@ -318,6 +318,22 @@ def test_outbound_track_is_kept_with_a_track_header_off_the_caller_clock() -> No
     assert h.stats.outbound_frames == 1
 
 
+@pytest.mark.parametrize(
+    "numbering",
+    [
+        [("in", 2), ("out", 3), ("in", 4), ("out", 5)],
+        [("in", 2), ("out", 2), ("in", 3), ("out", 3)],
+    ],
+)
+def test_tracks_numbered_together_or_apart_lose_nothing(numbering: list[tuple[str, int]]) -> None:
+    h = Harness()
+    h.send(_start({"call_sid": "CA1"}))
+    for track, seq in numbering:
+        h.send(_media(bytes(1600), seq=seq, track="outbound" if track == "out" else "inbound"))
+    assert len(h.frames()) == 4
+    assert [c.kind for c in h.calls()] == ["start"]  # no false gap or duplicate
+
+
 def test_clear_from_exotel_is_known() -> None:
     h = Harness()
     h.send(_start({"call_sid": "CA1"}))
