@@ -89,6 +89,7 @@ class StreamSession:
         self.max_bad_frames = max_bad_frames
         self.bad_run = 0  # undecodable frames in a row
         self.early_seen = False  # media/stop/dtmf/mark before start (counted once)
+        self.unknown_seen = False  # an unknown event was logged
         self._decode: Callable[[bytes], bytes] | None = None  # None: PCM16 as it is
         self._rate_choice: tuple[int, int] | None = None  # (format, URL) rates to decide
         self._pending_start: dict[str, object] | None = None  # held until the rate is decided
@@ -123,12 +124,14 @@ class StreamSession:
                     self._on_dtmf_or_mark(event, read_at)
             elif isinstance(event, UnknownEvent):
                 self.stats.unknown_events["other"] += 1
-                logger.info(
-                    "call_sid=%s stream_sid=%s skipping unknown event %r",
-                    self.call_sid,
-                    self.stream_sid,
-                    event.event[:40],
-                )
+                if not self.unknown_seen:  # once per connection: the names are input
+                    self.unknown_seen = True
+                    logger.info(
+                        "call_sid=%s stream_sid=%s skipping unknown event %r (and later ones)",
+                        self.call_sid,
+                        self.stream_sid,
+                        event.event[:40],
+                    )
         except BadFrameError as exc:
             self._bad_frame(raw, exc.reason, read_at)
             return None
