@@ -42,6 +42,16 @@ class TooManyBadFrames(ProtocolError):
     """A run of undecodable frames: close 1007 (each one was dead-lettered already)."""
 
 
+def _text_in_binary(raw: bytes) -> str:
+    """A JSON object sent in a binary frame is read as text; any other binary closes 1003."""
+    if raw[:1] == b"{":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -108,7 +118,7 @@ class StreamSession:
         Raises ProtocolError when the call must end.
         """
         if isinstance(raw, bytes):
-            raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
+            raw = _text_in_binary(raw)
         try:
             event = parse_event(raw)
             if isinstance(event, MediaEvent):

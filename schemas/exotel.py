@@ -53,7 +53,9 @@ from schemas.exotel_fields import parse_rate as parse_rate
 
 # --- events ---------------------------------------------------------------------------------
 
-_STREAM_SID = AliasChoices("stream_sid", "streamSid", "streamSID", "StreamSid", "StreamSID")
+_STREAM_SID = AliasChoices(
+    "stream_sid", "streamSid", "streamSID", "StreamSid", "StreamSID", "streamId", "stream_id"
+)
 _ACCOUNT_SID = AliasChoices("account_sid", "accountSid", "AccountSid")
 
 
@@ -293,7 +295,12 @@ def parse_event(raw: str | bytes) -> ExotelEvent | UnknownEvent:
     if not isinstance(event, str):
         raise BadFrameError("message has no string 'event' field")
     if event not in KNOWN_EVENTS:
-        return UnknownEvent(event=event[:MAX_TEXT_CHARS])
+        lowered = event.strip().lower()
+        if lowered not in KNOWN_EVENTS:
+            return UnknownEvent(event=event[:MAX_TEXT_CHARS])
+        data["event"] = event = lowered  # "Media", " start ": the spelling varies, not the event
+    if event == "start" and not isinstance(data.get("start"), dict):
+        data["start"] = {k: v for k, v in data.items() if k != "start"}  # a flat start
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:

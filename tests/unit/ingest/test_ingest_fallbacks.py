@@ -346,3 +346,20 @@ def test_close_code_labels_are_a_closed_set() -> None:
     for code in (1000, 4321, 3999, 1008):
         stats.count_close(code)
     assert stats.closes == {1000: 1, "other": 2, 1008: 1}
+
+
+def test_json_in_a_binary_frame_capitalised_events_and_a_flat_start() -> None:
+    h = Harness()
+    flat = {
+        "event": "Start",
+        "streamId": "MZ1",
+        "callSid": "CA1",
+        "mediaFormat": {"encoding": "raw"},
+    }
+    h.session.on_message(orjson.dumps(flat), 0.0)
+    h.session.on_message(_media(bytes(1600), seq=2).replace('"media"', '"MEDIA"', 1).encode(), 0.0)
+    ((_, meta),) = h.frames()
+    assert (meta.call_sid, meta.stream_sid, meta.encoding) == ("CA1", "MZ1", "raw")
+    with pytest.raises(ProtocolError) as info:
+        h.session.on_message(b"\x00\x01binary", 0.0)
+    assert info.value.close_code == 1003
