@@ -260,7 +260,7 @@ class StreamSession:
         assert self._rate_choice is not None
         format_rate, url_rate = self._rate_choice
         chosen = choose_rate(frame_bytes, format_rate, url_rate)
-        logger.warning(
+        logger.info(  # the disagreement itself was logged (warning) once, at start
             "call_sid=%s first frame is %d bytes: %d Hz (media_format %d, URL %d)",
             self.call_sid,
             frame_bytes,
