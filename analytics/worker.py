@@ -31,6 +31,7 @@ from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.metrics import WorkerMetrics
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -47,6 +48,7 @@ class _Entry:
     offset: int
     event: Any
     done: bool = False
+    read_at_s: float = 0.0
 
 
 @dataclass
@@ -59,9 +61,11 @@ class OffsetTracker:
 
     pending: dict[tuple[str, int], deque[_Entry]] = field(default_factory=dict)
 
-    def add(self, topic: str, partition: int, offset: int, event: Any) -> Callable[[], None]:
+    def add(
+        self, topic: str, partition: int, offset: int, event: Any, read_at_s: float = 0.0
+    ) -> Callable[[], None]:
         queue = self.pending.setdefault((topic, partition), deque())
-        entry = _Entry(offset, event)
+        entry = _Entry(offset, event, read_at_s=read_at_s)
         queue.append(entry)
 
         def done() -> None:
@@ -77,6 +81,11 @@ class OffsetTracker:
     @property
     def unacked(self) -> int:
         return sum(len(q) for q in self.pending.values())
+
+    def oldest_read_at_s(self) -> float | None:
+        """When the oldest frame still unacknowledged was read (None when none is)."""
+        heads = [q[0].read_at_s for q in self.pending.values() if q]
+        return min(heads) if heads else None
 
 
 def load_rules(settings: WorkerSettings) -> RulesFile:
@@ -103,17 +112,22 @@ def make_redactor(rules: RulesFile) -> Redact:
 class FaustSink:
     """Publishes to the transcripts / dead-letter topics and waits for the broker's ack."""
 
-    def __init__(self, transcripts: Any, deadletter: Any) -> None:
+    def __init__(self, transcripts: Any, deadletter: Any, metrics: WorkerMetrics) -> None:
         self.transcripts = transcripts
         self.deadletter = deadletter
+        self.metrics = metrics
 
     async def publish(self, transcript: Transcript) -> None:
         fut = await self.transcripts.send(
             key=transcript.call_sid.encode(), value=transcript.to_bytes()
         )
         await fut
+        self.metrics.transcripts.labels("final" if transcript.is_final else "partial").inc()
+        if transcript.is_final:
+            self.metrics.transcript_latency.observe(transcript.latency_ms / 1000)
 
     async def dead_letter(self, record: DeadLetter) -> None:
+        self.metrics.deadletters.labels(record.stage).inc()
         key = record.call_sid.encode() if record.call_sid else None
         fut = await self.deadletter.send(key=key, value=record.to_bytes())
         await fut
@@ -125,6 +139,7 @@ class Worker:
     service: TranscriptionService
     tracker: OffsetTracker
     rules: RulesFile
+    metrics: WorkerMetrics
     scoring: Any = None
 
 
@@ -166,8 +181,11 @@ def build_worker(
     prefix = settings.topic_prefix
     audio_topic = catalogue_topic(app, AUDIO, prefix)
     calls_topic = catalogue_topic(app, CALLS, prefix)
+    metrics = WorkerMetrics()
     sink = FaustSink(
-        catalogue_topic(app, TRANSCRIPTS, prefix), catalogue_topic(app, DEADLETTER, prefix)
+        catalogue_topic(app, TRANSCRIPTS, prefix),
+        catalogue_topic(app, DEADLETTER, prefix),
+        metrics,
     )
     service = TranscriptionService(
         recognizer or load_recognizer(settings),
@@ -178,7 +196,17 @@ def build_worker(
         clock=clock,
     )
     tracker = OffsetTracker()
-    worker = Worker(app, service, tracker, rules)
+    worker = Worker(app, service, tracker, rules, metrics)
+
+    def lag_s() -> float:
+        oldest = tracker.oldest_read_at_s()
+        return 0.0 if oldest is None else max(0.0, clock() - oldest)
+
+    metrics.watch(
+        active_calls=lambda: len(service.sessions),
+        backlog_frames=lambda: tracker.unacked,
+        lag_seconds=lag_s,
+    )
     audio_name = prefixed(AUDIO, prefix)
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -197,7 +225,10 @@ def build_worker(
         try:
             async for event in stream.noack().events():
                 message = event.message
-                done = tracker.add(message.topic, message.partition, message.offset, event)
+                done = tracker.add(
+                    message.topic, message.partition, message.offset, event, read_at_s=clock()
+                )
+                metrics.frames.inc()
                 try:
                     meta = AudioFrameMeta.from_headers(list(message.headers or []))
                 except (ValidationError, UnicodeDecodeError, AttributeError) as exc:
@@ -233,6 +264,11 @@ def build_worker(
     if enabled:
         # The ASR stage above redacts every transcript with these rules: scoring does not again.
         worker.scoring = attach_scoring(
-            app, settings=settings.scoring, kafka=settings, rules=rules, redacted_upstream=True
+            app,
+            settings=settings.scoring,
+            kafka=settings,
+            rules=rules,
+            redacted_upstream=True,
+            metrics=metrics,
         )
     return worker

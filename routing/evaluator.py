@@ -15,18 +15,23 @@ Triggers:
 
 Every resolved rule of the call's tenant/campaign is checked in priority order (lower first, ties
 in file order); the first that matches escalates. At most one ``escalate`` per call.
+
+Keyword and repeat counts are not computed here: the scoring worker owns them (it folds every
+utterance once, keeps them across restarts in its changelog, and counts repeats with each
+repetition rule's ``similarity``); the evaluator reads them from the latest ``Score.state`` and
+compares them with the rule. A score is evaluated once: a replay (same utterance id, or audio
+already heard on that stream) changes nothing and decides nothing.
 """
 
 from __future__ import annotations
 
 import heapq
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from schemas.records import CallEvent, Decision, Evidence, Score
+from schemas.records import CallEvent, CallState, Decision, Evidence, Score
 from schemas.rules import (
     DtmfRule,
     KeywordRule,
@@ -40,21 +45,19 @@ from schemas.rules import (
     SilenceRule,
 )
 
-_WORD = re.compile(r"[a-z0-9']+")
 HISTORY_LIMIT = 64
 DECIDED_LIMIT = 256
 
 
 @dataclass(frozen=True)
 class HeardUtterance:
-    """One scored utterance as the evaluator keeps it in a call's history (repeat, evidence)."""
+    """One scored utterance as the evaluator keeps it in a call's history (evidence, sentiment)."""
 
     utterance_id: str
     text: str
     sentiment: float
     confidence: float
     at_ms: int
-    tokens: frozenset[str]
     categories: tuple[str, ...] = ()
 
 
@@ -75,10 +78,11 @@ class CallRecord:
     last_speech_at_ms: int | None = None
     last_seen_ms: int = 0
     history: deque[HeardUtterance] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    keyword_hits: dict[str, int] = field(default_factory=dict)
-    state_keyword_hits: dict[str, int] = field(default_factory=dict)
-    state_sentiments: list[float] = field(default_factory=list)
-    state_repeat_count: int = 0
+    # the scoring worker's running state from the latest score: keyword and repeat counts are
+    # read from it, never counted here (one owner: analytics)
+    state: CallState = field(default_factory=CallState)
+    # per stream SID: audio end (ms from stream start) of the latest score evaluated
+    heard_until_ms: dict[str, int] = field(default_factory=dict)
     digits: list[str] = field(default_factory=list)
     escalation: Decision | None = None
     owned: bool = False  # fed by this instance's consumer group (ticks only for those)
@@ -98,16 +102,6 @@ class Match:
     rule: Rule
     reason: str
     evidence: tuple[HeardUtterance, ...] = ()
-
-
-def _tokens(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a or not b:
-        return 0.0
-    return len(a & b) / len(a | b)
 
 
 def _quote(text: str, limit: int = 80) -> str:
@@ -179,6 +173,16 @@ class Evaluator:
         record = self.calls.get(call_sid)
         return record is not None and record.escalation is not None
 
+    @staticmethod
+    def _replayed(record: CallRecord, score: Score) -> bool:
+        """Already evaluated: the same utterance id (a score sent twice, or decided before a
+        restart), or audio of this stream already heard (an utterance re-cut by a restarted
+        worker starts inside it). Scores of one call arrive in audio order (one partition)."""
+        if score.utterance_id in record.decided:
+            return True
+        heard = record.heard_until_ms.get(score.stream_sid)
+        return heard is not None and score.start_ms < heard
+
     def note_decision(self, decision: Decision) -> None:
         """A decision already published (rebuilt from the topic, or by another instance)."""
         record = self._record(
@@ -227,7 +231,7 @@ class Evaluator:
         now = self._now_ms()
         record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
         record.owned = True
-        if score.utterance_id in record.decided:
+        if self._replayed(record, score):
             return None
         if record.escalation is not None:
             return None
@@ -240,16 +244,12 @@ class Evaluator:
                 score.sentiment.score,
                 score.sentiment.confidence,
                 at_ms,
-                _tokens(score.text),
                 categories,
             )
         )
-        for category in categories:
-            record.keyword_hits[category] = record.keyword_hits.get(category, 0) + 1
-        state = score.state
-        record.state_keyword_hits = dict(state.keyword_hits)
-        record.state_sentiments = list(state.sentiment_last_n)
-        record.state_repeat_count = state.repeat_count
+        state = record.state = score.state
+        heard = record.heard_until_ms
+        heard[score.stream_sid] = max(heard.get(score.stream_sid, 0), score.end_ms)
         if state.last_dtmf and (not record.digits or record.digits[-1] != state.last_dtmf):
             record.digits.append(state.last_dtmf)
         if record.started_at_ms is None and state.started_at_ms:
@@ -371,9 +371,9 @@ class Evaluator:
         if (
             rule.window_s is None
             and rule.last_n is not None
-            and len(record.state_sentiments) > len(values)
+            and len(record.state.sentiment_last_n) > len(values)
         ):
-            values = record.state_sentiments[-rule.last_n :]
+            values = record.state.sentiment_last_n[-rule.last_n :]
         if len(values) < rule.min_utterances:
             return None
         mean = sum(values) / len(values)
@@ -395,10 +395,7 @@ class Evaluator:
         return Match(rule, _label(rule, f"{detail}: {_quote(last.text)}"), (last,))
 
     def _keyword(self, rule: KeywordRule, record: CallRecord) -> Match | None:
-        hits = sum(
-            max(record.keyword_hits.get(c, 0), record.state_keyword_hits.get(c, 0))
-            for c in rule.categories
-        )
+        hits = sum(record.state.keyword_hits.get(c, 0) for c in rule.categories)
         if hits < rule.min_hits:
             return None
         wanted = set(rule.categories)
@@ -410,15 +407,11 @@ class Evaluator:
         return Match(rule, _label(rule, detail), evidence)
 
     def _repetition(self, rule: RepetitionRule, record: CallRecord) -> Match | None:
-        history = list(record.history)
-        run = 0
-        for later, earlier in zip(reversed(history), list(reversed(history))[1:], strict=False):
-            if _jaccard(later.tokens, earlier.tokens) < rule.similarity:
-                break
-            run += 1
-        run = max(run, record.state_repeat_count)
+        # counted by the scoring worker at this rule's similarity (CallState.repeat_counts)
+        run = record.state.repeat_counts.get(rule.id, 0)
         if run < rule.count:
             return None
+        history = list(record.history)
         evidence = tuple(history[-(run + 1) :])
         said = _quote(history[-1].text) if history else "the same thing"
         detail = f"caller repeated themselves {run} time{'s' if run != 1 else ''}: {said}"

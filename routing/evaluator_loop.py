@@ -22,6 +22,7 @@ from routing.publisher import DecisionPublisher
 from routing.reader import YIELD_EVERY
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.summaries import SummaryBook
 from schemas.partition import partition_for
 from schemas.records import Score
 
@@ -39,8 +40,10 @@ class EvaluatorLoop:
         router: Router,
         parser: RecordParser,
         publisher: DecisionPublisher,
+        summaries: SummaryBook | None = None,
     ) -> None:
         self.settings = settings
+        self.summaries = summaries
         self._kafka = kafka
         self.scores_topic = scores_topic
         self.router = router
@@ -82,6 +85,8 @@ class EvaluatorLoop:
                     score = self.parser.parse("scores", Score, raw)
                     if score is not None:
                         self.router.on_score(score)
+                        if self.summaries is not None:
+                            self.summaries.on_score(score)
                     count += 1
                     dirty = True
                     if count % YIELD_EVERY == 0:

@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from routing.connect import connect_answer
+from routing.dashboard.http import BROADCASTER_KEY, Broadcaster, add_dashboard
 from routing.router import Router
+from schemas.basic_auth import authorized
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
 from schemas.errors import ProtocolError
 from schemas.records import CallEvent
@@ -31,6 +33,9 @@ ROUTER_KEY = web.AppKey("router", Router)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What Basic auth guards (when configured): Exotel's callbacks and the dashboard. Health,
+# readiness and metrics stay open for probes and Prometheus.
+PROTECTED_PREFIXES = ("/exotel/", "/dashboard")
 
 
 def _json(data: dict[str, Any], status: int = 200) -> web.Response:
@@ -57,6 +62,23 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, exc.reason)
 
 
+def _basic_auth(credentials: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(PROTECTED_PREFIXES) and not authorized(
+            request.headers.get("Authorization"), credentials
+        ):
+            logger.warning(
+                "refused %s %s: missing or wrong Basic auth", request.method, request.path
+            )
+            response = _error(401, "missing or wrong credentials")
+            response.headers["WWW-Authenticate"] = 'Basic realm="agentstream"'
+            return response
+        return await handler(request)
+
+    return check
+
+
 async def read_params(request: web.Request) -> dict[str, str]:
     """Every parameter of a callback: body (JSON or form) first, then the query string."""
     items: list[tuple[str, Any]] = []
@@ -80,7 +102,13 @@ async def _callback(request: web.Request) -> CallbackParams:
     return parse_callback(await read_params(request))
 
 
-def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> None:
+def _record(
+    router: Router,
+    kind: str,
+    params: CallbackParams,
+    answer: str,
+    answer_complete: bool | None = None,
+) -> None:
     if not router.record_callbacks or not params.call_sid:
         return
     view = router.book.get(params.call_sid)
@@ -94,6 +122,7 @@ def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> N
             occurred_at_ms=int(router.clock() * 1000),
             params=params.raw,
             answer=answer,
+            answer_complete=answer_complete,
         )
     )
 
@@ -105,8 +134,9 @@ async def passthru(request: web.Request) -> web.Response:
     if not params.call_sid:
         raise ProtocolError("CallSid is missing")
     result = await router.passthru(params.call_sid, params.digits)
-    _record(router, "passthru", params, str(result.status))
+    _record(router, "passthru", params, str(result.status), result.complete)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
+    router.metrics.passthru_answers.labels("true" if result.complete else "false").inc()
     router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
     escalation = result.view.escalation if result.view else None
     return _json(
@@ -171,14 +201,23 @@ async def metrics(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
     router.metrics.calls_tracked.set(len(router.book.calls))
     router.metrics.ready.set(1 if router.ready else 0)
+    if BROADCASTER_KEY in request.app:
+        router.metrics.dashboard_clients.set(request.app[BROADCASTER_KEY].clients)
     return web.Response(
         body=generate_latest(router.metrics.registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )
 
 
-def create_app(router: Router) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+def create_app(
+    router: Router,
+    credentials: dict[str, str] | None = None,
+    dashboard: Broadcaster | None = None,
+) -> web.Application:
+    """Exotel's callbacks and the operations endpoints; with ``credentials``, Basic auth on
+    ``/exotel/*`` and ``/dashboard*``; with ``dashboard``, the supervisor dashboard."""
+    middlewares = [_basic_auth(credentials)] if credentials else []
+    app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = router
     for path, handler in (
         ("/exotel/passthru", passthru),
@@ -190,12 +229,20 @@ def create_app(router: Router) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+    if dashboard is not None:
+        add_dashboard(app, dashboard)
     return app
 
 
-async def start_http_app(router: Router, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http_app(
+    router: Router,
+    host: str,
+    port: int,
+    credentials: dict[str, str] | None = None,
+    dashboard: Broadcaster | None = None,
+) -> tuple[web.AppRunner, int]:
     """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
-    runner = web.AppRunner(create_app(router), access_log=None)
+    runner = web.AppRunner(create_app(router, credentials, dashboard), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

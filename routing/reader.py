@@ -6,7 +6,8 @@ Readiness waits until decisions are read up to the fetch high-water mark (on the
 broker ListOffsets(latest) answers too low, so the end is taken from fetch responses, never
 from ``end_offsets``). Start / stop / DTMF events of the calls this instance owns are passed
 on to the evaluator (``agentstream.calls`` is co-partitioned by call SID), so a flood of
-callback records on ``agentstream.calls`` never sits in front of the scores.
+callback records on ``agentstream.calls`` never sits in front of the scores; they and the
+Passthru answers other instances gave for those calls also go to the call-summary book.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.summaries import SummaryBook
 from schemas.records import CallEvent, Decision, Transcript
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class DecisionReader:
         publisher: DecisionPublisher,
         metrics: RoutingMetrics,
         owns: Callable[[bytes | None, int], bool],
+        summaries: SummaryBook | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -56,6 +59,7 @@ class DecisionReader:
         self.publisher = publisher
         self.metrics = metrics
         self.owns = owns
+        self.summaries = summaries
         self.consumer: AIOKafkaConsumer | None = None
         self.rebuilt = asyncio.Event()
 
@@ -135,8 +139,11 @@ class DecisionReader:
             event = parse("calls", CallEvent, raw, _WANTED_BY_READER)
             if event is not None:
                 self.router.on_observed_call_event(event)
-                if event.kind in _WANTED_BY_EVALUATOR and self.owns(raw.key, raw.partition):
-                    self.router.on_call_event(event)
+                if self.owns(raw.key, raw.partition):
+                    if event.kind in _WANTED_BY_EVALUATOR:
+                        self.router.on_call_event(event)
+                    if self.summaries is not None:
+                        self.summaries.on_call_event(event)
         else:
             transcript = parse("transcripts", Transcript, raw)
             if transcript is not None:

@@ -5,8 +5,12 @@ Per instance (each part in its own module):
 - the :class:`~routing.reader.DecisionReader`: every decision, call event and transcript;
 - the :class:`~routing.evaluator_loop.EvaluatorLoop`: owned scores -> router -> decisions;
 - the :class:`~routing.publisher.DecisionPublisher`: what the router publishes;
-- here: a tick for silence / max-duration rules, eviction of idle calls, and rules reload on
-  file change or :meth:`RoutingService.request_reload` (SIGHUP).
+- the supervisor dashboard (:mod:`routing.dashboard`): its own reader of every call, the board
+  and the broadcaster behind ``/dashboard``;
+- the :class:`~routing.summaries.SummaryBook` of the calls this instance owns (fed by the
+  evaluator loop, the reader and the router's own decisions and answers);
+- here: a tick for silence / max-duration rules and due call summaries, eviction of idle
+  calls, and rules reload on file change or :meth:`RoutingService.request_reload` (SIGHUP).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from routing.dashboard.board import Board
+from routing.dashboard.feed import BoardFeed
+from routing.dashboard.http import Broadcaster
 from routing.evaluator_loop import EvaluatorLoop
 from routing.http import start_http_app
 from routing.metrics import RoutingMetrics
@@ -31,6 +38,7 @@ from routing.publisher import DecisionPublisher
 from routing.reader import DecisionReader
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.summaries import SummaryBook, SummaryTap
 from schemas.rules import RulesError, RulesFile, default_rules, parse_rules
 from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
 
@@ -86,9 +94,15 @@ class RoutingService:
         self.metrics = RoutingMetrics()
         # publishing reaches Kafka once started; before that nothing is published
         self.publisher = DecisionPublisher(settings, self.metrics)
+        self.summaries = SummaryBook(
+            settle_ms=settings.summary_settle_ms,
+            idle_ms=int(settings.summary_idle_s * 1000),
+            clock=clock,
+        )
+        rules = rules if rules is not None else self.rules_source.load()
         self.router = Router(
-            rules if rules is not None else self.rules_source.load(),
-            self.publisher,
+            rules,
+            SummaryTap(self.publisher, self.summaries),
             clock=clock,
             grace_ms=settings.passthru_grace_ms,
             publish_continue=settings.publish_continue,
@@ -110,7 +124,13 @@ class RoutingService:
         self._kafka = kafka
         parser = RecordParser(self.metrics, self.publisher)
         self.evaluator_loop = EvaluatorLoop(
-            settings, kafka, self.topics["scores"], self.router, parser, self.publisher
+            settings,
+            kafka,
+            self.topics["scores"],
+            self.router,
+            parser,
+            self.publisher,
+            self.summaries,
         )
         self.reader = DecisionReader(
             settings,
@@ -121,8 +141,19 @@ class RoutingService:
             self.publisher,
             self.metrics,
             self.evaluator_loop.owns,
+            self.summaries,
         )
         self.rebuilt = self.reader.rebuilt
+        self.board = Board(rules, clock=clock)
+        self.broadcaster = Broadcaster(self.board, settings.dashboard_interval_ms / 1000)
+        self.board_feed = BoardFeed(
+            self.board,
+            bootstrap_servers=settings.bootstrap_servers,
+            topic_prefix=prefix,
+            client_id=f"{settings.client_id}-dashboard",
+            lookback_s=settings.dashboard_lookback_s,
+            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
+        )
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -134,15 +165,29 @@ class RoutingService:
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         if serve_http:
-            self._runner, self.http_port = await start_http_app(self.router, s.host, s.port)
+            if not s.basic_auth:
+                logger.warning(
+                    "Basic auth is OFF on /exotel/* and /dashboard: set "
+                    "AGENTSTREAM_ROUTING_BASIC_AUTH=KEY:TOKEN before exposing routing"
+                )
+            self._runner, self.http_port = await start_http_app(
+                self.router,
+                s.host,
+                s.port,
+                s.credentials(),
+                self.broadcaster if s.dashboard else None,
+            )
         self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
         await self._producer.start()
         self.publisher.start(self._producer)
-        for coro, name in (
+        loops = [
             (self.reader.run(), "routing-reader"),
             (self._housekeeping(), "routing-housekeeping"),
             (self.evaluator_loop.run(self.rebuilt), "routing-evaluator"),
-        ):
+        ]
+        if serve_http and s.dashboard:
+            loops.append((self.board_feed.run_forever(), "routing-dashboard-feed"))
+        for coro, name in loops:
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
@@ -162,6 +207,7 @@ class RoutingService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._publish_summaries()  # what is due now; the rest is the next owner's
         await self.publisher.stop()
         for client in (self.reader.consumer, self.evaluator_loop.consumer, self._producer):
             if client is not None:
@@ -178,6 +224,7 @@ class RoutingService:
         while True:
             await asyncio.sleep(s.tick_interval_ms / 1000)
             if self.router.ready:
+                self._publish_summaries()
                 self.router.tick(_TICK_BATCH)
                 while self.router.evaluator.due_now():
                     await asyncio.sleep(0)  # let callbacks in between bursts of deadlines
@@ -193,6 +240,12 @@ class RoutingService:
                 if self.rules_source.changed():
                     self.reload_rules()
 
+    def _publish_summaries(self) -> None:
+        """Publish the call summaries that are due, for the calls this instance still owns."""
+        for summary in self.summaries.due():
+            if self.evaluator_loop.owns(summary.call_sid.encode(), -1):
+                self.publisher.publish_summary(summary)
+
     def reload_rules(self) -> bool:
         """Load the rules file again; on error keep the current rules. State is kept."""
         try:
@@ -202,6 +255,7 @@ class RoutingService:
             self.metrics.rules_reloads.labels("error").inc()
             return False
         self.router.set_rules(rules)
+        self.board.set_rules(rules)
         self.metrics.rules_reloads.labels("ok").inc()
         logger.info("rules reloaded from %s", self.rules_source.path or "the shipped file")
         return True

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.basic_auth import parse_credentials
 from schemas.settings import KafkaFields
 
 
@@ -64,3 +65,31 @@ class RoutingSettings(KafkaFields, BaseSettings):
     record_callbacks: bool = Field(
         True, description="publish every callback's parameters on agentstream.calls"
     )
+    basic_auth: SecretStr | None = Field(
+        None,
+        description="'KEY:TOKEN[,KEY2:TOKEN2]' required on /exotel/* and /dashboard; unset = off",
+    )
+    dashboard: bool = Field(True, description="serve the supervisor dashboard at /dashboard")
+    dashboard_lookback_s: float = Field(
+        3600.0, gt=0, description="the dashboard starts reading this far back"
+    )
+    dashboard_interval_ms: int = Field(
+        250, ge=20, description="at most one update to the dashboard pages this often"
+    )
+    summary_settle_ms: int = Field(
+        2000, ge=0, description="publish a call's summary this long after its stream stopped"
+    )
+    summary_idle_s: float = Field(
+        900.0, gt=0, description="summarise a call that never stopped after this long unheard"
+    )
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _valid_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_credentials(value.get_secret_value())
+        return value
+
+    def credentials(self) -> dict[str, str]:
+        """The accepted key -> token pairs (empty when auth is off)."""
+        return parse_credentials(self.basic_auth.get_secret_value() if self.basic_auth else None)

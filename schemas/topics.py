@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from schemas.records import (
     AudioFrameMeta,
     CallEvent,
+    CallSummary,
     DeadLetter,
     Decision,
     Record,
@@ -90,7 +91,26 @@ DEADLETTER = TopicSpec(
     "anything that could not be processed, with the raw bytes and the error",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (AUDIO, CALLS, TRANSCRIPTS, SCORES, DECISIONS, DEADLETTER)
+CALL_SUMMARIES = TopicSpec(
+    "agentstream.call_summaries",
+    "call SID",
+    CallSummary,
+    "JSON",
+    8,
+    "compact",
+    365 * _DAY_MS,
+    "one summary per call when it ends (latest revision wins): what analysts query most",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    AUDIO,
+    CALLS,
+    TRANSCRIPTS,
+    SCORES,
+    DECISIONS,
+    DEADLETTER,
+    CALL_SUMMARIES,
+)
 
 
 def by_name(name: str) -> TopicSpec:

@@ -12,6 +12,7 @@ from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.settings import BrokerSettings, UpSettings
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
+from analytics.settings import WorkerSettings
 from ingest.settings import IngestSettings
 from routing.settings import RoutingSettings
 
@@ -46,7 +47,11 @@ def _selected(spec: str | None) -> list[str]:
     return [name for name in wanted if _service_available(name)]
 
 
-def _endpoints(services: list[str]) -> list[tuple[str, str]]:
+def _worker_metrics_port() -> int:
+    return WorkerSettings().metrics_port
+
+
+def _endpoints(services: list[str], workers: int = 1) -> list[tuple[str, str]]:
     """Where each service listens, read from that service's own settings."""
     lines: list[tuple[str, str]] = []
     if "ingest" in services:
@@ -57,6 +62,11 @@ def _endpoints(services: list[str]) -> list[tuple[str, str]]:
         rt = RoutingSettings()
         base = f"http://{rt.host}:{rt.port}"
         lines.append(("routing", f"{base}/exotel/passthru  {base}/exotel/connect  {base}/health"))
+        lines.append(("", f"{base}/dashboard  {base}/metrics"))
+    if "worker" in services:
+        port = _worker_metrics_port()
+        ports = ", ".join(str(port + n) for n in range(workers))
+        lines.append(("worker", f"/metrics on 127.0.0.1 port {ports}"))
     return lines
 
 
@@ -91,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
             count = up.workers if name == "worker" else 1
             for n in range(count):
                 label = f"{name}-{n + 1}" if count > 1 else name
-                supervisor.start(Child(label, [*me, name], env))
+                argv = [*me, name]
+                if name == "worker" and count > 1:  # one /metrics port per worker process
+                    argv += ["--metrics-port", str(_worker_metrics_port() + n)]
+                supervisor.start(Child(label, argv, env))
         print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
-        for name, where in _endpoints(services):
+        for name, where in _endpoints(services, up.workers):
             print(f"{name:<8} {where}")
         print("Ctrl-C stops everything.", flush=True)
         code = supervisor.wait()

@@ -339,7 +339,9 @@ async def call_passthru(run: CallRun, options: SimOptions, session: aiohttp.Clie
     run.status = "passthru"
     t0 = time.perf_counter()
     try:
-        async with session.get(url, params=params, allow_redirects=False) as response:
+        async with session.get(
+            url, params=params, headers=basic_auth_header(options.basic_auth), allow_redirects=False
+        ) as response:
             run.passthru_body = (await response.text())[:200]
             run.passthru_status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:

@@ -119,6 +119,7 @@ class LocalStack:
             "AGENTSTREAM_INGEST_TOPIC_PREFIX": self.topic_prefix,
             "AGENTSTREAM_WORKER_TOPIC_PREFIX": self.topic_prefix,
             "AGENTSTREAM_WORKER_APP_ID": f"agentstream-analytics-{tag}",
+            "AGENTSTREAM_WORKER_METRICS_PORT": "0",  # a free port each: stacks run side by side
             "AGENTSTREAM_ROUTING_HOST": self.host,
             "AGENTSTREAM_ROUTING_PORT": str(self.routing_port),
             "AGENTSTREAM_ROUTING_TOPIC_PREFIX": self.topic_prefix,

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic
+from analytics.metrics import WorkerMetrics
 from analytics.scoring.engines import build_scorer
 from analytics.scoring.sentiment import SentimentScorer
 from analytics.scoring.settings import ScoringSettings
@@ -117,6 +118,7 @@ def attach_scoring(
     scorer: SentimentScorer | None = None,
     clock: Clock = time.time,
     redacted_upstream: bool = False,
+    metrics: WorkerMetrics | None = None,
 ) -> ScoringStage:
     """Register the scoring agent, its call-state table and sweeper on ``app``.
 
@@ -193,8 +195,13 @@ def attach_scoring(
         for letter in out.dead_letters:
             key = letter.call_sid.encode() if letter.call_sid else None
             await deadletter_topic.send(key=key, value=letter.to_bytes())
+            if metrics is not None:
+                metrics.deadletters.labels(letter.stage).inc()
         for score in out.scores:
             await scores_topic.send(key=score.call_sid.encode(), value=score.to_bytes())
+            if metrics is not None:
+                metrics.scores.inc()
+                metrics.score_latency.observe(score.latency_ms / 1000)
         for key, (entry, partition) in out.entries.items():
             entry.partition = partition
             value = entry.to_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing.evaluator import Evaluator
-from schemas.records import CallState, Decision
+from schemas.records import CallState, Decision, Score
 from tests.unit.routing.routing_fakes import T0, FakeClock, call_event, rules_with, score
 
 pytestmark = pytest.mark.unit
@@ -104,10 +104,22 @@ def test_keyword_min_hits_counts_across_the_call_and_categories() -> None:
         "target": "support",
     }
     ev, _ = make(rule)
-    assert ev.on_score(score("c", 1, categories=("complaint",))).decision == "continue"
-    assert ev.on_score(score("c", 2, categories=("human_request",))).decision == "continue"
-    assert ev.on_score(score("c", 3, categories=("legal_threat",))).decision == "continue"
-    assert ev.on_score(score("c", 4, categories=("complaint",))).decision == "escalate"
+    running: dict[str, int] = {}
+    for n, category in enumerate(("complaint", "human_request", "legal_threat", "complaint"), 1):
+        running[category] = running.get(category, 0) + 1  # as the scoring worker folds them
+        d = ev.on_score(
+            score("c", n, categories=(category,), state=CallState(keyword_hits=running))
+        )
+        assert d is not None and d.decision == ("escalate" if n == 4 else "continue")
+    assert d.evidence[-1].utterance_id == "c-u4" and "3 hits" in d.reason
+
+
+def test_keyword_counts_have_one_owner_the_scoring_state() -> None:
+    """The utterance's own hits are evidence; the count is the scoring worker's, never summed
+    or maxed with a count of routing's own."""
+    ev, _ = make({"id": "k", "kind": "keyword", "categories": ["complaint"], "target": "support"})
+    s = score("c", 1, categories=("complaint",), state=CallState(keyword_hits={}))
+    assert ev.on_score(s).decision == "continue"  # e.g. a negated mention analytics dropped
 
 
 def test_keyword_uses_scoring_state_counts() -> None:
@@ -194,13 +206,14 @@ def test_tick_handles_many_calls_without_scanning_them_all() -> None:
 # --- repetition -----------------------------------------------------------------------------------
 
 
-def test_repetition_counts_consecutive_repeats() -> None:
+def test_repetition_compares_the_scoring_count_for_this_rule() -> None:
     ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
-    said = "I want to check my order status"
-    assert ev.on_score(score("c", 1, text=said)).decision == "continue"
-    assert ev.on_score(score("c", 2, text=said.lower() + ".")).decision == "continue"  # 1 repeat
-    d = ev.on_score(score("c", 3, text="I want to check my order status please"))
-    assert d.decision == "escalate" and len(d.evidence) == 3
+    said = ["change my plan", "I want to change my plan", "change my plane please"]
+    for n, text in enumerate(said):
+        state = CallState(repeat_counts={"loop": n})  # counted by analytics at the similarity
+        d = ev.on_score(score("c", n + 1, text=text, state=state))
+        assert d is not None and d.decision == ("escalate" if n == 2 else "continue")
+    assert [e.text for e in d.evidence] == said and "2 times" in d.reason
 
 
 def test_repetition_is_broken_by_a_different_utterance() -> None:
@@ -213,7 +226,14 @@ def test_repetition_is_broken_by_a_different_utterance() -> None:
 
 def test_repetition_from_scoring_state() -> None:
     ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
-    assert ev.on_score(score("c", 9, state=CallState(repeat_count=2))).decision == "escalate"
+    repeats = CallState(repeat_counts={"loop": 2})
+    assert ev.on_score(score("c", 9, state=repeats)).decision == "escalate"
+    # another rule's count (another similarity) is not this rule's, and routing does not
+    # compare texts itself: identical texts with no count from analytics do not fire
+    other = CallState(repeat_count=5, repeat_counts={"other-rule": 5})
+    assert ev.on_score(score("d", 1, state=other)).decision == "continue"
+    for n in range(1, 4):
+        assert ev.on_score(score("e", n, text="where is my order")).decision == "continue"
 
 
 # --- priorities, dedup, layering ------------------------------------------------------------------
@@ -309,7 +329,55 @@ def test_old_scores_are_folded_in_but_not_decided() -> None:
     )
     old = int((clock() - 61) * 1000)
     assert ev.on_score(score("c", 1, categories=("complaint",), scored_at_ms=old)) is None
-    assert ev.on_score(score("c", 2, categories=("complaint",))).decision == "escalate"
+    two = CallState(keyword_hits={"complaint": 2})
+    assert ev.on_score(score("c", 2, categories=("complaint",), state=two)).decision == "escalate"
+
+
+def at(s: Score, start_ms: int, stream_sid: str = "ST1", uid: str | None = None) -> Score:
+    """``s`` at an audio position, with the id the ASR stage derives from it."""
+    return s.model_copy(
+        update={
+            "start_ms": start_ms,
+            "end_ms": start_ms + 800,
+            "stream_sid": stream_sid,
+            "utterance_id": uid or f"{s.call_sid}-{start_ms}",
+            "utterance_index": start_ms,
+        }
+    )
+
+
+def test_replays_by_id_or_audio_position_decide_nothing_and_count_nothing() -> None:
+    ev, _ = make(
+        {
+            "id": "k",
+            "kind": "keyword",
+            "categories": ["complaint"],
+            "min_hits": 3,
+            "target": "support",
+        }
+    )
+    scores = [
+        at(
+            score(
+                "c", n, categories=("complaint",), state=CallState(keyword_hits={"complaint": n})
+            ),
+            n * 2000,
+        )
+        for n in (1, 2)
+    ]
+    assert [ev.on_score(s).decision for s in scores] == ["continue", "continue"]  # type: ignore[union-attr]
+    record = ev.calls["c"]
+    # the same score twice, a replay of the partition, an utterance re-cut 16 ms later by a
+    # restarted worker (new id, same audio) carrying a state that would fire: nothing
+    recut = at(score("c", 9, state=CallState(keyword_hits={"complaint": 3})), 4016)
+    for replay in (scores[-1], *scores, recut):
+        assert ev.on_score(replay) is None
+    assert record.state.keyword_hits == {"complaint": 2} and len(record.history) == 2
+    assert not ev.is_escalated("c")
+    # new audio counts; a second stream of the same call restarts positions at 0
+    ev2, _ = make()
+    ev2.on_score(at(score("d", 1), 5000))
+    assert ev2.on_score(at(score("d", 2), 0, stream_sid="ST2")) is not None
 
 
 def test_latency_and_speech_end_are_carried() -> None:

@@ -20,7 +20,7 @@ from schemas.topics import ALL_TOPICS, by_name, prefixed
 pytestmark = pytest.mark.unit
 
 
-def test_catalogue_names_six_topics_keyed_by_call() -> None:
+def test_catalogue_names_seven_topics_keyed_by_call() -> None:
     names = [spec.name for spec in ALL_TOPICS]
     assert names == [
         "agentstream.audio",
@@ -29,6 +29,7 @@ def test_catalogue_names_six_topics_keyed_by_call() -> None:
         "agentstream.scores",
         "agentstream.decisions",
         "agentstream.deadletter",
+        "agentstream.call_summaries",
     ]
     assert all("call SID" in spec.key for spec in ALL_TOPICS)
     assert by_name("agentstream.calls").value is CallEvent
