@@ -29,6 +29,7 @@ from schemas.exotel import (
     StopEvent,
     UnknownEvent,
     parse_event,
+    text_in_binary,
 )
 from schemas.records import CallEvent
 
@@ -40,16 +41,6 @@ DEFAULT_MAX_BAD_FRAMES = 50
 
 class TooManyBadFrames(ProtocolError):
     """A run of undecodable frames: close 1007 (each one was dead-lettered already)."""
-
-
-def _text_in_binary(raw: bytes) -> str:
-    """A JSON object sent in a binary frame is read as text; any other binary closes 1003."""
-    if raw[:1] == b"{":
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
 
 
 def _wall_ms() -> int:
@@ -118,7 +109,7 @@ class StreamSession:
         Raises ProtocolError when the call must end.
         """
         if isinstance(raw, bytes):
-            raw = _text_in_binary(raw)
+            raw = text_in_binary(raw)
         try:
             event = parse_event(raw)
             if isinstance(event, MediaEvent):

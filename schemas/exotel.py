@@ -273,6 +273,16 @@ def _error(event: str, exc: ValidationError) -> ProtocolError:
     return BadFrameError(text)
 
 
+def text_in_binary(raw: bytes) -> str:
+    """A JSON object sent in a binary frame, as text; any other binary frame is 1003."""
+    if raw[:1] == b"{":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
+
+
 def parse_event(raw: str | bytes) -> ExotelEvent | UnknownEvent:
     """Parse one WebSocket text message from Exotel.
 
