@@ -9,6 +9,7 @@ call and loss. Writes JSON to bench/results/ingest-<calls>.json.
 
     .venv/bin/python bench/ingest.py --calls 1000 --duration 60
     .venv/bin/python bench/ingest.py --calls 200 --duration 20 --profile   # cProfile the server
+    .venv/bin/python bench/ingest.py --session-only   # protocol session CPU per frame, no broker
 """
 
 from __future__ import annotations
@@ -284,6 +285,58 @@ async def drive(
     return result
 
 
+def session_cpu(frames: int = 20_000, repeats: int = 5) -> dict[str, float]:
+    """CPU per frame of the protocol session alone (parse, decode, record), no broker.
+
+    Best of ``repeats``: the least disturbed figure on a shared machine. PCM16 is the hot
+    path the tolerance work must not slow; μ-law adds its decode.
+    """
+    from ingest.metrics import IngestStats
+    from ingest.session import StreamSession
+
+    out: dict[str, float] = {}
+    for name, encoding, payload in (
+        ("pcm16", "raw", bytes(range(256)) * 6 + bytes(64)),
+        ("mulaw", "audio/x-mulaw", bytes(range(256)) * 3 + bytes(32)),
+    ):
+        b64 = base64.b64encode(payload).decode()
+        start = orjson.dumps(
+            {
+                "event": "start",
+                "sequence_number": "1",
+                "stream_sid": "MZ",
+                "start": {
+                    "stream_sid": "MZ",
+                    "call_sid": "CA",
+                    "custom_parameters": {"tenant": "acme"},
+                    "media_format": {"encoding": encoding, "sample_rate": "8000"},
+                },
+            }
+        ).decode()
+        messages = [
+            orjson.dumps(
+                {
+                    "event": "media",
+                    "sequence_number": str(i),
+                    "stream_sid": "MZ",
+                    "media": {"chunk": str(i - 1), "timestamp": str(i * 100), "payload": b64},
+                }
+            ).decode()
+            for i in range(2, frames + 2)
+        ]
+        best = float("inf")
+        for _ in range(repeats):
+            session = StreamSession(IngestStats(), "stream", {})
+            session.on_message(start, 0.0)
+            began = time.process_time()
+            for message in messages:
+                session.on_message(message, 0.0)
+                session.outbox.clear()
+            best = min(best, time.process_time() - began)
+        out[f"session_cpu_us_per_{name}_frame"] = round(1e6 * best / frames, 2)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100)
@@ -296,11 +349,20 @@ def main() -> int:
     parser.add_argument("--prefix", default="", help="topic prefix (default: a fresh one)")
     parser.add_argument("--profile", action="store_true", help="run the server under cProfile")
     parser.add_argument(
+        "--session-only",
+        action="store_true",
+        help="only the in-process session CPU per frame (PCM16 and mu-law), no broker",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="server on cpu 0, broker on cpu 1, load generator on the rest (needs >= 4 cpus)",
     )
     args = parser.parse_args()
+    if args.session_only:
+        for key, value in session_cpu().items():
+            print(f"{key:40} {value}")
+        return 0
     if not args.prefix:
         args.prefix = f"bench{int(time.time())}."
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from ingest.http import split_path
 from ingest.live import CLOSE_NORMAL, LiveCalls, LiveConnection
 from ingest.metrics import IngestStats
-from ingest.session import StreamSession
+from ingest.session import StreamSession, TooManyBadFrames
 from ingest.sink import RecordSink
 from ingest.voicebot import VoicebotRelay
 from schemas.errors import ProtocolError
@@ -32,16 +32,24 @@ class ConnectionHandler:
         stats: IngestStats,
         relay: VoicebotRelay,
         clock: Callable[[], float],
+        max_bad_frames: int = 50,
     ) -> None:
         self.live = live
         self.sink = sink
         self.stats = stats
         self.relay = relay
         self.clock = clock
+        self.max_bad_frames = max_bad_frames
 
     async def __call__(self, ws: ServerConnection) -> None:
         path, query = split_path(ws.request.path if ws.request else "/stream")
-        session = StreamSession(self.stats, path.lstrip("/"), query, clock=self.clock)
+        session = StreamSession(
+            self.stats,
+            path.lstrip("/"),
+            query,
+            clock=self.clock,
+            max_bad_frames=self.max_bad_frames,
+        )
         call = LiveConnection(ws, session)
         voicebot = path == "/voicebot"
         live = self.live
@@ -65,7 +73,7 @@ class ConnectionHandler:
                     call.close(CLOSE_NORMAL, "stream stopped", None)
                     break
         except ProtocolError as exc:
-            self._protocol_error(call, raw, exc.close_code, exc.reason)
+            self._protocol_error(call, raw, exc.close_code, exc.reason, exc)
         except ConnectionClosed as exc:
             sent = exc.sent
             if sent is not None and sent.code in (1002, 1007, 1009) and not call.closing:
@@ -82,10 +90,15 @@ class ConnectionHandler:
             stats.active_calls -= 1
             await ws.wait_closed()
             code = ws.close_code if ws.close_code is not None else 1006
-            stats.closes[code] += 1
+            stats.count_close(code)
 
     def _protocol_error(
-        self, call: LiveConnection, raw: str | bytes, code: int, reason: str
+        self,
+        call: LiveConnection,
+        raw: str | bytes,
+        code: int,
+        reason: str,
+        error: ProtocolError | None = None,
     ) -> None:
         session = call.session
         self.stats.protocol_errors[code] += 1
@@ -96,7 +109,8 @@ class ConnectionHandler:
             code,
             reason,
         )
-        session.dead_letter(raw, reason, self.clock())
-        self.sink.write(session.outbox)
+        if not isinstance(error, TooManyBadFrames):  # those were dead-lettered one by one
+            session.dead_letter(raw, reason, self.clock())
+            self.sink.write(session.outbox)
         session.end_reason = session.end_reason or "protocol_error"
         call.close(code, reason, None)

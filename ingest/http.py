@@ -1,8 +1,9 @@
 """Plain HTTP on the WebSocket port and the handshake checks (auth, IP allow-list, capacity).
 
-``GET /health``, ``GET /metrics`` and ``GET /exotel/stream-url`` are answered from the
-websockets ``process_request`` hook, before any upgrade; ``/stream`` and ``/voicebot`` are
-checked here (allow-list, Basic auth, concurrent-call limit) before a frame is read.
+``GET /health``, ``GET /metrics`` and ``GET``/``POST /exotel/stream-url`` are answered from
+the websockets ``process_request`` hook, before any upgrade (POST: :mod:`ingest.http_post`);
+``/stream`` and ``/voicebot`` are checked here (allow-list, Basic auth, concurrent-call
+limit) before a frame is read.
 """
 
 from __future__ import annotations
@@ -27,33 +28,9 @@ logger = logging.getLogger(__name__)
 WS_PATHS = ("/stream", "/voicebot")
 MAX_CUSTOM_PARAMS = 3
 MAX_CUSTOM_CHARS = 256
-# Parameters Exotel itself adds to a dynamic-URL request: not custom parameters.
-EXOTEL_CALL_PARAMS = frozenset(
-    {
-        "CallSid",
-        "CallFrom",
-        "CallTo",
-        "From",
-        "To",
-        "Direction",
-        "Created",
-        "DialCallDuration",
-        "StartTime",
-        "EndTime",
-        "CurrentTime",
-        "CallType",
-        "digits",
-        "CustomField",
-        "flow_id",
-        "DialWhomNumber",
-        "tenant_id",
-        "ProcessStatus",
-        "CallStatus",
-        "ForwardedFrom",
-        "EventType",
-    }
-)
-CONTROL_PARAMS = frozenset({"sample-rate", "endpoint"})
+# Forwarded into the wss URL by /exotel/stream-url besides IngestSettings.stream_url_params;
+# everything else (Exotel's CallSid, CallFrom, passthru, ...) is dropped.
+FORWARDED_PARAMS = ("tenant", "campaign")
 
 _REASONS = {
     200: "OK",
@@ -61,6 +38,7 @@ _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     503: "Service Unavailable",
 }
 
@@ -119,19 +97,21 @@ class Gate:
 
     def authorized(self, header: str | None) -> bool:
         """True if auth is off or ``header`` carries one of the configured KEY:TOKEN pairs."""
-        if not self._credentials:
-            return True
+        return not self._credentials or self.identify(header) is not None
+
+    def identify(self, header: str | None) -> str | None:
+        """The configured key whose KEY:TOKEN ``header`` carries (timing-safe), else None."""
         if header is None or not header.startswith("Basic "):
-            return False
+            return None
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
         key, sep, token = decoded.partition(":")
         expected = self._credentials.get(key)
         if not sep or expected is None:
-            return False
-        return hmac.compare_digest(token.encode(), expected.encode())
+            return None
+        return key if hmac.compare_digest(token.encode(), expected.encode()) else None
 
     def check(
         self, remote: str | None, authorization: str | None, refuse: Callable[[str], None]
@@ -151,20 +131,28 @@ class Gate:
             )
         return None
 
-    def stream_url(self, request: Request, query: dict[str, str]) -> Response:
-        """Answer ``{"url": "wss://..."}`` carrying tenant, campaign and custom parameters."""
+    def stream_url(
+        self, request: Request, query: dict[str, str], authorization: str | None = None
+    ) -> Response:
+        """Answer ``{"url": "wss://..."}`` for Exotel's fetch (GET or POST).
+
+        Only the operator's parameters go into the URL (``tenant``, ``campaign`` and
+        ``stream_url_params``); Exotel's own (``CallSid``, ``passthru``, ...) are dropped, so
+        they never cause a 4xx. With auth on, the URL carries the caller's own credential.
+        """
         endpoint = query.get("endpoint", "stream")
         if endpoint not in ("stream", "voicebot"):
             return json_response(400, {"error": "endpoint must be 'stream' or 'voicebot'"})
-        custom = {
-            k: v
-            for k, v in query.items()
-            if k not in EXOTEL_CALL_PARAMS and k not in CONTROL_PARAMS
-        }
+        allowed = (*FORWARDED_PARAMS, *self.settings.stream_url_params)
+        custom = {k: query[k] for k in allowed if k in query}
         if len(custom) > MAX_CUSTOM_PARAMS:
             return json_response(
                 400,
                 {"error": f"Exotel carries at most {MAX_CUSTOM_PARAMS} custom parameters"},
+            )
+        if len(urlencode(custom)) > MAX_CUSTOM_CHARS:
+            return json_response(
+                400, {"error": f"custom parameters exceed {MAX_CUSTOM_CHARS} characters"}
             )
         params = dict(custom)
         if "sample-rate" in query:
@@ -172,14 +160,10 @@ class Gate:
                 return json_response(400, {"error": "sample-rate must be 8000, 16000 or 24000"})
             params["sample-rate"] = query["sample-rate"]
         encoded = urlencode(params)
-        if len(urlencode(custom)) > MAX_CUSTOM_CHARS:
-            return json_response(
-                400, {"error": f"custom parameters exceed {MAX_CUSTOM_CHARS} characters"}
-            )
-        base = self._base_url(request)
-        scheme, _, rest = base.partition("://")
-        if self._credentials:
-            key, token = next(iter(self._credentials.items()))
+        scheme, _, rest = self._base_url(request).partition("://")
+        key = self.identify(authorization) if self._credentials else None
+        if key is not None:
+            token = self._credentials[key]
             rest = f"{quote(key, safe='')}:{quote(token, safe='')}@{rest}"
         url = f"{scheme}://{rest.rstrip('/')}/{endpoint}"
         if encoded:
@@ -187,8 +171,11 @@ class Gate:
         return json_response(200, {"url": url})
 
     def _base_url(self, request: Request) -> str:
-        if self.settings.public_url:
-            return self.settings.public_url
+        public = self.settings.public_url
+        if public:
+            scheme, sep, rest = public.partition("://")
+            if sep and scheme in ("http", "https"):
+                return f"{'wss' if scheme == 'https' else 'ws'}://{rest}"
+            return public
         host = request.headers.get("Host", f"127.0.0.1:{self.settings.port}")
-        proto = request.headers.get("X-Forwarded-Proto", "")
-        return f"{'wss' if proto == 'https' else 'ws'}://{host}"
+        return f"{self.settings.stream_url_scheme}://{host}"

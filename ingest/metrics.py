@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+# Metric labels come from closed sets: anything else is counted as "other".
+CLOSE_CODE_LABELS = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011})
 LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -66,11 +68,22 @@ class IngestStats:
         self.duplicates = 0
         self.deadletters = 0
         self.handoffs = 0
+        self.bad_frames = 0  # undecodable messages dead-lettered while the call went on
+        self.events_before_start = 0  # connections that sent media/stop/... before start
+        self.rate_disagreements = 0  # URL sample-rate != media_format: decided from frames
+        self.outbound_frames = 0  # media.track outbound (bot/agent) frames kept, not the caller
+        self.records_too_large = 0  # records over the size limit, dead-lettered instead
+        self.prestart_dropped = 0  # /voicebot messages before start past the buffer cap
         self.refused: Counter[str] = Counter()
-        self.closes: Counter[int] = Counter()
+        self.closes: Counter[int | str] = Counter()  # keys from CLOSE_CODE_LABELS or "other"
         self.protocol_errors: Counter[int] = Counter()
-        self.unknown_events: Counter[str] = Counter()
+        self.unknown_events: Counter[str] = Counter()  # always "other": names are input
+        self.codecs: Counter[str] = Counter()  # pcm16, mulaw, alaw, unknown
+        self.call_sid_sources: Counter[str] = Counter()  # call_sid, callSid, leg_sid, ...
         self.produce_latency = Histogram()
+
+    def count_close(self, code: int) -> None:
+        self.closes[code if code in CLOSE_CODE_LABELS else "other"] += 1
 
 
 class _StatsCollector(Collector):
@@ -95,6 +108,32 @@ class _StatsCollector(Collector):
             ("ingest_sequence_duplicates", "duplicate sequence numbers seen", s.duplicates),
             ("ingest_deadletters", "dead-letter records written", s.deadletters),
             ("ingest_handoffs", "voicebot calls handed off to an agent", s.handoffs),
+            ("ingest_bad_frames", "undecodable messages dead-lettered", s.bad_frames),
+            (
+                "ingest_events_before_start",
+                "connections with events before start",
+                s.events_before_start,
+            ),
+            (
+                "ingest_rate_disagreements",
+                "URL and media_format sample rates differed",
+                s.rate_disagreements,
+            ),
+            (
+                "ingest_outbound_frames",
+                "media frames of the outbound (bot) track",
+                s.outbound_frames,
+            ),
+            (
+                "ingest_records_too_large",
+                "records over the size limit, dead-lettered",
+                s.records_too_large,
+            ),
+            (
+                "ingest_prestart_dropped",
+                "voicebot messages before start over the cap",
+                s.prestart_dropped,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         for name, doc, label, counts in (
@@ -102,6 +141,13 @@ class _StatsCollector(Collector):
             ("ingest_closes", "WebSocket closes by close code", "code", s.closes),
             ("ingest_protocol_errors", "protocol errors by close code", "code", s.protocol_errors),
             ("ingest_unknown_events", "unknown event types skipped", "event", s.unknown_events),
+            ("ingest_calls_by_codec", "started calls by audio codec", "codec", s.codecs),
+            (
+                "ingest_call_sid_source",
+                "started calls by call SID field",
+                "source",
+                s.call_sid_sources,
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for key, value in sorted(counts.items(), key=lambda kv: str(kv[0])):

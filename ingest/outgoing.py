@@ -32,14 +32,16 @@ class CallTag:
     campaign: str
     custom_parameters: dict[str, str] = field(default_factory=dict)
     sample_rate_hz: int = 8000
+    encoding: str | None = None  # media_format.encoding as Exotel sent it (audio headers)
 
 
 class Outgoing:
     """One record a session wants written to ``topic_kind``.
 
     Audio frames carry their :class:`CallTag` and frame metadata (``seq``, ``chunk``,
-    ``media_timestamp_ms``, ``received_at_ms``, ``offset_ms``), from which the sink encodes
-    the ``as-*`` headers; lifecycle and dead-letter records carry their JSON value only.
+    ``media_timestamp_ms``, ``received_at_ms``, ``offset_ms``, ``outbound``), from which the
+    sink encodes the ``as-*`` headers; lifecycle and dead-letter records carry their JSON
+    value only.
     ``ends_call`` marks a call's ``stop`` record: the sink writes the call's pending ``gap``
     record first. The sink queues this object as it is (no copy per frame) and fills the
     fields only it owns: ``headers``, ``timestamp_ms`` (the Kafka timestamp) and ``size``.
@@ -57,6 +59,7 @@ class Outgoing:
         "received_at_ms",
         "offset_ms",
         "ends_call",
+        "outbound",
         "headers",
         "timestamp_ms",
         "size",
@@ -75,6 +78,7 @@ class Outgoing:
         received_at_ms: int = 0,
         offset_ms: int = 0,
         ends_call: bool = False,
+        outbound: bool = False,
     ) -> None:
         self.topic_kind = topic_kind
         self.key = key
@@ -87,6 +91,7 @@ class Outgoing:
         self.received_at_ms = received_at_ms
         self.offset_ms = offset_ms
         self.ends_call = ends_call
+        self.outbound = outbound  # an audio frame of the bot's/agent's track, not the caller's
         # filled in by the sink when it queues the record
         self.headers: Headers = NO_HEADERS
         self.timestamp_ms = received_at_ms

@@ -24,6 +24,7 @@ from ingest.connection import ConnectionHandler
 from ingest.decisions import DecisionFollower
 from ingest.handoff import Handoff
 from ingest.http import WS_PATHS, Gate, bytes_response, json_response, split_path
+from ingest.http_post import HttpPostConnection, PostRequest
 from ingest.live import CLOSE_GOING_AWAY, LiveCalls
 from ingest.metrics import IngestStats, make_registry, render
 from ingest.settings import IngestSettings
@@ -61,7 +62,12 @@ class IngestServer:
             settings, self.handoff.on_escalate, self.handoff.bad_decision
         )
         self.handler = ConnectionHandler(
-            self.live, self.sink, self.stats, VoicebotRelay(settings, self.live), clock
+            self.live,
+            self.sink,
+            self.stats,
+            VoicebotRelay(settings, self.live, self.stats),
+            clock,
+            settings.max_bad_frames,
         )
         self.sweeper = Sweeper(settings, self.live, self.sink, self.stats, clock)
         self._server: Server | None = None
@@ -106,6 +112,7 @@ class IngestServer:
             ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s,
             close_timeout=5.0,
+            create_connection=HttpPostConnection,
         )
 
     async def stop(self) -> None:
@@ -160,7 +167,9 @@ class IngestServer:
         auth = request.headers.get("Authorization")
         if path == "/exotel/stream-url":
             refused = self.gate.check(remote, auth, self._refuse)
-            return refused or self.gate.stream_url(request, query)
+            return refused or self.gate.stream_url(request, query, auth)
+        if isinstance(request, PostRequest):
+            return json_response(405, {"error": f"POST is not allowed on {path!r}"})
         if path not in WS_PATHS:
             return json_response(404, {"error": f"no such path {path!r}"})
         refused = self.gate.check(remote, auth, self._refuse)

@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 
 from ingest.metrics import IngestStats
 from ingest.outgoing import AUDIO, CALLS, DEADLETTER, CallTag, Outgoing
+from ingest.start import DEFAULT_LABEL, choose_rate, read_start
 from schemas.deadletter import dead_letter
 from schemas.errors import ProtocolError
 from schemas.exotel import (
     DEFAULT_SAMPLE_RATE_HZ,
-    SUPPORTED_SAMPLE_RATES_HZ,
+    BadFrameError,
     DtmfEvent,
     ExotelEvent,
     MarkEvent,
@@ -28,12 +29,18 @@ from schemas.exotel import (
     StopEvent,
     UnknownEvent,
     parse_event,
+    text_in_binary,
 )
 from schemas.records import CallEvent
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TENANT = "default"
+DEFAULT_TENANT = DEFAULT_LABEL
+DEFAULT_MAX_BAD_FRAMES = 50
+
+
+class TooManyBadFrames(ProtocolError):
+    """A run of undecodable frames: close 1007 (each one was dead-lettered already)."""
 
 
 def _wall_ms() -> int:
@@ -53,6 +60,7 @@ class StreamSession:
         query: Mapping[str, str],
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = _wall_ms,
+        max_bad_frames: int = DEFAULT_MAX_BAD_FRAMES,
     ) -> None:
         self.outbox: list[Outgoing] = []  # records to write; the handler drains it
         self.stats = stats
@@ -72,9 +80,20 @@ class StreamSession:
         self.campaign = DEFAULT_TENANT
         self.custom_parameters: dict[str, str] = {}
         self.sample_rate_hz = DEFAULT_SAMPLE_RATE_HZ
+        self.encoding: str | None = None  # media_format.encoding as sent
+        self.codec = "pcm16"
+        self.call_sid_source: str | None = None
         self.last_sequence: int | None = None
-        self.audio_bytes = 0
+        self.audio_bytes = 0  # inbound (caller) PCM16 bytes: the audio clock
+        self.outbound_bytes = 0
         self.frames = 0
+        self.max_bad_frames = max_bad_frames
+        self.bad_run = 0  # undecodable frames in a row
+        self.early_seen = False  # media/stop/dtmf/mark before start (counted once)
+        self.unknown_seen = False  # an unknown event was logged
+        self._decode: Callable[[bytes], bytes] | None = None  # None: PCM16 as it is
+        self._rate_choice: tuple[int, int] | None = None  # (format, URL) rates to decide
+        self._pending_start: dict[str, object] | None = None  # held until the rate is decided
         self._key = b""
         self._tag: CallTag | None = None
 
@@ -84,85 +103,172 @@ class StreamSession:
 
     # --- messages -----------------------------------------------------------------------------
 
-    def on_message(self, raw: str | bytes, read_at: float) -> ExotelEvent | UnknownEvent:
-        """Parse and record one message. Raises ProtocolError when the call must end."""
+    def on_message(self, raw: str | bytes, read_at: float) -> ExotelEvent | UnknownEvent | None:
+        """Parse and record one message; None for an undecodable one (dead-lettered).
+
+        Raises ProtocolError when the call must end.
+        """
         if isinstance(raw, bytes):
-            raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
-        event = parse_event(raw)
-        if isinstance(event, MediaEvent):
-            self._on_media(event, read_at)
-        elif isinstance(event, StartEvent):
-            self._on_start(event, read_at)
-        elif isinstance(event, StopEvent):
-            self._on_stop(event, read_at)
-        elif isinstance(event, DtmfEvent | MarkEvent):
-            self._require_started(event.event)
-            if self._sequence_ok(event.sequence_number, read_at):
-                self._on_dtmf_or_mark(event, read_at)
-        elif isinstance(event, UnknownEvent):
-            self.stats.unknown_events[event.event[:40]] += 1
-            logger.info(
-                "call_sid=%s stream_sid=%s skipping unknown event %r",
-                self.call_sid,
-                self.stream_sid,
-                event.event[:40],
-            )
+            raw = text_in_binary(raw)
+        try:
+            event = parse_event(raw)
+            if isinstance(event, MediaEvent):
+                self._on_media(event, read_at)
+            elif isinstance(event, StartEvent):
+                self._on_start(event, read_at)
+            elif isinstance(event, StopEvent):
+                self._on_stop(event, read_at)
+            elif isinstance(event, DtmfEvent | MarkEvent):
+                if self._started_or_count(event.event) and self._sequence_ok(
+                    event.sequence_number, read_at
+                ):
+                    self._on_dtmf_or_mark(event, read_at)
+            elif isinstance(event, UnknownEvent):
+                self.stats.unknown_events["other"] += 1
+                if not self.unknown_seen:  # once per connection: the names are input
+                    self.unknown_seen = True
+                    logger.info(
+                        "call_sid=%s stream_sid=%s skipping unknown event %r (and later ones)",
+                        self.call_sid,
+                        self.stream_sid,
+                        event.event[:40],
+                    )
+        except BadFrameError as exc:
+            self._bad_frame(raw, exc.reason, read_at)
+            return None
+        if self.bad_run:
+            self.bad_run = 0
         return event
 
-    def _require_started(self, what: str) -> None:
+    def _bad_frame(self, raw: str, reason: str, read_at: float) -> None:
+        """Dead-letter one undecodable message; too many in a row end the call (1007)."""
+        self.bad_run += 1
+        self.stats.bad_frames += 1
+        if self.bad_run == 1:
+            logger.warning(
+                "call_sid=%s stream_sid=%s undecodable frame (dead-lettered): %s",
+                self.call_sid,
+                self.stream_sid,
+                reason,
+            )
+        self.dead_letter(raw, reason, read_at)
+        if self.bad_run >= self.max_bad_frames:
+            raise TooManyBadFrames(
+                f"{self.bad_run} undecodable frames in a row; last: {reason}", close_code=1007
+            )
+
+    def _started_or_count(self, what: str) -> bool:
+        """True when the call is started; else count the early event (once per connection)."""
         if self.call_sid is None:
-            raise ProtocolError(f"'{what}' before 'start'", close_code=1008)
+            if not self.early_seen:
+                self.early_seen = True
+                self.stats.events_before_start += 1
+                logger.info("stream_sid=%s '%s' before 'start': ignored", self.stream_sid, what)
+            return False
         if self.stopped:
             raise ProtocolError(f"'{what}' after 'stop'", close_code=1008)
+        return True
 
     def _on_start(self, event: StartEvent, read_at: float) -> None:
         if self.call_sid is not None:
             raise ProtocolError("second 'start' on one stream", close_code=1008)
-        info = event.start
-        custom = dict(info.custom_parameters)
-        self.custom_parameters = custom
-        self.tenant = custom.get("tenant") or self.query.get("tenant") or DEFAULT_TENANT
-        self.campaign = custom.get("campaign") or self.query.get("campaign") or DEFAULT_TENANT
-        if "media_format" in info.model_fields_set:
-            self.sample_rate_hz = info.media_format.sample_rate_hz
-        else:
-            self.sample_rate_hz = self._query_rate()
-        self.call_sid = info.call_sid
-        self.stream_sid = event.effective_stream_sid
+        setup = read_start(event, self.query)
+        stats = self.stats
+        stats.call_sid_sources[setup.call_sid_source] += 1
+        stats.codecs[setup.codec] += 1
+        if setup.codec == "unknown":
+            logger.warning(
+                "call_sid=%s unknown media_format.encoding %r: read as PCM16",
+                setup.call_sid,
+                setup.encoding,
+            )
+        if setup.rate_choice is not None:
+            stats.rate_disagreements += 1
+            logger.warning(
+                "call_sid=%s media_format says %d Hz, the URL's sample-rate %d Hz: deciding "
+                "from the first frame's size",
+                setup.call_sid,
+                *setup.rate_choice,
+            )
+        self.call_sid = setup.call_sid
+        self.call_sid_source = setup.call_sid_source
+        self.stream_sid = setup.stream_sid
+        self.tenant = setup.tenant
+        self.campaign = setup.campaign
+        self.custom_parameters = setup.custom_parameters
+        self.encoding = setup.encoding
+        self.codec = setup.codec
+        self._decode = setup.decode
+        self.sample_rate_hz = setup.sample_rate_hz
+        self._rate_choice = setup.rate_choice
         self.started_at = read_at
         self.last_media_at = read_at
         self.last_sequence = event.sequence_number
-        self._key = info.call_sid.encode()
-        self._tag = CallTag(
-            info.call_sid, self.stream_sid, self.tenant, self.campaign, custom, self.sample_rate_hz
-        )
-        self._emit(
-            "start",
-            read_at,
-            sequence_number=event.sequence_number,
-            account_sid=info.account_sid,
-            from_number=info.from_number,
-            to_number=info.to_number,
-            sample_rate_hz=self.sample_rate_hz,
-            encoding=info.media_format.encoding,
-        )
+        self._key = setup.call_sid.encode()
+        self._tag = self._make_tag()
+        info = event.start
+        start: dict[str, object] = {
+            "sequence_number": event.sequence_number,
+            "account_sid": info.account_sid,
+            "from_number": info.from_number,
+            "to_number": info.to_number,
+            "encoding": setup.encoding,
+            "codec": setup.codec,
+            "call_sid_source": setup.call_sid_source,
+            "occurred_at_ms": self.wall_ms(),
+        }
+        if self._rate_choice is None:
+            self._emit("start", read_at, extra={**start, "sample_rate_hz": self.sample_rate_hz})
+        else:
+            self._pending_start = start  # written once the first frame decides the rate
         logger.info(
-            "call_sid=%s stream_sid=%s started on %s tenant=%s campaign=%s rate=%d",
+            "call_sid=%s (from %s) stream_sid=%s started on %s tenant=%s campaign=%s rate=%d "
+            "encoding=%r",
             self.call_sid,
+            self.call_sid_source,
             self.stream_sid,
             self.endpoint,
             self.tenant,
             self.campaign,
             self.sample_rate_hz,
+            self.encoding,
         )
 
-    def _query_rate(self) -> int:
-        text = self.query.get("sample-rate") or self.query.get("sample_rate")
-        if text is None:
-            return DEFAULT_SAMPLE_RATE_HZ
-        if not text.isdigit() or int(text) not in SUPPORTED_SAMPLE_RATES_HZ:
-            raise ProtocolError(f"sample-rate {text!r} not one of {SUPPORTED_SAMPLE_RATES_HZ}")
-        return int(text)
+    def _make_tag(self) -> CallTag:
+        assert self.call_sid is not None
+        return CallTag(
+            self.call_sid,
+            self.stream_sid,
+            self.tenant,
+            self.campaign,
+            self.custom_parameters,
+            self.sample_rate_hz,
+            self.encoding,
+        )
+
+    def _decide_rate(self, frame_bytes: int, read_at: float) -> None:
+        """media_format and the URL disagree: the first caller frame's size decides."""
+        assert self._rate_choice is not None
+        format_rate, url_rate = self._rate_choice
+        chosen = choose_rate(frame_bytes, format_rate, url_rate)
+        logger.info(  # the disagreement itself was logged (warning) once, at start
+            "call_sid=%s first frame is %d bytes: %d Hz (media_format %d, URL %d)",
+            self.call_sid,
+            frame_bytes,
+            chosen,
+            format_rate,
+            url_rate,
+        )
+        self.sample_rate_hz = chosen
+        self._tag = self._make_tag()
+        self._flush_start(read_at)
+
+    def _flush_start(self, read_at: float) -> None:
+        pending = self._pending_start
+        if pending is not None:
+            self._pending_start = None
+            self._rate_choice = None
+            self._emit("start", read_at, extra={**pending, "sample_rate_hz": self.sample_rate_hz})
 
     def _sequence_ok(self, seq: int | None, read_at: float) -> bool:
         """Record gaps and duplicates; False for a duplicate (its content is not re-emitted)."""
@@ -197,21 +303,41 @@ class StreamSession:
         return True
 
     def _on_media(self, event: MediaEvent, read_at: float) -> None:
-        self._require_started("media")
-        pcm = event.media.pcm16()
-        seq = event.sequence_number
-        if not self._sequence_ok(seq, read_at):
+        if self.call_sid is None or self.stopped:
+            self._started_or_count("media")
             return
-        self.last_media_at = read_at
+        media = event.media
+        decode = self._decode
+        pcm = media.pcm16() if decode is None else decode(media.audio())
+        if not pcm:
+            raise BadFrameError("media payload is empty")
+        seq = event.sequence_number
+        track = media.track
+        outbound = track is not None and track[:3].lower() == "out"
+        if outbound:
+            # the bot's/agent's side: kept for replay, never on the caller's audio clock, and
+            # never dropped as a duplicate (tracks may number their frames apart or together)
+            if seq is not None and (self.last_sequence is None or seq > self.last_sequence):
+                self.last_sequence = seq
+        elif not self._sequence_ok(seq, read_at):
+            return
         received_at_ms = self.wall_ms()
         rate = self.sample_rate_hz
-        offset_ms = self.audio_bytes * 1000 // (rate * 2)
-        self.audio_bytes += len(pcm)
+        if outbound:
+            offset_ms = self.outbound_bytes * 1000 // (rate * 2)
+            self.outbound_bytes += len(pcm)
+            self.stats.outbound_frames += 1
+        else:
+            if self._rate_choice is not None:
+                self._decide_rate(len(pcm), read_at)
+                rate = self.sample_rate_hz
+            self.last_media_at = read_at
+            offset_ms = self.audio_bytes * 1000 // (rate * 2)
+            self.audio_bytes += len(pcm)
         self.frames += 1
         stats = self.stats
         stats.frames_in += 1
         stats.audio_bytes_in += len(pcm)
-        media = event.media
         self.outbox.append(
             Outgoing(
                 AUDIO,
@@ -224,6 +350,8 @@ class StreamSession:
                 media.timestamp_ms,
                 received_at_ms,
                 offset_ms,
+                False,
+                outbound,
             )
         )
 
@@ -242,7 +370,8 @@ class StreamSession:
             )
 
     def _on_stop(self, event: StopEvent, read_at: float) -> None:
-        self._require_started("stop")
+        if not self._started_or_count("stop"):
+            return
         if event.sequence_number is not None:
             self._sequence_ok(event.sequence_number, read_at)
         self._finish(event.stop.reason or "stopped", read_at, event.sequence_number)
@@ -275,8 +404,17 @@ class StreamSession:
 
     # --- records ------------------------------------------------------------------------------
 
-    def _emit(self, kind: str, read_at: float, ends_call: bool = False, **fields: object) -> None:
+    def _emit(
+        self,
+        kind: str,
+        read_at: float,
+        ends_call: bool = False,
+        extra: dict[str, object] | None = None,
+        **fields: object,
+    ) -> None:
         assert self.call_sid is not None
+        if self._pending_start is not None and kind != "start":
+            self._flush_start(read_at)  # no frame decided the rate: media_format's stands
         record = CallEvent.model_validate(
             {
                 "kind": kind,
@@ -287,6 +425,7 @@ class StreamSession:
                 "custom_parameters": self.custom_parameters,
                 "occurred_at_ms": self.wall_ms(),
                 **fields,
+                **(extra or {}),
             }
         )
         self.outbox.append(

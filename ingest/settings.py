@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,9 +46,28 @@ class IngestSettings(KafkaFields, BaseSettings):
     public_url: str | None = Field(
         None, description="base URL Exotel reaches us at, e.g. wss://ingest.example.com"
     )
+    stream_url_scheme: Literal["wss", "ws"] = Field(
+        "wss",
+        description="scheme of /exotel/stream-url answers built from the Host header; Exotel "
+        "refuses ws:// in production, so ws must be asked for",
+    )
+    stream_url_params: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated query parameters /exotel/stream-url forwards besides "
+        "tenant and campaign; every other parameter (Exotel's own) is dropped",
+    )
 
     # --- limits ---------------------------------------------------------------------------
     max_message_bytes: int = Field(512 * 1024, ge=1024)
+    max_bad_frames: int = Field(
+        50, ge=1, description="undecodable frames in a row that end a call (1007)"
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=16 * 1024,
+        description="largest Kafka record written (Kafka's default limit is 1 MiB); a bigger "
+        "one is dead-lettered without its bytes instead of being retried forever",
+    )
     max_calls: int = Field(2000, ge=1, description="concurrent calls; more are refused (503)")
     first_message_timeout_s: float = Field(10.0, gt=0)
     idle_timeout_s: float = Field(30.0, gt=0, description="started call with no media")
@@ -80,7 +99,7 @@ class IngestSettings(KafkaFields, BaseSettings):
     handoff_enabled: bool = True
     upstream_open_timeout_s: float = Field(5.0, gt=0)
 
-    @field_validator("allow_ips", mode="before")
+    @field_validator("allow_ips", "stream_url_params", mode="before")
     @classmethod
     def _split_ips(cls, value: Any) -> Any:
         return _split_commas(value)

@@ -22,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ingest.metrics import IngestStats
-from ingest.outgoing import AUDIO, CALLS, NO_HEADERS, CallTag, Outgoing, TopicKind
+from ingest.outgoing import AUDIO, CALLS, DEADLETTER, NO_HEADERS, CallTag, Outgoing, TopicKind
+from ingest.queues import AudioRoute, GapTally, PartitionQueue
 from ingest.settings import IngestSettings
+from schemas.deadletter import dead_letter
 from schemas.partition import partition_for
-from schemas.records import AUDIO_HEADER_PREFIX, CallEvent, audio_headers, static_audio_headers
+from schemas.records import CallEvent, audio_headers
 from schemas.topics import AUDIO as AUDIO_TOPIC
 from schemas.topics import CALLS as CALLS_TOPIC
 from schemas.topics import DEADLETTER as DEADLETTER_TOPIC
@@ -43,55 +44,6 @@ logger = logging.getLogger(__name__)
 
 class SinkError(RuntimeError):
     """Kafka could not be reached at start."""
-
-
-class PartitionQueue:
-    """Pending records of one topic partition and the task that sends them in order."""
-
-    __slots__ = ("topic", "partition", "audio", "pending", "wake", "task", "in_flight")
-
-    def __init__(self, topic: str, partition: int, audio: bool) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.audio = audio
-        self.pending: deque[Outgoing] = deque()
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.in_flight = 0
-
-
-class _GapTally:
-    """Audio frames of one call the sink dropped and has not reported in a gap record yet.
-
-    Per call, owned by the ingest process (its sink) until the gap record is written.
-    """
-
-    __slots__ = ("tag", "first_seq", "last_seq", "count")
-
-    def __init__(self, tag: CallTag, seq: int) -> None:
-        self.tag = tag
-        self.first_seq = seq
-        self.last_seq = seq
-        self.count = 0
-
-
-class _AudioRoute:
-    """Where one call's frames go and the part of their headers that never changes.
-
-    Per call, owned by the ingest process (its sink) from the first frame to the stop record.
-    """
-
-    __slots__ = ("queue", "static", "rate_header")
-
-    def __init__(self, queue: PartitionQueue, call: CallTag) -> None:
-        self.queue = queue
-        self.static = static_audio_headers(
-            call.call_sid, call.stream_sid, call.tenant, call.campaign
-        )
-        self.rate_header = (
-            AUDIO_HEADER_PREFIX + "sample_rate_hz",
-            str(call.sample_rate_hz).encode(),
-        )
 
 
 class RecordSink:
@@ -116,12 +68,12 @@ class RecordSink:
             "calls": self.calls_topic,
             "deadletter": self.deadletter_topic,
         }
-        self._routes: dict[CallTag, _AudioRoute] = {}  # live calls' audio routes
+        self._routes: dict[CallTag, AudioRoute] = {}  # live calls' audio routes
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self._audio_queues: list[PartitionQueue] = []
-        self._gaps: dict[str, _GapTally] = {}
+        self._gaps: dict[str, GapTally] = {}
         self._closing = False
         self._suspect = False  # a send failed: check the topics before writing again
         self._probe_lock = asyncio.Lock()
@@ -227,9 +179,9 @@ class RecordSink:
                 route = self._routes.get(call)
                 if route is None:
                     queue = self.queue_for(self.audio_topic, out.key)
-                    route = self._routes[call] = _AudioRoute(queue, call)
+                    route = self._routes[call] = AudioRoute(queue, call)
                 headers = out.headers = audio_headers(
-                    route.static,
+                    route.static_outbound if out.outbound else route.static,
                     out.seq,
                     out.chunk,
                     out.media_timestamp_ms,
@@ -239,6 +191,9 @@ class RecordSink:
                 )
                 # an estimate (headers of an audio frame are ~250 bytes): summing them costs more
                 size = out.size = len(out.key) + len(out.value) + 64 + 24 * len(headers)
+                if size > self.settings.max_record_bytes:
+                    self._too_large(out, sum(len(k) + len(v) for k, v in headers))
+                    continue
                 queue = route.queue
                 queue.pending.append(out)
                 self.buffered_bytes += size
@@ -258,11 +213,39 @@ class RecordSink:
         """Queue a lifecycle or dead-letter record of the sink's own: never dropped."""
         self._queue_record(topic, Outgoing(CALLS, key, value, read_at))
 
+    def _too_large(self, out: Outgoing, header_bytes: int = 0) -> None:
+        """A record Kafka would refuse for ever: dead-letter what it was, without its bytes."""
+        self.stats.records_too_large += 1
+        size = len(out.key) + len(out.value) + header_bytes
+        call_sid = out.key[:128].decode("utf-8", "replace")
+        logger.error(
+            "call_sid=%s %s record of %d bytes over the %d-byte limit: dead-lettered",
+            call_sid,
+            out.topic_kind,
+            size,
+            self.settings.max_record_bytes,
+        )
+        record = dead_letter(
+            "ingest",
+            f"{out.topic_kind} record of {size} bytes over the "
+            f"{self.settings.max_record_bytes}-byte record limit",
+            call_sid=call_sid,
+            occurred_at_ms=self.wall_ms(),
+        )
+        self._queue_record(
+            self.deadletter_topic,
+            Outgoing(DEADLETTER, out.key[:128], record.to_bytes(), out.read_at),
+        )
+
     def _queue_record(self, topic: str, out: Outgoing) -> None:
+        size = len(out.key) + len(out.value) + 64
+        if size > self.settings.max_record_bytes:
+            self._too_large(out)
+            return
         queue = self.queue_for(topic, out.key)
         out.headers = NO_HEADERS
         out.timestamp_ms = self.wall_ms()
-        out.size = len(out.key) + len(out.value) + 64
+        out.size = size
         queue.pending.append(out)
         self.buffered_bytes += out.size
         if self.buffered_bytes > self.settings.buffer_max_bytes:
@@ -296,7 +279,7 @@ class RecordSink:
             if tag is not None:
                 tally = self._gaps.get(tag.call_sid)
                 if tally is None:
-                    tally = self._gaps[tag.call_sid] = _GapTally(tag, entry.seq)
+                    tally = self._gaps[tag.call_sid] = GapTally(tag, entry.seq)
                 tally.count += 1
                 tally.first_seq = min(tally.first_seq, entry.seq)
                 tally.last_seq = max(tally.last_seq, entry.seq)
@@ -309,7 +292,7 @@ class RecordSink:
         for tally in tallies:
             self._write_gap(tally)
 
-    def _write_gap(self, tally: _GapTally) -> None:
+    def _write_gap(self, tally: GapTally) -> None:
         tag = tally.tag
         event = CallEvent(
             kind="gap",
@@ -399,6 +382,13 @@ class RecordSink:
             try:
                 future = await producer.send_batch(batch, queue.topic, partition=queue.partition)
                 await future
+            except MessageSizeTooLargeError:
+                # the broker's limit is below ours: retrying would stall the partition for ever
+                queue.in_flight = 0
+                self.buffered_bytes -= size
+                for entry in taken:
+                    self._too_large(entry, sum(len(k) + len(v) for k, v in entry.headers))
+                continue
             except KafkaError as exc:
                 pending.extendleft(reversed(taken))
                 queue.in_flight = 0

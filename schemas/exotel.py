@@ -1,9 +1,16 @@
 """Exotel AgentStream WebSocket events, parsed once at the edge into typed, frozen models.
 
-Tolerant exactly where Exotel is inconsistent (see ``shared/docs/exotel-agentstream.md``):
-numbers arrive as JSON numbers or strings, ``stream_sid`` is also spelt ``streamSid``,
-``media_format.encoding`` is ``raw`` or ``audio/x-raw``, ``bit_rate`` is ``"16"`` (bits) or
-``"128"`` (kbps), unknown extra fields are ignored. Anything else raises :class:`ProtocolError`.
+Strict records, tolerant connections (``docs/ingest.md`` lists every variant and its source):
+numbers arrive as JSON numbers or strings, ids in snake_case or camelCase, ``sample_rate`` as
+``8000``, ``"8000Hz"``, ``"8k"`` or ``""``, ``custom_parameters`` as an object, a string or
+null, ``media_format`` may be null, timestamps fractional or empty. A field that cannot be read
+becomes ``None`` (the caller picks the default); only what cannot be bounded is an error:
+
+* an integer outside the signed 64-bit range, or an id/string field over its length limit:
+  :class:`ProtocolError` (1007) whatever the event, so nothing unbounded reaches a record;
+* a ``start`` without any usable field is the session's call (it knows the URL fallbacks);
+* any other event that cannot be read at all (no ``media`` object, bad JSON, ...):
+  :class:`BadFrameError`: dead-lettered, and the call goes on.
 """
 
 from __future__ import annotations
@@ -21,47 +28,34 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
 
 from schemas.errors import ProtocolError
+from schemas.exotel_fields import (
+    DEFAULT_SAMPLE_RATE_HZ as DEFAULT_SAMPLE_RATE_HZ,
+)
+from schemas.exotel_fields import (
+    FATAL_ERRORS,
+    OptId,
+    OptInt,
+    OptText,
+    bounded,
+    read_custom_parameters,
+)
+from schemas.exotel_fields import MAX_ID_CHARS as MAX_ID_CHARS
+from schemas.exotel_fields import MAX_NESTING_DEPTH as MAX_NESTING_DEPTH
+from schemas.exotel_fields import MAX_TEXT_CHARS as MAX_TEXT_CHARS
+from schemas.exotel_fields import SUPPORTED_SAMPLE_RATES_HZ as SUPPORTED_SAMPLE_RATES_HZ
+from schemas.exotel_fields import BadFrameError as BadFrameError
+from schemas.exotel_fields import Codec as Codec
+from schemas.exotel_fields import classify_encoding as classify_encoding
+from schemas.exotel_fields import parse_rate as parse_rate
 
-SUPPORTED_SAMPLE_RATES_HZ = (8000, 16000, 24000)
-DEFAULT_SAMPLE_RATE_HZ = 8000
-MAX_NESTING_DEPTH = 8
+# --- events ---------------------------------------------------------------------------------
 
-
-def _int_from_any(value: Any) -> Any:
-    """Accept ``1`` and ``"1"`` alike; reject floats with a fraction and booleans."""
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, str):
-        stripped = value.strip()
-        if not stripped.lstrip("-").isdigit():
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(stripped)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(value)
-    return value
-
-
-LooseInt = Annotated[int, BeforeValidator(_int_from_any)]
-
-
-def _str_from_any(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a string")
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-LooseStr = Annotated[str, BeforeValidator(_str_from_any)]
-
-_STREAM_SID = AliasChoices("stream_sid", "streamSid", "streamSID", "StreamSid")
-_CALL_SID = AliasChoices("call_sid", "callSid", "CallSid")
+_STREAM_SID = AliasChoices(
+    "stream_sid", "streamSid", "streamSID", "StreamSid", "StreamSID", "streamId", "stream_id"
+)
 _ACCOUNT_SID = AliasChoices("account_sid", "accountSid", "AccountSid")
 
 
@@ -69,89 +63,139 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+def _object_or_none(value: Any) -> Any:
+    if isinstance(value, str):  # a bare encoding string
+        return {"encoding": value}
+    return value if isinstance(value, dict) else None
+
+
 class MediaFormat(_Frozen):
-    """Audio format of a stream; always mono PCM16 little-endian."""
+    """What ``start.media_format`` says; unreadable parts are None (the session decides)."""
 
-    encoding: Literal["raw", "audio/x-raw"] = "raw"
-    sample_rate_hz: LooseInt = Field(
-        DEFAULT_SAMPLE_RATE_HZ, validation_alias=AliasChoices("sample_rate", "sampleRate")
-    )
-    bit_rate: LooseStr | None = Field(None, validation_alias=AliasChoices("bit_rate", "bitRate"))
+    encoding: OptText = None
+    sample_rate: Any = Field(None, validation_alias=AliasChoices("sample_rate", "sampleRate"))
+    bit_rate: OptText = Field(None, validation_alias=AliasChoices("bit_rate", "bitRate"))
 
-    @field_validator("sample_rate_hz")
-    @classmethod
-    def _known_rate(cls, value: int) -> int:
-        if value not in SUPPORTED_SAMPLE_RATES_HZ:
-            raise ValueError(f"sample_rate {value} not one of {SUPPORTED_SAMPLE_RATES_HZ}")
-        return value
+    @property
+    def sample_rate_hz(self) -> int | None:
+        """The rate from the encoding's ``;rate=``, else ``sample_rate``; None: unreadable."""
+        _, from_encoding = classify_encoding(self.encoding)
+        return from_encoding or parse_rate(self.sample_rate)
+
+    @property
+    def codec(self) -> Codec:
+        return classify_encoding(self.encoding)[0]
 
 
 class StartInfo(_Frozen):
-    stream_sid: LooseStr | None = Field(None, validation_alias=_STREAM_SID)
-    call_sid: LooseStr = Field(validation_alias=_CALL_SID)
-    account_sid: LooseStr | None = Field(None, validation_alias=_ACCOUNT_SID)
-    from_number: LooseStr | None = Field(None, validation_alias=AliasChoices("from", "From"))
-    to_number: LooseStr | None = Field(None, validation_alias=AliasChoices("to", "To"))
-    custom_parameters: dict[str, LooseStr] = Field(
+    stream_sid: OptId = Field(None, validation_alias=_STREAM_SID)
+    call_sid: OptId = None
+    callSid: OptId = Field(None, validation_alias=AliasChoices("callSid", "CallSid", "callSID"))  # noqa: N815
+    leg_sid: OptId = Field(None, validation_alias=AliasChoices("leg_sid", "legSid"))
+    account_sid: OptId = Field(None, validation_alias=_ACCOUNT_SID)
+    from_number: OptText = Field(None, validation_alias=AliasChoices("from", "From"))
+    to_number: OptText = Field(None, validation_alias=AliasChoices("to", "To"))
+    custom_parameters: Annotated[dict[str, str], BeforeValidator(read_custom_parameters)] = Field(
         default_factory=dict,
         validation_alias=AliasChoices("custom_parameters", "customParameters"),
     )
-    media_format: MediaFormat = Field(
-        default_factory=MediaFormat,
-        validation_alias=AliasChoices("media_format", "mediaFormat"),
+    media_format: Annotated[MediaFormat | None, BeforeValidator(_object_or_none)] = Field(
+        None, validation_alias=AliasChoices("media_format", "mediaFormat")
     )
-
-
-class MediaInfo(_Frozen):
-    chunk: LooseInt | None = None
-    timestamp_ms: LooseInt | None = Field(None, validation_alias=AliasChoices("timestamp"))
-    payload: str
-
-    def pcm16(self) -> bytes:
-        """Decode the base64 payload into raw PCM16 LE bytes (even length)."""
-        try:
-            # strict_mode: C-level validation, ~35% cheaper than b64decode(validate=True)
-            pcm = binascii.a2b_base64(self.payload, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(f"media payload is not valid base64: {exc}") from exc
-        if len(pcm) % 2:
-            raise ProtocolError(f"media payload has odd length {len(pcm)}: not PCM16")
-        return pcm
-
-
-class DtmfInfo(_Frozen):
-    digit: LooseStr
-    duration_ms: LooseInt | None = Field(None, validation_alias=AliasChoices("duration"))
-
-
-class MarkInfo(_Frozen):
-    name: LooseStr
-
-
-class StopInfo(_Frozen):
-    call_sid: LooseStr | None = Field(None, validation_alias=_CALL_SID)
-    account_sid: LooseStr | None = Field(None, validation_alias=_ACCOUNT_SID)
-    reason: LooseStr | None = None
 
 
 class _Event(_Frozen):
-    sequence_number: LooseInt | None = Field(
+    sequence_number: OptInt = Field(
         None, validation_alias=AliasChoices("sequence_number", "sequenceNumber")
     )
-    stream_sid: LooseStr | None = Field(None, validation_alias=_STREAM_SID)
+    stream_sid: OptId = Field(None, validation_alias=_STREAM_SID)
 
 
 class ConnectedEvent(_Frozen):
     event: Literal["connected"]
 
 
+def _dict_or_empty(value: Any) -> Any:
+    return value if isinstance(value, dict) else {}
+
+
 class StartEvent(_Event):
     event: Literal["start"]
-    start: StartInfo
+    start: Annotated[StartInfo, BeforeValidator(_dict_or_empty)] = Field(default_factory=StartInfo)
+    call_sid: OptId = Field(None, validation_alias=AliasChoices("call_sid", "callSid"))
 
     @property
     def effective_stream_sid(self) -> str:
         return self.stream_sid or self.start.stream_sid or ""
+
+    def call_identity(self, url_call_sid: str | None = None) -> tuple[str, str] | None:
+        """``(call SID, where it came from)``, first of: ``call_sid``, ``callSid``,
+        ``leg_sid``, the URL's ``CallSid`` parameter, the stream SID; None if none is there."""
+        info = self.start
+        for value, source in (
+            (info.call_sid, "call_sid"),
+            (info.callSid, "callSid"),
+            (self.call_sid, "call_sid"),
+            (info.leg_sid, "leg_sid"),
+            (url_call_sid, "url_CallSid"),
+            (self.effective_stream_sid, "stream_sid"),
+        ):
+            if value and value.strip():
+                return value.strip(), source
+        return None
+
+
+class MediaInfo(_Frozen):
+    chunk: OptInt = None
+    timestamp_ms: OptInt = Field(None, validation_alias=AliasChoices("timestamp", "timestamp_ms"))
+    payload: str
+    track: OptText = None
+
+    def audio(self) -> bytes:
+        """The base64 payload as bytes; whitespace and missing padding are repaired."""
+        try:
+            # strict_mode: C-level validation, ~35% cheaper than b64decode(validate=True)
+            return binascii.a2b_base64(self.payload, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return _repair_base64(self.payload)
+
+    def pcm16(self) -> bytes:
+        """The payload as PCM16 LE bytes (even length); BadFrameError if it is not."""
+        try:
+            pcm = binascii.a2b_base64(self.payload, strict_mode=True)  # the fast path
+        except (binascii.Error, ValueError):
+            pcm = _repair_base64(self.payload)
+        if len(pcm) % 2:
+            raise BadFrameError(f"media payload has odd length {len(pcm)}: not PCM16")
+        return pcm
+
+
+def _repair_base64(payload: str) -> bytes:
+    text = "".join(payload.split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text = text.rstrip("=")
+    if len(text) % 4 == 1:
+        raise BadFrameError("media payload is not valid base64: truncated")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadFrameError(f"media payload is not valid base64: {exc}") from exc
+
+
+class DtmfInfo(_Frozen):
+    digit: Annotated[str, bounded(16)]
+    duration_ms: OptInt = Field(None, validation_alias=AliasChoices("duration", "duration_ms"))
+
+
+class MarkInfo(_Frozen):
+    name: Annotated[str, bounded(MAX_TEXT_CHARS)]
+
+
+class StopInfo(_Frozen):
+    call_sid: OptId = Field(None, validation_alias=AliasChoices("call_sid", "callSid", "CallSid"))
+    account_sid: OptId = Field(None, validation_alias=_ACCOUNT_SID)
+    reason: OptText = None
 
 
 class MediaEvent(_Event):
@@ -171,14 +215,20 @@ class MarkEvent(_Event):
 
 class StopEvent(_Event):
     event: Literal["stop"]
-    stop: StopInfo = Field(default_factory=StopInfo)
+    stop: Annotated[StopInfo, BeforeValidator(_dict_or_empty)] = Field(default_factory=StopInfo)
+
+
+class ClearEvent(_Event):
+    """``clear`` from Exotel: drop queued bot audio (relayed to the upstream bot)."""
+
+    event: Literal["clear"]
 
 
 ExotelEvent = Annotated[
-    ConnectedEvent | StartEvent | MediaEvent | DtmfEvent | MarkEvent | StopEvent,
+    ConnectedEvent | StartEvent | MediaEvent | DtmfEvent | MarkEvent | StopEvent | ClearEvent,
     Field(discriminator="event"),
 ]
-KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
+KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop", "clear"})
 _ADAPTER: TypeAdapter[ExotelEvent] = TypeAdapter(ExotelEvent)
 
 
@@ -212,48 +262,92 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _error_text(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
+def _error(event: str, exc: ValidationError) -> ProtocolError:
+    errors = exc.errors()
+    fatal = [e for e in errors if e["type"] in FATAL_ERRORS]
+    first = (fatal or errors)[0]
+    where = ".".join(str(part) for part in first["loc"][1:] or first["loc"])
+    text = f"bad '{event}' event: {where}: {first['msg']}"
+    if fatal or event == "start":
+        return ProtocolError(text)
+    return BadFrameError(text)
+
+
+def text_in_binary(raw: bytes) -> str:
+    """A JSON object sent in a binary frame, as text; any other binary frame is 1003."""
+    if raw[:1] == b"{":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    raise ProtocolError("binary frames are not part of the protocol", close_code=1003)
 
 
 def parse_event(raw: str | bytes) -> ExotelEvent | UnknownEvent:
     """Parse one WebSocket text message from Exotel.
 
-    Raises :class:`ProtocolError` (close code 1007) for bad JSON or wrong types, and 1009-like
-    depth abuse as 1008. Unknown ``event`` values come back as :class:`UnknownEvent`.
+    Raises :class:`BadFrameError` for a message that cannot be read (bad JSON, no usable
+    ``media``), :class:`ProtocolError` (1007) for an unbounded value or an unreadable
+    ``start``, and 1008 for absurd nesting. Unknown ``event`` values come back as
+    :class:`UnknownEvent`.
     """
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"message is not valid JSON: {exc}") from exc
+        raise BadFrameError(f"message is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ProtocolError("message is not a JSON object")
+        raise BadFrameError("message is not a JSON object")
     if _depth(data, MAX_NESTING_DEPTH) > MAX_NESTING_DEPTH:
         raise ProtocolError(
             f"message nests deeper than {MAX_NESTING_DEPTH} levels", close_code=1008
         )
     event = data.get("event")
     if not isinstance(event, str):
-        raise ProtocolError("message has no string 'event' field")
+        raise BadFrameError("message has no string 'event' field")
     if event not in KNOWN_EVENTS:
-        return UnknownEvent(event=event)
+        lowered = event.strip().lower()
+        if lowered not in KNOWN_EVENTS:
+            return UnknownEvent(event=event[:MAX_TEXT_CHARS])
+        data["event"] = event = lowered  # "Media", " start ": the spelling varies, not the event
+    if event == "start" and not isinstance(data.get("start"), dict):
+        data["start"] = {k: v for k, v in data.items() if k != "start"}  # a flat start
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError(f"bad '{event}' event: {_error_text(exc)}") from exc
+        raise _error(event, exc) from exc
 
 
 # --- messages we send (Voicebot only) -------------------------------------------------------
 
+MIN_OUTBOUND_BYTES = 3200  # Exotel: at least 3.2 KB (100 ms at 16 kHz, 200 ms at 8 kHz)
+MAX_OUTBOUND_BYTES = 100 * 1024  # at most 100 KB
+OUTBOUND_QUANTUM = 320  # and a multiple of 320 bytes
+
 
 def media_message(stream_sid: str, pcm16: bytes) -> bytes:
-    """A ``media`` message carrying PCM16 LE audio back to the caller."""
-    if len(pcm16) % 320:
-        raise ValueError("outbound audio chunks must be a multiple of 320 bytes")
+    """A ``media`` message carrying PCM16 LE audio back to the caller (pipecat's and
+    bolna's spelling: ``stream_sid``). The chunk must already fit Exotel's bounds."""
+    size = len(pcm16)
+    if size % OUTBOUND_QUANTUM or not MIN_OUTBOUND_BYTES <= size <= MAX_OUTBOUND_BYTES:
+        raise ValueError(
+            f"outbound audio chunks must be a multiple of {OUTBOUND_QUANTUM} bytes between "
+            f"{MIN_OUTBOUND_BYTES} and {MAX_OUTBOUND_BYTES}; got {size}"
+        )
     payload = base64.b64encode(pcm16).decode("ascii")
     return orjson.dumps({"event": "media", "stream_sid": stream_sid, "media": {"payload": payload}})
+
+
+def media_messages(stream_sid: str, pcm16: bytes, chunk_bytes: int = 3200) -> list[bytes]:
+    """Any amount of PCM16 as ``media`` messages within Exotel's bounds; the last chunk is
+    padded with silence up to a multiple of 320 bytes and at least 3.2 KB."""
+    step = min(max(chunk_bytes, MIN_OUTBOUND_BYTES), MAX_OUTBOUND_BYTES)
+    step -= step % OUTBOUND_QUANTUM
+    out: list[bytes] = []
+    for start in range(0, len(pcm16), step):
+        piece = pcm16[start : start + step]
+        size = max(MIN_OUTBOUND_BYTES, -(-len(piece) // OUTBOUND_QUANTUM) * OUTBOUND_QUANTUM)
+        out.append(media_message(stream_sid, piece.ljust(size, b"\x00")))
+    return out
 
 
 def mark_message(stream_sid: str, name: str) -> bytes:

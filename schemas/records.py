@@ -4,8 +4,9 @@ Every JSON value carries ``schema_version``; adding a field with a default is co
 anything else is a new version. Units are in field names; timestamps are UTC epoch
 milliseconds (``*_at_ms``) so any tool can compare them without parsing.
 
-Audio frames are the one binary topic: the value is the raw PCM16 LE chunk exactly as Exotel
-sent it (decoded from base64) and the metadata travels in Kafka headers (:class:`AudioFrameMeta`),
+Audio frames are the one binary topic: the value is the raw PCM16 LE chunk as Exotel sent it
+(decoded from base64, and from G.711 when the stream was μ-law or A-law) and the metadata
+travels in Kafka headers (:class:`AudioFrameMeta`),
 so a frame costs no JSON encoding on the hot path and analysts get playable audio bytes.
 """
 
@@ -49,6 +50,12 @@ class AudioFrameMeta(Record):
     stream_sid: str
     tenant: str = "default"
     campaign: str = "default"
+    track: Literal["inbound", "outbound"] = Field(
+        "inbound", description="inbound: the caller; outbound: the bot's or agent's audio"
+    )
+    encoding: str | None = Field(
+        None, description="media_format.encoding as Exotel sent it; the value is PCM16 anyway"
+    )
     sequence_number: int
     chunk: int | None = None
     timestamp_ms: int | None = Field(None, description="Exotel's media.timestamp")
@@ -75,17 +82,27 @@ class AudioFrameMeta(Record):
 
 
 def static_audio_headers(
-    call_sid: str, stream_sid: str, tenant: str, campaign: str
+    call_sid: str,
+    stream_sid: str,
+    tenant: str,
+    campaign: str,
+    track: str = "inbound",
+    encoding: str | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The per-call part of the audio headers, in :class:`AudioFrameMeta` field order."""
+    """The per-call (and per-track) part of the audio headers, in :class:`AudioFrameMeta`
+    field order."""
     h = AUDIO_HEADER_PREFIX
-    return [
+    headers = [
         (h + "schema_version", str(SCHEMA_VERSION).encode()),
         (h + "call_sid", call_sid.encode()),
         (h + "stream_sid", stream_sid.encode()),
         (h + "tenant", tenant.encode()),
         (h + "campaign", campaign.encode()),
+        (h + "track", track.encode()),
     ]
+    if encoding is not None:
+        headers.append((h + "encoding", encoding.encode()))
+    return headers
 
 
 def audio_headers(
@@ -144,7 +161,11 @@ class CallEvent(Record):
     from_number: str | None = None
     to_number: str | None = None
     sample_rate_hz: int | None = None
-    encoding: str | None = None
+    encoding: str | None = Field(None, description="media_format.encoding as Exotel sent it")
+    codec: str | None = Field(None, description="pcm16, mulaw, alaw or unknown (read as pcm16)")
+    call_sid_source: str | None = Field(
+        None, description="call_sid, callSid, leg_sid, url_CallSid or stream_sid"
+    )
     # stop: "stopped", "callended", "disconnected", "timeout", "session_cap", "handoff", ...
     stop_reason: str | None = None
     # dtmf / mark

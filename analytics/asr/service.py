@@ -367,6 +367,9 @@ class TranscriptionService:
         self, meta: AudioFrameMeta, pcm: bytes, done: Done, partition: int | None = None
     ) -> None:
         """Queue one audio frame for its call (never blocks); ``partition``: its source."""
+        if meta.track == "outbound":
+            done()  # the bot's/agent's side (media.track): kept in the topic, not the caller
+            return
         session = self.sessions.get(meta.call_sid)
         if session is None or session.ending:
             if session is not None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 async def test_auth_refused_at_handshake(kafka_bootstrap: str, topic_prefix: str) -> None:
     async with running_server(
-        kafka_bootstrap, topic_prefix, basic_auth="exokey:s3cret,other:tok"
+        kafka_bootstrap, topic_prefix, basic_auth="exokey:s3cret,other:tok", stream_url_scheme="ws"
     ) as server:
         host = f"127.0.0.1:{server.port}"
         for url in (
@@ -42,7 +42,10 @@ async def test_auth_refused_at_handshake(kafka_bootstrap: str, topic_prefix: str
             auth = aiohttp.BasicAuth("other", "tok")
             async with http.get(f"http://{host}/exotel/stream-url?tenant=a", auth=auth) as resp:
                 url = (await resp.json())["url"]
-        assert url == f"ws://exokey:s3cret@{host}/stream?tenant=a"
+            own = aiohttp.BasicAuth("exokey", "s3cret")
+            async with http.post(f"http://{host}/exotel/stream-url?tenant=a", auth=own) as resp:
+                assert (await resp.json())["url"] == f"ws://exokey:s3cret@{host}/stream?tenant=a"
+        assert url == f"ws://other:tok@{host}/stream?tenant=a"  # the caller's own credential
 
         async with connect(url) as ws:  # credentials in the URL become Authorization: Basic
             await ws.send(start("CA-A", "ST-A"))

@@ -20,6 +20,7 @@ from tests.integration.ingest.ingest_support import (
     dtmf,
     mark,
     media,
+    msg,
     pcm,
     read_audio,
     read_calls,
@@ -85,6 +86,7 @@ async def test_proxy_relays_both_ways_and_hands_off(
                 media("ST-V", 2, 1, 0, pcm(1600, 1)),
                 dtmf("ST-V", 3, "9"),
                 mark("ST-V", 4, "bot-said-hello"),
+                msg({"event": "clear", "stream_sid": "ST-V"}),  # from Exotel: relayed, known
                 media("ST-V", 5, 2, 100, pcm(1600, 2)),
             ]
             async with connect(ws_url(server, "/voicebot")) as ws:
@@ -94,6 +96,7 @@ async def test_proxy_relays_both_ways_and_hands_off(
                 assert orjson.loads(await ws.recv())["mark"]["name"] == "bot-said-hello"
                 await async_wait_until(lambda: len(bot.received) == len(sent))
                 assert bot.received == sent  # Exotel -> bot unchanged, connected held until start
+                assert not server.stats.unknown_events
 
                 await _escalate(kafka_bootstrap, topic_prefix, "CA-V")
                 cleared = orjson.loads(await asyncio.wait_for(ws.recv(), 10))

@@ -133,20 +133,19 @@ def test_media_without_sequence_or_chunk() -> None:
     )
 
 
-def test_bad_query_sample_rate() -> None:
-    session, _, _ = _session({"sample-rate": "44100"})
-    with pytest.raises(ProtocolError):
-        session.on_message(_start(), 0.0)
+def test_bad_query_sample_rate_falls_back_to_8000() -> None:
+    session, sink, _ = _session({"sample-rate": "44100"})
+    session.on_message(_start(), 0.0)
+    assert sink.calls()[0].sample_rate_hz == 8000
 
 
 @pytest.mark.parametrize(
     ("messages", "code"),
     [
         ([b"\x00"], 1003),
-        ([_media(2, bytes(2))], 1008),
         ([_start(), _start()], 1008),
-        ([_start(), _media(2, bytes(3))], 1007),
-        ([_start(), '{"event":"dtmf","dtmf":{}}'], 1007),
+        (['{"event":"start","start":{}}'], 1007),
+        ([_start(), _media(2**63, bytes(2))], 1007),
         (
             [
                 _start(),
@@ -169,7 +168,7 @@ def test_unknown_event_is_counted_and_skipped() -> None:
     session, sink, stats = _session()
     session.on_message('{"event":"something-new","x":1}', 0.0)
     session.on_message(_start(), 0.0)
-    assert stats.unknown_events["something-new"] == 1
+    assert stats.unknown_events == {"other": 1}  # a closed label set: names are input
     assert [c.kind for c in sink.calls()] == ["start"]
 
 
@@ -244,16 +243,13 @@ def test_stream_url() -> None:
     gate = Gate(IngestSettings(public_url="wss://ingest.example.com"))
     answer = gate.stream_url(_request("/"), {"tenant": "a", "endpoint": "voicebot", "CallSid": "x"})
     assert orjson.loads(answer.body) == {"url": "wss://ingest.example.com/voicebot?tenant=a"}
-    behind_tls = Gate(IngestSettings()).stream_url(
-        _request("/", proto="https"), {"sample-rate": "16000"}
-    )
-    assert orjson.loads(behind_tls.body) == {
+    from_host = Gate(IngestSettings()).stream_url(_request("/"), {"sample-rate": "16000"})
+    assert orjson.loads(from_host.body) == {
         "url": "wss://ingest.example:8080/stream?sample-rate=16000"
     }
-    assert (
-        gate.stream_url(_request("/"), {"a": "1", "b": "2", "c": "3", "d": "4"}).status_code == 400
-    )
-    assert gate.stream_url(_request("/"), {"a": "x" * 300}).status_code == 400
+    # parameters nobody allow-listed are dropped, never a 4xx
+    unknown = gate.stream_url(_request("/"), {"a": "1", "b": "2", "c": "3", "d": "x" * 300})
+    assert orjson.loads(unknown.body) == {"url": "wss://ingest.example.com/stream"}
     assert gate.stream_url(_request("/"), {"endpoint": "nope"}).status_code == 400
 
 

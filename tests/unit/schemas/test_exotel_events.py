@@ -19,8 +19,10 @@ from schemas.exotel import (
     clear_message,
     mark_message,
     media_message,
+    media_messages,
     parse_event,
 )
+from schemas.exotel_fields import BadFrameError
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +67,7 @@ def test_start_variants(sid_key: str, encoding: str, rate: object, seq: object) 
     assert event.sequence_number == 1
     assert event.effective_stream_sid == "MZ123"
     assert event.start.call_sid == "CA456"
+    assert event.start.media_format is not None
     assert event.start.media_format.sample_rate_hz == int(str(rate))
     assert event.start.media_format.encoding == encoding
     assert event.start.custom_parameters["tenant"] == "acme"
@@ -75,14 +78,16 @@ def test_start_variants(sid_key: str, encoding: str, rate: object, seq: object) 
 def test_start_bit_rate_spellings(bit_rate: object) -> None:
     event = parse_event(orjson.dumps(_start(bit_rate=bit_rate)))
     assert isinstance(event, StartEvent)
+    assert event.start.media_format is not None
     assert event.start.media_format.bit_rate == str(bit_rate)
 
 
-def test_start_minimal_defaults_to_8k() -> None:
+def test_start_minimal_has_no_media_format() -> None:
     event = parse_event(b'{"event":"start","start":{"call_sid":"CA1"}}')
     assert isinstance(event, StartEvent)
-    assert event.start.media_format.sample_rate_hz == 8000
+    assert event.start.media_format is None  # the session falls back to the URL, then 8000
     assert event.effective_stream_sid == ""
+    assert event.call_identity() == ("CA1", "call_sid")
 
 
 def test_unknown_fields_ignored() -> None:
@@ -158,43 +163,64 @@ def test_unknown_event_is_not_an_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "code", "fragment"),
+    ("raw", "fragment"),
     [
-        (b"not json", 1007, "not valid JSON"),
-        (b"[1,2]", 1007, "not a JSON object"),
-        (b'{"no_event":1}', 1007, "no string 'event'"),
-        (b'{"event":"start","start":{}}', 1007, "call_sid"),
-        (
-            b'{"event":"start","start":{"call_sid":"C","media_format":{"sample_rate":44100}}}',
-            1007,
-            "sample_rate",
-        ),
-        (
-            b'{"event":"start","start":{"call_sid":"C","media_format":{"encoding":"mulaw"}}}',
-            1007,
-            "encoding",
-        ),
-        (
-            b'{"event":"media","sequence_number":"three","media":{"payload":""}}',
-            1007,
-            "sequence_number",
-        ),
-        (
-            b'{"event":"media","sequence_number":1.5,"media":{"payload":""}}',
-            1007,
-            "sequence_number",
-        ),
-        (b'{"event":"media","media":{"payload":12}}', 1007, "payload"),
-        (b'{"event":"media"}', 1007, "media"),
-        (b'{"event":"dtmf","dtmf":{"digit":true}}', 1007, "digit"),
-        (b'{"event":"start","sequence_number":true,"start":{"call_sid":"C"}}', 1007, "boolean"),
+        (b"not json", "not valid JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (b'{"no_event":1}', "no string 'event'"),
+        (b'{"event":"media","media":{"payload":12}}', "payload"),
+        (b'{"event":"media"}', "media"),
+        (b'{"event":"media","media":"AAAA"}', "media"),
+        (b'{"event":"dtmf","dtmf":{}}', "digit"),
+        (b'{"event":"mark"}', "mark"),
     ],
 )
-def test_bad_messages_raise_protocol_error(raw: bytes, code: int, fragment: str) -> None:
+def test_undecodable_messages_are_bad_frames(raw: bytes, fragment: str) -> None:
+    """Dead-lettered by the session while the call goes on (not a close)."""
+    with pytest.raises(BadFrameError) as info:
+        parse_event(raw)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"event":"media","sequence_number":%d,"media":{"payload":""}}' % 2**63, "64-bit"),
+        (b'{"event":"media","media":{"chunk":%d,"payload":""}}' % (2**64 - 1), "64-bit"),
+        (b'{"event":"media","media":{"timestamp":-1e30,"payload":""}}', "64-bit"),
+        (b'{"event":"media","media":{"timestamp":"%s","payload":""}}' % (b"9" * 60), "64-bit"),
+        (b'{"event":"start","sequence_number":%d,"start":{"call_sid":"C"}}' % 2**63, "64-bit"),
+        (b'{"event":"start","start":{"call_sid":"%s"}}' % (b"C" * 129), "128 characters"),
+        (b'{"event":"media","stream_sid":"%s","media":{"payload":""}}' % (b"S" * 129), "128"),
+        (b'{"event":"start","start":{"custom_parameters":{"k":"%s"}}}' % (b"v" * 600), "too long"),
+        (b'{"event":"stop","stop":{"reason":"%s"}}' % (b"r" * 300), "256 characters"),
+    ],
+)  # fmt: skip
+def test_unbounded_values_close_the_call(raw: bytes, fragment: str) -> None:
+    """Out-of-range integers and over-long strings: 1007 with a reason, never a crash."""
     with pytest.raises(ProtocolError) as info:
         parse_event(raw)
-    assert info.value.close_code == code
+    assert not isinstance(info.value, BadFrameError)
+    assert info.value.close_code == 1007
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seq"),
+    [
+        (b'{"event":"media","sequence_number":"three","media":{"payload":""}}', None),
+        (b'{"event":"media","sequence_number":"","media":{"payload":""}}', None),
+        (b'{"event":"media","media":{"payload":""}}', None),
+        (b'{"event":"media","sequence_number":1.5,"media":{"payload":""}}', 1),
+        (b'{"event":"media","sequenceNumber":" 7 ","media":{"payload":""}}', 7),
+        (b'{"event":"media","sequence_number":true,"media":{"payload":""}}', None),
+        (b'{"event":"media","sequence_number":"9.0","media":{"payload":""}}', 9),
+    ],
+)
+def test_unreadable_sequence_numbers_fall_back_to_none(raw: bytes, seq: int | None) -> None:
+    event = parse_event(raw)
+    assert isinstance(event, MediaEvent)
+    assert event.sequence_number == seq
 
 
 def test_absurd_nesting_is_a_policy_violation() -> None:
@@ -209,24 +235,39 @@ def test_absurd_nesting_is_a_policy_violation() -> None:
     assert info.value.close_code == 1008
 
 
-@pytest.mark.parametrize("payload", ["!!!notbase64", "AAA"])
+@pytest.mark.parametrize("payload", ["!!!notbase64", "AAAAA", "A"])
 def test_bad_base64(payload: str) -> None:
     event = parse_event(orjson.dumps({"event": "media", "media": {"payload": payload}}))
     assert isinstance(event, MediaEvent)
-    with pytest.raises(ProtocolError, match="base64"):
+    with pytest.raises(BadFrameError, match="base64"):
         event.media.pcm16()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        B64[:-2],  # missing padding (B64 of 1,600 bytes ends in "==")
+        " " + B64[:100] + "\n" + B64[100:] + "\r\n",  # whitespace and line breaks
+        B64.replace("+", "-").replace("/", "_"),  # URL-safe alphabet
+        "\t".join(B64[i : i + 76] for i in range(0, len(B64), 76)),  # MIME-style lines
+    ],
+)
+def test_base64_variants_are_repaired(payload: str) -> None:
+    event = parse_event(orjson.dumps({"event": "media", "media": {"payload": payload}}))
+    assert isinstance(event, MediaEvent)
+    assert event.media.pcm16() == PCM
 
 
 def test_odd_length_pcm() -> None:
     odd = base64.b64encode(b"\x00\x01\x02").decode()
     event = parse_event(orjson.dumps({"event": "media", "media": {"payload": odd}}))
     assert isinstance(event, MediaEvent)
-    with pytest.raises(ProtocolError, match="odd length"):
+    with pytest.raises(BadFrameError, match="odd length"):
         event.media.pcm16()
 
 
 def test_outbound_messages() -> None:
-    audio = bytes(640)
+    audio = bytes(3200)
     msg = orjson.loads(media_message("MZ1", audio))
     assert msg == {
         "event": "media",
@@ -239,5 +280,21 @@ def test_outbound_messages() -> None:
         "mark": {"name": "n"},
     }
     assert orjson.loads(clear_message("MZ1")) == {"event": "clear", "stream_sid": "MZ1"}
-    with pytest.raises(ValueError, match="320"):
-        media_message("MZ1", bytes(100))
+    for bad in (100, 640, 3210, 100 * 1024 + 320):
+        with pytest.raises(ValueError, match="320"):
+            media_message("MZ1", bytes(bad))
+
+
+@pytest.mark.parametrize("size", [0, 1, 320, 3199, 3200, 5000, 64000, 250_000])
+def test_outbound_chunks_fit_exotel_bounds(size: int) -> None:
+    """Frames the engine builds: >= 3.2 KB, <= 100 KB, multiples of 320, stream_sid spelling."""
+    pcm = bytes(i % 251 for i in range(size))
+    messages = media_messages("MZ1", pcm, chunk_bytes=64000)
+    joined = b""
+    for raw in messages:
+        msg = orjson.loads(raw)
+        assert set(msg) == {"event", "media", "stream_sid"}
+        chunk = base64.b64decode(msg["media"]["payload"])
+        assert 3200 <= len(chunk) <= 100 * 1024 and len(chunk) % 320 == 0
+        joined += chunk
+    assert joined[:size] == pcm and not joined[size:].strip(b"\x00")
