@@ -58,7 +58,10 @@ class IngestServer:
             prefixed(DECISIONS, settings.topic_prefix),
         )
         self.decisions = DecisionFollower(
-            settings, self.handoff.on_escalate, self.handoff.bad_decision
+            settings,
+            self.handoff.on_escalate,
+            self.handoff.bad_decision,
+            busy=lambda: bool(self.live.by_sid),
         )
         self.handler = ConnectionHandler(
             self.live, self.sink, self.stats, VoicebotRelay(settings, self.live), clock

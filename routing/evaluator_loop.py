@@ -22,6 +22,7 @@ from routing.publisher import DecisionPublisher
 from routing.reader import YIELD_EVERY
 from routing.router import Router
 from routing.settings import RoutingSettings
+from schemas.fetchwait import FetchPacer
 from schemas.partition import partition_for
 from schemas.records import Score
 
@@ -47,6 +48,8 @@ class EvaluatorLoop:
         self.parser = parser
         self.publisher = publisher
         self.consumer: AIOKafkaConsumer | None = None
+        # Shared with the reader: a call start it reads puts the evaluator on the short wait.
+        self.pacer = FetchPacer.from_settings(settings)
 
     async def run(self, rebuilt: asyncio.Event) -> None:
         await rebuilt.wait()  # never decide before knowing what was decided
@@ -76,6 +79,9 @@ class EvaluatorLoop:
         last_commit = time.monotonic()
         while True:
             batches = await group.getmany(timeout_ms=200, max_records=500)
+            if batches:
+                self.pacer.saw_records()
+            self.pacer.apply(group)
             count = 0
             for records in batches.values():
                 for raw in records:

@@ -25,6 +25,7 @@ from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
 from routing.router import Router
 from routing.settings import RoutingSettings
+from schemas.fetchwait import FetchPacer
 from schemas.records import CallEvent, Decision, Transcript
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class DecisionReader:
         publisher: DecisionPublisher,
         metrics: RoutingMetrics,
         owns: Callable[[bytes | None, int], bool],
+        pacer: FetchPacer | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -56,6 +58,7 @@ class DecisionReader:
         self.publisher = publisher
         self.metrics = metrics
         self.owns = owns
+        self.pacer = pacer or FetchPacer.from_settings(settings)
         self.consumer: AIOKafkaConsumer | None = None
         self.rebuilt = asyncio.Event()
 
@@ -91,6 +94,9 @@ class DecisionReader:
         pending = set(tps["decisions"])
         while True:
             batches = await reader.getmany(timeout_ms=100, max_records=500)
+            if batches:
+                self.pacer.saw_records()
+            self.pacer.apply(reader)
             count = 0
             for tp, records in batches.items():
                 for raw in records:

@@ -121,6 +121,7 @@ class RoutingService:
             self.publisher,
             self.metrics,
             self.evaluator_loop.owns,
+            pacer=self.evaluator_loop.pacer,
         )
         self.rebuilt = self.reader.rebuilt
         self._producer: AIOKafkaProducer | None = None
