@@ -146,6 +146,8 @@ def _transport_class(
     )
 
     class AgentstreamConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+        thread_class = thread_cls
+
         def _new_consumer_thread(self) -> Any:
             return thread_cls(self, loop=self.loop, beacon=self.beacon)
 

@@ -9,7 +9,7 @@ import sys
 import types
 
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
-from agentstream.stack.settings import BrokerSettings, UpSettings
+from agentstream.stack.settings import BrokerSettings, UpSettings, worker_count
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
 from ingest.settings import IngestSettings
@@ -23,12 +23,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="use this Kafka instead of starting the embedded broker (KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
-    parser.add_argument("--workers", type=int, help="analytics worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help="analytics worker processes, or 'auto': one per core up to the audio topic's "
+        "partitions (default auto)",
+    )
     parser.add_argument(
         "--services",
         help="comma-separated subset of ingest,worker,routing to start ('none': broker only)",
     )
     parser.set_defaults(func=run)
+
+
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return count
 
 
 def _service_available(name: str) -> bool:
@@ -88,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         me = [sys.executable, "-m", "agentstream.cli"]
         for name in services:
-            count = up.workers if name == "worker" else 1
+            count = worker_count(up.workers) if name == "worker" else 1
             for n in range(count):
                 label = f"{name}-{n + 1}" if count > 1 else name
                 supervisor.start(Child(label, [*me, name], env))
