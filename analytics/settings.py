@@ -32,6 +32,9 @@ class WorkerSettings(KafkaFields, BaseSettings):
     web_enabled: bool = Field(False, description="faust's web server (stats/health)")
     web_host: str = "127.0.0.1"
     web_port: int = Field(0, ge=0, le=65535, description="0 = a free port")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics (audio backlog) on web_host; 0 = off"
+    )
     datadir: Path | None = Field(None, description="faust datadir; None = a temp dir per process")
     store: str = Field("memory://", description="faust table store URL")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

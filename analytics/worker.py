@@ -31,6 +31,7 @@ from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.backlog import AudioBacklog
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -126,6 +127,7 @@ class Worker:
     tracker: OffsetTracker
     rules: RulesFile
     scoring: Any = None
+    backlog: AudioBacklog = field(default_factory=AudioBacklog)
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -178,7 +180,8 @@ def build_worker(
         clock=clock,
     )
     tracker = OffsetTracker()
-    worker = Worker(app, service, tracker, rules)
+    backlog = AudioBacklog(clock)
+    worker = Worker(app, service, tracker, rules, backlog=backlog)
     audio_name = prefixed(AUDIO, prefix)
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -213,6 +216,7 @@ def build_worker(
                     )
                     done()
                     continue
+                backlog.observe(meta.call_sid, meta.received_at_ms)
                 service.on_frame(meta, bytes(message.value or b""), done, message.partition)
                 await service.wait_capacity()
         finally:
@@ -228,6 +232,7 @@ def build_worker(
                 continue
             if event.kind == "stop":
                 service.on_stop(event.call_sid)
+                backlog.forget(event.call_sid)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled:

@@ -50,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
     except AsrError as exc:
         print(f"error: {exc}")
         return 2
+    if settings.metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from analytics.backlog import BacklogCollector
+
+        registry = CollectorRegistry()
+        registry.register(BacklogCollector(worker.backlog))
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
     faust_worker = faust.Worker(
         worker.app, loglevel=str(args.log_level).lower(), quiet=True, redirect_stdouts=False
     )
