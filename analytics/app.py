@@ -115,12 +115,12 @@ class QuietStream(faust.Stream):  # type: ignore[misc]
                 if not events:
                     continue
                 gate: asyncio.Future[None] = self.loop.create_future()
-                consuming = gate
+                consuming = gate  # events arriving while the batch is handled wait for it
+                batch = list(events)
+                events.clear()
                 try:
-                    yield list(events)
+                    yield batch
                 finally:
-                    batch = list(events)
-                    events.clear()
                     for event in batch:
                         await self.ack(event)
                     arrived.clear()

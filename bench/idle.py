@@ -99,7 +99,8 @@ def wait_ready(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"agentstream up exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            tail = log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"agentstream up exited ({proc.returncode}):\n{tail}")
         workers = sum(1 for name in children(proc.pid).values() if name.startswith("worker"))
         text = log.read_text(errors="replace")
         ready_workers = sum(text.count(marker) for marker in WORKER_READY)
@@ -145,9 +146,7 @@ def print_table(rows: list[dict[str, float | str]], seconds: float, load: str) -
     print(f"\nidle stack, {seconds:.0f} s sample, {os.cpu_count()} cores, load average {load}")
     print(f"{'process':<16} {'CPU s':>7} {'% core':>7} {'RSS MiB':>8}")
     for row in sorted(rows, key=lambda r: -float(r["cpu_s"])):
-        print(
-            f"{row['process']!s:<16} {row['cpu_s']:>7.2f} {row['pct']:>6.1f}% {row['rss']:>8.0f}"
-        )
+        print(f"{row['process']!s:<16} {row['cpu_s']:>7.2f} {row['pct']:>6.1f}% {row['rss']:>8.0f}")
     total = sum(float(r["cpu_s"]) for r in rows)
     print(f"{'total':<16} {total:>7.2f} {100 * total / seconds:>6.1f}%")
 
@@ -159,7 +158,7 @@ def main() -> int:
     parser.add_argument("--workers", help="passed to `agentstream up --workers`")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for every service")
     parser.add_argument("--ready-timeout", type=float, default=240.0)
-    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="JSON folder")
     args = parser.parse_args()
 
     broker, ingest, routing = free_port(), free_port(), free_port()
@@ -199,8 +198,11 @@ def main() -> int:
     load = " -> ".join(" ".join(f"{v:.2f}" for v in la) for la in (load_before, load_after))
     print_table(rows, args.seconds, load)
     print(f"log: {log}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"load": load, "rows": rows}, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"idle-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"argv": sys.argv[1:], "load": load, "rows": rows}, indent=2))
+    print(f"results: {path}")
     return 0
 
 
