@@ -32,6 +32,7 @@ from analytics.asr.engines import load_recognizer
 from analytics.asr.ports import Redact, ServiceConfig
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.backlog import AudioBacklog, BacklogCollector
 from analytics.heartbeat import HeartbeatState
 from analytics.metrics import WorkerMetrics
 from analytics.scoring.agent import attach_scoring
@@ -144,6 +145,7 @@ class Worker:
     metrics: WorkerMetrics
     scoring: Any = None
     heartbeat: HeartbeatState | None = None
+    backlog: AudioBacklog = field(default_factory=AudioBacklog)
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -200,7 +202,9 @@ def build_worker(
         clock=clock,
     )
     tracker = OffsetTracker()
-    worker = Worker(app, service, tracker, rules, metrics)
+    backlog = AudioBacklog(clock)
+    metrics.registry.register(BacklogCollector(backlog))
+    worker = Worker(app, service, tracker, rules, metrics, backlog=backlog)
 
     def lag_s() -> float:
         oldest = tracker.oldest_read_at_s()
@@ -249,6 +253,7 @@ def build_worker(
                     )
                     done()
                     continue
+                backlog.observe(meta.call_sid, meta.received_at_ms)
                 service.on_frame(meta, bytes(message.value or b""), done, message.partition)
                 await service.wait_capacity()
         finally:
@@ -264,6 +269,7 @@ def build_worker(
                 continue
             if event.kind == "stop":
                 service.on_stop(event.call_sid, event.sequence_number)
+                backlog.forget(event.call_sid)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled:

@@ -1,7 +1,9 @@
 """Follow ``agentstream.decisions`` and hand escalated voicebot calls to the next applet.
 
 Every ingest instance reads every partition (no consumer group): only the instance that
-holds the call's socket acts on a decision, the others ignore it.
+holds the call's socket acts on a decision, the others ignore it. The fetch wait is paced
+(:class:`schemas.fetchwait.FetchPacer`): short while ``busy()`` (voicebot calls are live) or
+decisions flow, long when there is nothing to hand off.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from ingest.settings import IngestSettings
+from schemas.fetchwait import FetchPacer
 from schemas.records import Decision
 from schemas.topics import DECISIONS, prefixed
 
 logger = logging.getLogger(__name__)
+
+POLL_MS = 500
 
 
 class DecisionFollower:
@@ -30,8 +35,10 @@ class DecisionFollower:
         settings: IngestSettings,
         on_escalate: Callable[[Decision], Awaitable[None]],
         on_bad_record: Callable[[bytes, str, int, int], None],
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.pacer = FetchPacer.from_settings(settings, busy)
         self.topic = prefixed(DECISIONS, settings.topic_prefix)
         self._on_escalate = on_escalate
         self._on_bad_record = on_bad_record
@@ -80,11 +87,21 @@ class DecisionFollower:
                 await consumer.position(tp)
             self.ready = True
             logger.info("following %s for handoffs", self.topic)
-            async for message in consumer:
-                await self._handle(message.value or b"", message.partition, message.offset)
+            while True:
+                await self._follow(consumer)
         finally:
             self.ready = False
             await consumer.stop()
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        # Waking up every POLL_MS lets the pacer notice busy() turning true while idle.
+        batches = await consumer.getmany(timeout_ms=POLL_MS)
+        if batches:
+            self.pacer.saw_records()
+        self.pacer.apply(consumer)
+        for records in batches.values():
+            for message in records:
+                await self._handle(message.value or b"", message.partition, message.offset)
 
     async def _handle(self, raw: bytes, partition: int, offset: int) -> None:
         try:

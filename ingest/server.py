@@ -59,7 +59,10 @@ class IngestServer:
             prefixed(DECISIONS, settings.topic_prefix),
         )
         self.decisions = DecisionFollower(
-            settings, self.handoff.on_escalate, self.handoff.bad_decision
+            settings,
+            self.handoff.on_escalate,
+            self.handoff.bad_decision,
+            busy=lambda: bool(self.live.by_sid),
         )
         self.handler = ConnectionHandler(
             self.live,

@@ -29,6 +29,7 @@ from routing.router import Router
 from routing.settings import RoutingSettings
 from routing.summaries import SummaryBook
 from routing.watermark import Watermarks
+from schemas.fetchwait import FetchPacer
 from schemas.partition import partition_for
 from schemas.records import Score
 
@@ -58,6 +59,8 @@ class EvaluatorLoop:
         self.publisher = publisher
         self.watermarks = watermarks or Watermarks()
         self.consumer: AIOKafkaConsumer | None = None
+        # Shared with the reader: a call start it reads puts the evaluator on the short wait.
+        self.pacer = FetchPacer.from_settings(settings)
 
     async def run(self, rebuilt: asyncio.Event) -> None:
         await rebuilt.wait()  # never decide before knowing what was decided
@@ -87,6 +90,9 @@ class EvaluatorLoop:
         last_commit = time.monotonic()
         while True:
             batches = await group.getmany(timeout_ms=200, max_records=500)
+            if batches:
+                self.pacer.saw_records()
+            self.pacer.apply(group)
             count = 0
             for records in batches.values():
                 for raw in records:

@@ -33,6 +33,7 @@ from routing.router import Router
 from routing.settings import RoutingSettings
 from routing.summaries import SummaryBook
 from routing.watermark import Watermarks
+from schemas.fetchwait import FetchPacer
 from schemas.records import CallEvent, Decision, Transcript, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class DecisionReader:
         summaries: SummaryBook | None = None,
         watermarks: Watermarks | None = None,
         board: WorkerBoard | None = None,
+        pacer: FetchPacer | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -70,6 +72,7 @@ class DecisionReader:
         self.summaries = summaries
         self.watermarks = watermarks or Watermarks()
         self.board = board or WorkerBoard()
+        self.pacer = pacer or FetchPacer.from_settings(settings)
         self.consumer: AIOKafkaConsumer | None = None
         self.rebuilt = asyncio.Event()
 
@@ -105,6 +108,9 @@ class DecisionReader:
         pending = set(tps["decisions"])
         while True:
             batches = await reader.getmany(timeout_ms=100, max_records=500)
+            if batches:
+                self.pacer.saw_records()
+            self.pacer.apply(reader)
             count = 0
             for tp, records in batches.items():
                 for raw in records:

@@ -154,6 +154,7 @@ class RoutingService:
             self.summaries,
             self.watermarks,
             self.board,
+            pacer=self.evaluator_loop.pacer,
         )
         self.rebuilt = self.reader.rebuilt
         self.dashboard = Board(rules, clock=clock)

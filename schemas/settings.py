@@ -22,5 +22,9 @@ class KafkaFields(BaseModel):
     topic_prefix: str = Field("", description="namespace prefix for every topic name")
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 2000
-    fetch_max_wait_ms: int = 30
+    fetch_max_wait_ms: int = Field(30, ge=0, description="broker fetch wait while records flow")
+    idle_fetch_max_wait_ms: int = Field(
+        1000, ge=0, description="fetch wait once idle (schemas.fetchwait); <= the above: no pacing"
+    )
+    fetch_idle_after_s: float = Field(30.0, gt=0, description="idle after this long with no record")
     client_id: str = "agentstream"

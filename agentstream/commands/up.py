@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.readiness import announce_ready, local_url, pipeline_ready
-from agentstream.stack.settings import BrokerSettings, UpSettings
+from agentstream.stack.settings import BrokerSettings, UpSettings, worker_count
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
 from analytics.settings import WorkerSettings
@@ -28,12 +28,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="use this Kafka instead of starting the embedded broker (KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
-    parser.add_argument("--workers", type=int, help="analytics worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help="analytics worker processes, or 'auto': one per core up to the audio topic's "
+        "partitions (default auto)",
+    )
     parser.add_argument(
         "--services",
         help="comma-separated subset of ingest,worker,routing to start ('none': broker only)",
     )
     parser.set_defaults(func=run)
+
+
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return count
 
 
 def _service_available(name: str) -> bool:
@@ -121,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
         create_topics(bootstrap)
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         me = [sys.executable, "-m", "agentstream.cli"]
+        workers = worker_count(up.workers)
         for name in services:
-            count = up.workers if name == "worker" else 1
+            count = workers if name == "worker" else 1
             for n in range(count):
                 label = f"{name}-{n + 1}" if count > 1 else name
                 argv = [*me, name]
@@ -130,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
                     argv += ["--metrics-port", str(_worker_metrics_port() + n)]
                 supervisor.start(Child(label, argv, env))
         print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
-        for name, where in _endpoints(services, up.workers):
+        for name, where in _endpoints(services, workers):
             print(f"{name:<8} {where}")
         print("Ctrl-C stops everything.", flush=True)
-        parts, checks = _ready_checks(services, up.workers)
+        parts, checks = _ready_checks(services, workers)
         threading.Thread(
             target=announce_ready,
             args=(began, parts, checks, supervisor.stopping, lambda s: print(s, flush=True)),

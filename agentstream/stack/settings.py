@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
+from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import AUDIO
 
 
 class BrokerSettings(BaseSettings):
@@ -19,5 +25,28 @@ class UpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_UP_", frozen=True)
 
     embedded_broker: bool = True
-    workers: int = 1
+    workers: PositiveInt | Literal["auto"] = Field(
+        "auto", description="analytics worker processes; auto: one per core (see worker_count)"
+    )
     stop_timeout_s: float = 10.0
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(
+    workers: int | Literal["auto"], available: int | None = None, partitions: int = AUDIO.partitions
+) -> int:
+    """How many worker processes ``up`` starts.
+
+    ``auto``: one per core, each with its own models, but never more than the audio topic has
+    partitions (a worker without a partition would sit idle). A number is taken as given.
+    """
+    if workers == "auto":
+        return max(1, min(available or cores(), partitions))
+    return workers
