@@ -23,6 +23,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from routing.auth import RoutingAuth, warn_if_open
 from routing.evaluator_loop import EvaluatorLoop
 from routing.http import start_http_app
 from routing.metrics import RoutingMetrics
@@ -31,7 +32,7 @@ from routing.publisher import DecisionPublisher
 from routing.reader import DecisionReader
 from routing.router import Router
 from routing.settings import RoutingSettings
-from schemas.rules import RulesError, RulesFile, default_rules, parse_rules
+from schemas.rules import RulesError, RulesFile, decode_rules, default_rules, parse_rules
 from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ class RulesSource:
             return default_rules()
         stamp = self._current_stamp()
         try:
-            text = self.path.read_text("utf-8")
+            data = self.path.read_bytes()
         except OSError as exc:
             raise RulesError(f"{self.path}: cannot read: {exc}") from exc
-        rules = parse_rules(text, str(self.path))
+        rules = parse_rules(decode_rules(data, str(self.path)), str(self.path))
         self._stamp = stamp
         return rules
 
@@ -126,6 +127,7 @@ class RoutingService:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.auth = RoutingAuth.from_settings(settings)
         self.http_port: int | None = None
         self.failed = asyncio.Event()
 
@@ -134,7 +136,10 @@ class RoutingService:
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         if serve_http:
-            self._runner, self.http_port = await start_http_app(self.router, s.host, s.port)
+            warn_if_open(self.auth)
+            self._runner, self.http_port = await start_http_app(
+                self.router, s.host, s.port, self.auth, self.publisher.publish_dead_letter
+            )
         self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
         await self._producer.start()
         self.publisher.start(self._producer)
