@@ -184,7 +184,7 @@ def parse_callback(raw: Mapping[str, str]) -> CallbackParams:
         direction=pick("Direction"),
         call_type=pick("CallType"),
         status=pick("Status"),
-        digits=digits[:MAX_DIGITS] if digits else None,
+        digits=None if digits is None else digits[:MAX_DIGITS],
         custom_field=pick("CustomField"),
         flow_id=pick("flow_id"),
         account_sid=pick("AccountSid", "account_sid", "accountSid"),
