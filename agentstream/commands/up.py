@@ -8,12 +8,16 @@ import signal
 import sys
 import types
 
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.settings import BrokerSettings, UpSettings
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
 from ingest.settings import IngestSettings
 from routing.settings import RoutingSettings
+from schemas.auth import parse_credentials
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,9 +64,37 @@ def _endpoints(services: list[str]) -> list[tuple[str, str]]:
     return lines
 
 
+class SharedAuth(BaseSettings):
+    """``AGENTSTREAM_BASIC_AUTH``: one credential list for ingest and routing (``up`` only)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", frozen=True, extra="ignore")
+
+    basic_auth: SecretStr | None = None
+
+
+def _auth_env(services: list[str]) -> dict[str, str]:
+    """Each service's own ``*_BASIC_AUTH`` from ``AGENTSTREAM_BASIC_AUTH``, unless set itself."""
+    shared = SharedAuth().basic_auth
+    if shared is None:
+        return {}
+    value = shared.get_secret_value()
+    parse_credentials(value)  # ValueError: reported by run()
+    env: dict[str, str] = {}
+    if "ingest" in services and IngestSettings().basic_auth is None:
+        env["AGENTSTREAM_INGEST_BASIC_AUTH"] = value
+    if "routing" in services and RoutingSettings().basic_auth is None:
+        env["AGENTSTREAM_ROUTING_BASIC_AUTH"] = value
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     up = UpSettings(**({"workers": args.workers} if args.workers else {}))
     services = _selected(args.services)
+    try:
+        auth_env = _auth_env(services)
+    except ValueError as exc:
+        print(f"error: AGENTSTREAM_BASIC_AUTH: {exc}", file=sys.stderr)
+        return 2
     broker: EmbeddedBroker | None = None
     if args.bootstrap:
         bootstrap = args.bootstrap
@@ -85,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         create_topics(bootstrap)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, **auth_env}
         me = [sys.executable, "-m", "agentstream.cli"]
         for name in services:
             count = up.workers if name == "worker" else 1
