@@ -364,7 +364,10 @@ def _validate(data: Any, line_of: LineOf, source: str) -> RulesFile:
 def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
     """Parse and validate a YAML rules file; errors read ``file:line: message``."""
     _check_size(text, source)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{source}: invalid YAML: {exc}") from exc
     try:
         root = loader.get_single_node()
         if root is not None:

@@ -20,6 +20,18 @@ def _split_key(text: str) -> list[str]:
     return parts
 
 
+def _matched(path: list[str], want: list[str]) -> int:
+    """len(path) if ``path`` is ``want`` with some parts left out (a union's tag), else 0."""
+    at = 0
+    for part in path:
+        while at < len(want) and want[at] != part:
+            at += 1
+        if at == len(want):
+            return 0
+        at += 1
+    return len(path)
+
+
 def toml_line(text: str, loc: tuple[int | str, ...]) -> int | None:
     """1-based line of the longest prefix of ``loc`` written in ``text``; None if none is."""
     want = [str(part) for part in loc]
@@ -48,9 +60,7 @@ def toml_line(text: str, loc: tuple[int | str, ...]) -> int | None:
             if key is None:
                 continue
             path = [*table, *_split_key(key.group(1))]
-        matched = 0
-        while matched < min(len(path), len(want)) and path[matched] == want[matched]:
-            matched += 1
-        if matched == len(path) and matched > 0 and (best is None or matched > best[0]):
+        matched = _matched(path, want)
+        if matched and (best is None or matched > best[0]):
             best = (matched, number)
     return best[1] if best else None
