@@ -306,7 +306,7 @@ def _format_validation(exc: ValidationError, line_of: LineOf, source: str) -> Ru
         where = ".".join(str(p) for p in loc) or "(top level)"
         line = line_of(loc)
         prefix = f"{source}:{line}" if line is not None else source
-        lines.append(f"{prefix}: {where}: {error['msg']}")
+        lines.append(" ".join(f"{prefix}: {where}: {error['msg']}".split()))
     return RulesError("\n".join(lines))
 
 
@@ -327,7 +327,8 @@ def _cross_check(rules: RulesFile, line_of: LineOf, source: str) -> None:
     def report(loc: tuple[str | int, ...], message: str) -> None:
         line = line_of(loc)
         where = ".".join(str(p) for p in loc)
-        problems.append(f"{source}:{line}: {where}: {message}" if line else f"{source}: {message}")
+        text = f"{source}:{line}: {where}: {message}" if line else f"{source}: {message}"
+        problems.append(" ".join(text.split()))  # one line per problem, whatever the keys hold
 
     seen_ids: set[tuple[tuple[str | int, ...], str]] = set()
     for base, layer in layers:
@@ -366,8 +367,11 @@ def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
     _check_size(text, source)
     try:
         loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise RulesError(f"{source}:{line}: invalid YAML: character {exc.character!r}") from exc
     except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: invalid YAML: {exc}") from exc
+        raise RulesError(f"{source}: invalid YAML: {_first_line(exc)}") from exc
     try:
         root = loader.get_single_node()
         if root is not None:
@@ -376,9 +380,10 @@ def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else "?"
-        raise RulesError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from exc
+        problem = exc.problem or _first_line(exc)
+        raise RulesError(f"{source}:{line}: invalid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: invalid YAML: {exc}") from exc
+        raise RulesError(f"{source}: invalid YAML: {_first_line(exc)}") from exc
     except RecursionError as exc:
         raise RulesError(f"{source}: nested too deeply to read") from exc
     finally:
@@ -392,10 +397,14 @@ def parse_rules_toml(text: str, source: str = "<rules>") -> RulesFile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{source}: invalid TOML: {exc}") from exc
+        raise RulesError(f"{source}: invalid TOML: {_first_line(exc)}") from exc
     except RecursionError as exc:
         raise RulesError(f"{source}: nested too deeply to read") from exc
     return _validate(data, lambda loc: toml_line(text, loc), source)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check_size(text: str, source: str) -> None:
