@@ -368,8 +368,8 @@ def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        raise RulesError(f"{source}:{line}: invalid YAML: character {exc.character!r}") from exc
+        at = text[: exc.position].count("\n") + 1
+        raise RulesError(f"{source}:{at}: invalid YAML: character {exc.character!r}") from exc
     except yaml.YAMLError as exc:
         raise RulesError(f"{source}: invalid YAML: {_first_line(exc)}") from exc
     try:
