@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from routing.auth import OPEN, Principal, RoutingAuth, auth_middleware, principal
 from routing.connect import connect_answer
-from routing.rejects import DeadLetterSink, Rejects
+from routing.rejects import DeadLetterSink, RateLimitFilter, Rejects
 from routing.router import Router
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
 from schemas.deadletter import error_text
@@ -338,6 +338,9 @@ async def start_http_app(
     dead_letters: DeadLetterSink | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, RateLimitFilter) for f in server_log.filters):
+        server_log.addFilter(RateLimitFilter())  # malformed requests must not flood the log
     runner = web.AppRunner(create_app(router, auth, dead_letters), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

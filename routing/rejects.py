@@ -81,3 +81,22 @@ class Rejects:
             args = (*args, self.suppressed)
             self.suppressed = 0
         logger.warning(message, *args)
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through at most ``burst`` records at once, then ``per_s`` a second.
+
+    On aiohttp's ``aiohttp.server`` logger: each malformed HTTP request (a request line over
+    8,190 bytes, bad framing) logs a traceback there, before any handler of ours runs.
+    """
+
+    def __init__(self, per_s: float = 1.0, burst: float = 10.0) -> None:
+        super().__init__()
+        self._bucket = TokenBucket(per_s, burst)
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._bucket.take():
+            return True
+        self.dropped += 1
+        return False

@@ -3,6 +3,7 @@ no callback answers a 5xx, bad input is logged and dead-lettered within bounds."
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from routing.http import create_app
+from routing.rejects import RateLimitFilter, TokenBucket
 from routing.router import ListPublisher, Router
 from routing.state import CallBook, CallView
 from schemas.records import CallEvent, DeadLetter
@@ -158,3 +160,14 @@ async def test_json_bodies_of_every_shape_get_an_answer(env: Env) -> None:
             "/exotel/passthru", data=body, headers={"Content-Type": "application/json"}
         )
         assert r.status in (200, 302)
+
+
+def test_token_bucket_and_log_filter_bound_a_flood() -> None:
+    now = [0.0]
+    bucket = TokenBucket(per_s=5, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(5)] == [True, True, True, False, False]
+    now[0] += 1.0
+    assert sum(bucket.take() for _ in range(10)) == 3  # refilled to the burst, not beyond
+    log_filter = RateLimitFilter(per_s=0.001, burst=10)
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "bad request", (), None)
+    assert sum(log_filter.filter(record) for _ in range(1000)) <= 11
