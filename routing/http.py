@@ -164,11 +164,15 @@ async def passthru(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         params = await _callback(request)
-        if not params.call_sid:
+        if not params.call_sid and not _stream_start(params):
             raise ProtocolError("CallSid is missing")
-    except (ProtocolError, ValidationError, UnicodeDecodeError, ValueError) as exc:
-        return await _passthru_default(request, "bad_request", exc)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except (
+        ProtocolError,
+        ValidationError,
+        UnicodeDecodeError,
+        ValueError,
+        web.HTTPRequestEntityTooLarge,
+    ) as exc:
         return await _passthru_default(request, "bad_request", exc)
     try:
         response = await passthru_answer(router, params, principal(request))
@@ -183,12 +187,11 @@ async def passthru_answer(
     router: Router, params: CallbackParams, who: Principal = OPEN
 ) -> web.Response:
     """The answer to one well-formed Passthru (the call's first answer is repeated)."""
-    assert params.call_sid  # noqa: S101 - the handler checked it
-    view = router.book.get(params.call_sid)
+    view = router.book.get(params.call_sid) if params.call_sid else None
     if view is not None and not who.may_access(view.tenant):
         router.metrics.callbacks.labels("passthru", "forbidden").inc()
         return _error(403, "this credential may not steer calls of this tenant")
-    if (params.event_type or "").lower() in STREAM_START_EVENTS:
+    if _stream_start(params) or not params.call_sid:
         # Sent before the stream: nothing is decided yet, and the answer must not be pinned.
         status = router.rules.passthru.continue_status
         _record(router, "passthru", params, f"{status} before stream")
@@ -210,6 +213,10 @@ async def passthru_answer(
         },
         result.status,
     )
+
+
+def _stream_start(params: CallbackParams) -> bool:
+    return (params.event_type or "").lower() in STREAM_START_EVENTS
 
 
 async def _passthru_default(request: web.Request, outcome: str, exc: BaseException) -> web.Response:

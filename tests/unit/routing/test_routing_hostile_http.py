@@ -171,3 +171,11 @@ def test_token_bucket_and_log_filter_bound_a_flood() -> None:
     log_filter = RateLimitFilter(per_s=0.001, burst=10)
     record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "bad request", (), None)
     assert sum(log_filter.filter(record) for _ in range(1000)) <= 11
+
+
+async def test_stream_start_without_call_sid_is_answered_quietly(env: Env) -> None:
+    client, _, letters = env
+    body = {"StreamSid": "ST-9", "AccountSid": "acct", "EventType": "stream-start"}
+    r = await client.post("/exotel/passthru", json=body)
+    assert r.status == 200 and (await r.json())["decision"] == "stream_start"
+    assert not letters
