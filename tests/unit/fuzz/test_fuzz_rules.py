@@ -137,7 +137,7 @@ trees = st.recursive(
 )
 
 
-@FUZZ
+@settings(FUZZ, max_examples=60)
 @given(st.dictionaries(st.sampled_from(FIELD_NAMES), trees, max_size=6))
 def test_any_tree_dumped_as_yaml(tree: dict[str, Any]) -> None:
     load_or_refuse(yaml.safe_dump(tree, default_flow_style=False, allow_unicode=True))
