@@ -89,10 +89,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProtocolError as exc:
-        logger.info("bad callback %s %s: %s", request.method, request.path, exc.reason)
+        request.app[REPORTS_KEY].log(
+            "bad callback %s %s: %s", request.method, request.path, exc.reason
+        )
         return _error(400, exc.reason)
     except (ValidationError, UnicodeDecodeError, ValueError) as exc:
-        logger.info("bad callback %s %s: %s", request.method, request.path, exc)
+        request.app[REPORTS_KEY].log("bad callback %s %s: %s", request.method, request.path, exc)
         return _error(400, f"malformed parameters: {exc}".splitlines()[0][:300])
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -250,6 +252,13 @@ async def connect(request: web.Request) -> web.Response:
     except LookupError:
         router.metrics.callbacks.labels("connect", "no_group").inc()
         return _error(404, "no agent group is configured in the rules file")
+    if not escalated:
+        request.app[REPORTS_KEY].log(
+            "connect for %s, which was not escalated: group %s",
+            params.call_sid,
+            name,
+            level=logging.INFO,
+        )
     _record(router, "connect", params, name)
     router.metrics.callbacks.labels("connect", "escalated" if escalated else "default").inc()
     router.metrics.callback_seconds.labels("connect").observe(time.perf_counter() - started)
@@ -264,8 +273,6 @@ def _connect_answer(router: Router, call_sid: str | None) -> tuple[bytes, str, b
     if found is None:
         raise LookupError("no agent group")
     name, group = found
-    if decision is None and call_sid:
-        logger.info("connect for %s, which was not escalated: group %s", call_sid, name)
     return connect_answer(group, decision).to_json(), name, decision is not None
 
 

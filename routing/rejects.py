@@ -72,7 +72,8 @@ class Rejects:
     def refused(self, path: str, reason: str, remote: str | None) -> None:
         self.log("refused %s from %s: %s", path[:100], remote, reason)
 
-    def log(self, message: str, *args: object) -> None:
+    def log(self, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """A log line, unless this instance logged its burst already (then only counted)."""
         if not self._logs.take():
             self.suppressed += 1
             return
@@ -80,7 +81,7 @@ class Rejects:
             message += " (%d similar lines suppressed)"
             args = (*args, self.suppressed)
             self.suppressed = 0
-        logger.warning(message, *args)
+        logger.log(level, message, *args)
 
 
 class RateLimitFilter(logging.Filter):
