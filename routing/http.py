@@ -202,7 +202,14 @@ async def passthru_answer(
     # A tenant-bound credential may not seed digits for a call whose tenant is not known yet.
     digits = params.digits if view is not None or not who.bound else None
     result = await router.passthru(params.call_sid, digits)
-    _record(router, "passthru", params, str(result.status))
+    # Other instances pin a recorded numeric answer; an unknown call's default is not pinned.
+    unknown = result.outcome == "unknown"
+    _record(
+        router,
+        "passthru",
+        params,
+        f"{result.status} unknown call" if unknown else str(result.status),
+    )
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
     escalation = result.view.escalation if result.view else None
     return _json(

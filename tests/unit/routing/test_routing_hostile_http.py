@@ -179,3 +179,15 @@ async def test_stream_start_without_call_sid_is_answered_quietly(env: Env) -> No
     r = await client.post("/exotel/passthru", json=body)
     assert r.status == 200 and (await r.json())["decision"] == "stream_start"
     assert not letters
+
+
+async def test_an_unknown_calls_default_is_not_pinned_by_other_instances(env: Env) -> None:
+    client, router, _ = env
+    assert (await client.get("/exotel/passthru?CallSid=CA-future")).status == 200
+    publisher = router.publisher
+    assert isinstance(publisher, ListPublisher)
+    other = CallBook()  # another instance reads what this one recorded
+    for event in publisher.call_events:
+        other.apply_call_event(event)
+    view = other.get("CA-future")
+    assert view is None or view.answer is None
