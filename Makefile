@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-unit test-integration lint typecheck check schemas bench clean
+.PHONY: help install browser up test test-unit test-integration lint typecheck check schemas bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -23,10 +23,20 @@ $(BIN)/agentstream: pyproject.toml
 
 install: $(BIN)/agentstream ## Create .venv and install the project, its models and dev tools
 
+browser: ## Install Chromium for the dashboard's browser test where we can (root + apt), else say how
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt) for the dashboard browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      >/dev/null 2>&1 || echo "could not install chromium: the browser test will be skipped"; \
+	  else \
+	    echo "no chromium: the browser test will be skipped (sudo apt-get install chromium)"; \
+	  fi; }
+
 up: install ## Run the whole pipeline on the embedded broker (Ctrl-C stops it)
 	$(BIN)/agentstream up
 
-test: install ## ruff, mypy and the whole test suite (what CI runs)
+test: install browser ## ruff, mypy and the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/mypy --no-incremental
 	$(BIN)/pytest -q tests

@@ -25,6 +25,7 @@ COMMANDS = (
     "score",
     "tail",
     "query",
+    "call",
 )
 
 

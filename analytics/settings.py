@@ -32,6 +32,9 @@ class WorkerSettings(KafkaFields, BaseSettings):
     web_enabled: bool = Field(False, description="faust's web server (stats/health)")
     web_host: str = "127.0.0.1"
     web_port: int = Field(0, ge=0, le=65535, description="0 = a free port")
+    metrics_enabled: bool = Field(True, description="serve Prometheus /metrics")
+    metrics_host: str = Field("127.0.0.1", description="where /metrics listens")
+    metrics_port: int = Field(9102, ge=0, le=65535, description="/metrics port; 0 = a free port")
     datadir: Path | None = Field(None, description="faust datadir; None = a temp dir per process")
     store: str = Field("memory://", description="faust table store URL")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -88,9 +91,20 @@ class WorkerSettings(KafkaFields, BaseSettings):
     # --- call lifecycle --------------------------------------------------------------------------
     call_idle_timeout_s: float = Field(30.0, gt=0, description="drop a call with no audio")
     stop_grace_s: float = Field(
-        1.0, ge=0, description="after 'stop', wait this long without frames before ending"
+        1.0,
+        ge=0,
+        description=(
+            "after 'stop' without a usable sequence number (or with frames lost), wait this long "
+            "without frames before ending; with one the call ends at its last frame"
+        ),
     )
     idle_sweep_interval_s: float = Field(0.5, gt=0)
+    progress_interval_ms: int = Field(
+        1000, ge=0, description="audio between progress markers while silent (0 = off)"
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, description="how often the worker's heartbeat goes to agentstream.workers"
+    )
 
     # --- other stages ----------------------------------------------------------------------------
     rules_path: Path | None = Field(

@@ -29,8 +29,11 @@ from pydantic import ValidationError
 from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
-from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
+from analytics.asr.ports import Redact, ServiceConfig
+from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.heartbeat import HeartbeatState
+from analytics.metrics import WorkerMetrics
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -38,7 +41,7 @@ from schemas.cache import LruCache
 from schemas.deadletter import Source, dead_letter
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.rules import RulesFile, default_rules, parse_rules
-from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, prefixed
+from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class _Entry:
     offset: int
     event: Any
     done: bool = False
+    read_at_s: float = 0.0
 
 
 @dataclass
@@ -60,9 +64,11 @@ class OffsetTracker:
 
     pending: dict[tuple[str, int], deque[_Entry]] = field(default_factory=dict)
 
-    def add(self, topic: str, partition: int, offset: int, event: Any) -> Callable[[], None]:
+    def add(
+        self, topic: str, partition: int, offset: int, event: Any, read_at_s: float = 0.0
+    ) -> Callable[[], None]:
         queue = self.pending.setdefault((topic, partition), deque())
-        entry = _Entry(offset, event)
+        entry = _Entry(offset, event, read_at_s=read_at_s)
         queue.append(entry)
 
         def done() -> None:
@@ -78,6 +84,11 @@ class OffsetTracker:
     @property
     def unacked(self) -> int:
         return sum(len(q) for q in self.pending.values())
+
+    def oldest_read_at_s(self) -> float | None:
+        """When the oldest frame still unacknowledged was read (None when none is)."""
+        heads = [q[0].read_at_s for q in self.pending.values() if q]
+        return min(heads) if heads else None
 
 
 def load_rules(settings: WorkerSettings) -> RulesFile:
@@ -103,17 +114,22 @@ def make_redactor(rules: RulesFile) -> Redact:
 class FaustSink:
     """Publishes to the transcripts / dead-letter topics and waits for the broker's ack."""
 
-    def __init__(self, transcripts: Any, deadletter: Any) -> None:
+    def __init__(self, transcripts: Any, deadletter: Any, metrics: WorkerMetrics) -> None:
         self.transcripts = transcripts
         self.deadletter = deadletter
+        self.metrics = metrics
 
     async def publish(self, transcript: Transcript) -> None:
         fut = await self.transcripts.send(
             key=transcript.call_sid.encode(), value=transcript.to_bytes()
         )
         await fut
+        self.metrics.transcripts.labels("final" if transcript.is_final else "partial").inc()
+        if transcript.is_final:
+            self.metrics.transcript_latency.observe(transcript.latency_ms / 1000)
 
     async def dead_letter(self, record: DeadLetter) -> None:
+        self.metrics.deadletters.labels(record.stage).inc()
         key = record.call_sid.encode() if record.call_sid else None
         fut = await self.deadletter.send(key=key, value=record.to_bytes())
         await fut
@@ -125,7 +141,9 @@ class Worker:
     service: TranscriptionService
     tracker: OffsetTracker
     rules: RulesFile
+    metrics: WorkerMetrics
     scoring: Any = None
+    heartbeat: HeartbeatState | None = None
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -144,6 +162,7 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
         stop_grace_s=settings.stop_grace_s,
         sweep_interval_s=settings.idle_sweep_interval_s,
         batch_wait_ms=settings.whisper_batch_wait_ms if settings.asr_engine == "whisper" else 0,
+        progress_interval_ms=settings.progress_interval_ms,
     )
 
 
@@ -166,8 +185,11 @@ def build_worker(
     prefix = settings.topic_prefix
     audio_topic = catalogue_topic(app, AUDIO, prefix)
     calls_topic = catalogue_topic(app, CALLS, prefix)
+    metrics = WorkerMetrics()
     sink = FaustSink(
-        catalogue_topic(app, TRANSCRIPTS, prefix), catalogue_topic(app, DEADLETTER, prefix)
+        catalogue_topic(app, TRANSCRIPTS, prefix),
+        catalogue_topic(app, DEADLETTER, prefix),
+        metrics,
     )
     service = TranscriptionService(
         recognizer or load_recognizer(settings),
@@ -178,7 +200,17 @@ def build_worker(
         clock=clock,
     )
     tracker = OffsetTracker()
-    worker = Worker(app, service, tracker, rules)
+    worker = Worker(app, service, tracker, rules, metrics)
+
+    def lag_s() -> float:
+        oldest = tracker.oldest_read_at_s()
+        return 0.0 if oldest is None else max(0.0, clock() - oldest)
+
+    metrics.watch(
+        active_calls=lambda: len(service.sessions),
+        backlog_frames=lambda: tracker.unacked,
+        lag_seconds=lag_s,
+    )
     audio_name = prefixed(AUDIO, prefix)
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -190,6 +222,7 @@ def build_worker(
             logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
 
     app.on_partitions_revoked.connect(on_revoked)
+    worker.heartbeat = _attach_heartbeat(app, settings, service)
 
     @app.agent(audio_topic, name="agentstream-asr")  # type: ignore[untyped-decorator]
     async def transcribe_audio(stream: Any) -> None:
@@ -197,7 +230,10 @@ def build_worker(
         try:
             async for event in stream.noack().events():
                 message = event.message
-                done = tracker.add(message.topic, message.partition, message.offset, event)
+                done = tracker.add(
+                    message.topic, message.partition, message.offset, event, read_at_s=clock()
+                )
+                metrics.frames.inc()
                 try:
                     meta = AudioFrameMeta.from_headers(list(message.headers or []))
                 except (ValidationError, UnicodeDecodeError, AttributeError) as exc:
@@ -227,12 +263,49 @@ def build_worker(
                 logger.warning("ignoring a bad call event: %s", exc)
                 continue
             if event.kind == "stop":
-                service.on_stop(event.call_sid)
+                service.on_stop(event.call_sid, event.sequence_number)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled:
         # The ASR stage above redacts every transcript with these rules: scoring does not again.
         worker.scoring = attach_scoring(
-            app, settings=settings.scoring, kafka=settings, rules=rules, redacted_upstream=True
+            app,
+            settings=settings.scoring,
+            kafka=settings,
+            rules=rules,
+            redacted_upstream=True,
+            metrics=metrics,
         )
     return worker
+
+
+def _attach_heartbeat(
+    app: faust.App, settings: WorkerSettings, service: TranscriptionService
+) -> HeartbeatState:
+    """Send this worker's heartbeat to ``agentstream.workers`` every ``heartbeat_interval_s``."""
+    audio_name = prefixed(AUDIO, settings.topic_prefix)
+    topic = catalogue_topic(app, WORKERS, settings.topic_prefix)
+    state = HeartbeatState(
+        settings.client_id,
+        settings.app_id,
+        AUDIO.partitions,
+        settings.heartbeat_interval_s,
+        lambda: service.ready,
+    )
+
+    def current() -> list[int]:
+        return [tp.partition for tp in app.consumer.assignment() if tp.topic == audio_name]
+
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        state.on_assignment(current())
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    @app.timer(interval=settings.heartbeat_interval_s)  # type: ignore[untyped-decorator]
+    async def send_heartbeat() -> None:
+        if state.assigned:
+            state.on_assignment(current())
+        record = state.record()
+        await topic.send(key=record.worker_id.encode(), value=record.to_bytes())
+
+    return state

@@ -10,10 +10,14 @@ and decision back from Kafka. Prints, per stage and end to end, p50/p95/p99 in m
   score -> decision                (Decision.latency_ms)
   speech end -> decision           (Decision.decided_at_ms - speech_end_at_ms)
 
-plus whether the level was "held" (every call played at real time, every Passthru answered as
+plus the Passthru answers (asked ``--passthru-delay-ms`` after each stop, 500 ms as Exotel
+does): the share that saw the call's analysis complete and their ``waited_ms`` p50/p95; and
+whether the level was "held" (every call played at real time, every Passthru answered as
 the scenario expects, no call lost, speech end -> decision p95 under 1 s), and the CPU (% of one
 core) and RSS of each process, read from /proc. ``--find-max`` raises N until a level is not
-held. Results go to bench/results/e2e-<time>.json.
+held. The stack is waited on until routing's ``/ready`` says the pipeline can decide (every
+worker's models loaded and its partitions held): that time is reported as ``ready_s``.
+Results go to bench/results/e2e-<time>.json.
 
     .venv/bin/python bench/e2e.py --calls 1 10
     .venv/bin/python bench/e2e.py --find-max --start 4 --step 4
@@ -136,6 +140,8 @@ async def run_level(
         speed=1.0,
         rates=(8000,) if args.rate == 8000 else (8000, 16000),
         ramp_ms=args.spread_s * 1000 / max(1, n),
+        passthru_delay_ms=args.passthru_delay_ms,
+        wait_ready_s=180.0,
     )
     # Each of the n concurrent "lines" plays `rounds` calls back to back.
     runs = plan_calls(specs, n * args.rounds, options)
@@ -189,6 +195,7 @@ async def run_level(
         "max_stream_lateness_ms": round(max(lateness or [0]), 1),
         "latency_ms": totals["latency_ms"],
         "passthru_ms": totals["passthru_ms"],
+        "passthru_complete": completeness(runs),
         "processes": procs,
         "machine": {
             "cpus": os.cpu_count(),
@@ -218,6 +225,27 @@ async def run_level(
     }
 
 
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def completeness(runs: list[Any]) -> dict[str, Any]:
+    """Share of Passthru answers that saw the call's analysis complete; their waits."""
+    answered = [r for r in runs if r.passthru_complete is not None]
+    waits = [r.passthru_waited_ms for r in answered if r.passthru_waited_ms is not None]
+    complete = sum(1 for r in answered if r.passthru_complete)
+    return {
+        "answers": len(answered),
+        "complete": complete,
+        "share": round(complete / len(answered), 3) if answered else None,
+        "waited_ms_p50": _pct(waits, 0.50),
+        "waited_ms_p95": _pct(waits, 0.95),
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:7.0f}"
 
@@ -239,6 +267,11 @@ def print_level(result: dict[str, Any]) -> None:
     print(
         f"{'passthru HTTP':<28}{int(pt['n'] or 0):>6}{_fmt(pt['p50'])}{_fmt(pt['p95'])}"
         f"{_fmt(pt['p99'])}{_fmt(pt['max'])}"
+    )
+    c = result["passthru_complete"]
+    print(
+        f"passthru complete: {c['complete']}/{c['answers']} (share {c['share']}); "
+        f"waited_ms p50 {c['waited_ms_p50']} p95 {c['waited_ms_p95']}"
     )
     m = result["machine"]
     print(
@@ -274,6 +307,10 @@ def main() -> int:
         "case: the demo calls' utterances then end together)",
     )
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument(
+        "--passthru-delay-ms", type=float, default=500.0, help="Passthru this long after stop"
+    )
+    parser.add_argument("--no-warmup", action="store_true", help="measure the fresh stack")
     parser.add_argument("--scenarios", default=str(ROOT / "demo" / "scenarios.yaml"))
     parser.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -287,17 +324,23 @@ def main() -> int:
         broker = EmbeddedBroker().start()
         bootstrap = broker.bootstrap
     results: list[dict[str, Any]] = []
+    ready_s: float | None = None
     try:
         create_topics(bootstrap, prefix)
-        with LocalStack(bootstrap, prefix, workers=args.workers) as stack:
+        began = time.monotonic()
+        with LocalStack(bootstrap, prefix, workers=args.workers, start_timeout_s=180) as stack:
+            ready_s = round(time.monotonic() - began, 1)
             pids = stack.pids()
             proc = getattr(broker, "_proc", None)
             if proc is not None:
                 pids["broker"] = proc.pid
             pids["simulator"] = os.getpid()
-            print(f"stack ready: {stack.ingest_url} {stack.routing_url} logs {stack.log_dir}")
-            # Warm-up call: model caches, JIT paths, consumer fetch sessions.
-            asyncio.run(run_level(1, stack, bootstrap, prefix, args, pids))
+            print(
+                f"stack ready in {ready_s} s (pipeline can decide): {stack.ingest_url} "
+                f"{stack.routing_url} logs {stack.log_dir}"
+            )
+            if not args.no_warmup:  # model caches, JIT paths, consumer fetch sessions
+                asyncio.run(run_level(1, stack, bootstrap, prefix, args, pids))
             levels = list(args.calls) if not args.find_max else []
             if args.find_max:
                 n = args.start
@@ -328,6 +371,7 @@ def main() -> int:
             {
                 "bench": "e2e",
                 "workers": args.workers,
+                "ready_s": ready_s,
                 "cpu_count": os.cpu_count(),
                 "levels": results,
                 "max_held": max(held) if held else 0,

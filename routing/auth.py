@@ -156,7 +156,7 @@ def warn_if_open(auth: RoutingAuth) -> None:
     """The loud warning at start when nothing protects the callbacks."""
     if not auth.enabled:
         logger.warning(
-            "routing auth is OFF: anyone who reaches this port can read and steer calls. Set "
-            "AGENTSTREAM_ROUTING_BASIC_AUTH=KEY:TOKEN and/or AGENTSTREAM_ROUTING_ALLOW_IPS "
-            "before exposing it (docs/security.md)"
+            "routing auth is OFF on /exotel/* and /dashboard: anyone who reaches this port can "
+            "read and steer calls. Set AGENTSTREAM_ROUTING_BASIC_AUTH=KEY:TOKEN and/or "
+            "AGENTSTREAM_ROUTING_ALLOW_IPS before exposing it (docs/security.md)"
         )

@@ -8,26 +8,33 @@ Triggers:
 - :meth:`Evaluator.on_score` for every scored utterance: returns ``escalate`` when a rule fires,
   else ``continue`` (``None`` for a call already escalated or an utterance already decided).
 - :meth:`Evaluator.on_call_event` for ``start``/``stop``/``dtmf`` on ``agentstream.calls``.
-- :meth:`Evaluator.tick` for the rules that fire on the passing of time (``silence``,
-  ``max_duration``): a silent caller produces no scores. A heap of due times keeps a tick cheap
-  with thousands of live calls.
+- :meth:`Evaluator.on_progress` for the pipeline's watermarks (marker scores: the call's audio
+  is analysed up to an offset): the rules on the passing of time (``silence``,
+  ``max_duration``) measure the call's own audio time, the offsets of what was heard, never the
+  wall clock. A stalled pipeline or broker sends no watermark, so it never looks like a silent
+  caller: the rule waits until the audio is analysed. (:meth:`Evaluator.tick` is kept for the
+  service loop and decides nothing.)
 - :meth:`Evaluator.on_digits` for the ``digits`` a Passthru callback carries.
 
 Every resolved rule of the call's tenant/campaign is checked in priority order (lower first, ties
 in file order); the first that matches escalates. At most one ``escalate`` per call.
+
+Keyword and repeat counts are not computed here: the scoring worker owns them (it folds every
+utterance once, keeps them across restarts in its changelog, and counts repeats with each
+repetition rule's ``similarity``); the evaluator reads them from the latest ``Score.state`` and
+compares them with the rule. A score is evaluated once: a replay (same utterance id, or audio
+already heard on that stream) changes nothing and decides nothing.
 """
 
 from __future__ import annotations
 
-import heapq
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from schemas.cache import LruCache
-from schemas.records import CallEvent, Decision, Evidence, Score
+from schemas.records import CallEvent, CallState, Decision, Evidence, Score
 from schemas.rules import (
     DtmfRule,
     KeywordRule,
@@ -41,7 +48,6 @@ from schemas.rules import (
     SilenceRule,
 )
 
-_WORD = re.compile(r"[a-z0-9']+")
 HISTORY_LIMIT = 64
 DECIDED_LIMIT = 256
 DIGITS_LIMIT = 64  # digits kept per call (Passthru can carry thousands)
@@ -50,14 +56,13 @@ RESOLVED_LIMIT = 512  # (tenant, campaign) rule sets kept resolved
 
 @dataclass(frozen=True)
 class HeardUtterance:
-    """One scored utterance as the evaluator keeps it in a call's history (repeat, evidence)."""
+    """One scored utterance as the evaluator keeps it in a call's history (evidence, sentiment)."""
 
     utterance_id: str
     text: str
     sentiment: float
     confidence: float
     at_ms: int
-    tokens: frozenset[str]
     categories: tuple[str, ...] = ()
 
 
@@ -78,14 +83,17 @@ class CallRecord:
     last_speech_at_ms: int | None = None
     last_seen_ms: int = 0
     history: deque[HeardUtterance] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    keyword_hits: dict[str, int] = field(default_factory=dict)
-    state_keyword_hits: dict[str, int] = field(default_factory=dict)
-    state_sentiments: list[float] = field(default_factory=list)
-    state_repeat_count: int = 0
+    # the scoring worker's running state from the latest score: keyword and repeat counts are
+    # read from it, never counted here (one owner: analytics)
+    state: CallState = field(default_factory=CallState)
+    # per stream SID: audio end (ms from stream start) of the latest score evaluated
+    heard_until_ms: dict[str, int] = field(default_factory=dict)
     digits: list[str] = field(default_factory=list)
     escalation: Decision | None = None
-    owned: bool = False  # fed by this instance's consumer group (ticks only for those)
-    next_due_ms: int | None = None  # the one live entry of this call in the tick heap
+    owned: bool = False  # fed by this instance's consumer group
+    # audio time: offsets (ms from stream start) of the call's audio analysed / last speech end
+    audio_ms: int = 0
+    last_speech_end_ms: int | None = None
     decided: deque[str] = field(default_factory=lambda: deque(maxlen=DECIDED_LIMIT))
 
     @property
@@ -101,16 +109,6 @@ class Match:
     rule: Rule
     reason: str
     evidence: tuple[HeardUtterance, ...] = ()
-
-
-def _tokens(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a or not b:
-        return 0.0
-    return len(a & b) / len(a | b)
 
 
 def _quote(text: str, limit: int = 80) -> str:
@@ -136,7 +134,6 @@ class Evaluator:
         self._max_score_age_ms = None if max_score_age_s is None else int(max_score_age_s * 1000)
         self._resolved: LruCache[tuple[str, str], ResolvedRules] = LruCache(RESOLVED_LIMIT)
         self.calls: dict[str, CallRecord] = {}
-        self._due: list[tuple[int, str]] = []
 
     # --- rules ----------------------------------------------------------------------------------
 
@@ -148,10 +145,6 @@ class Evaluator:
         """Swap the rules file (reload) keeping every call's state."""
         self._rules = rules
         self._resolved.clear()
-        self._due = []
-        for record in self.calls.values():
-            record.next_due_ms = None
-            self._schedule(record)
 
     def resolve(self, tenant: str, campaign: str) -> ResolvedRules:
         return self._resolved.get_or_make(
@@ -179,6 +172,16 @@ class Evaluator:
     def is_escalated(self, call_sid: str) -> bool:
         record = self.calls.get(call_sid)
         return record is not None and record.escalation is not None
+
+    @staticmethod
+    def _replayed(record: CallRecord, score: Score) -> bool:
+        """Already evaluated: the same utterance id (a score sent twice, or decided before a
+        restart), or audio of this stream already heard (an utterance re-cut by a restarted
+        worker starts inside it). Scores of one call arrive in audio order (one partition)."""
+        if score.utterance_id in record.decided:
+            return True
+        heard = record.heard_until_ms.get(score.stream_sid)
+        return heard is not None and score.start_ms < heard
 
     def note_decision(self, decision: Decision) -> None:
         """A decision already published (rebuilt from the topic, or by another instance)."""
@@ -214,7 +217,6 @@ class Evaluator:
         elif event.dtmf_digit:
             record.digits.append(event.dtmf_digit)
             del record.digits[:-DIGITS_LIMIT]
-        self._schedule(record)
         return self._evaluate(record, score=None, kinds=("dtmf", "max_duration"))
 
     def on_digits(
@@ -230,7 +232,7 @@ class Evaluator:
         now = self._now_ms()
         record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
         record.owned = True
-        if score.utterance_id in record.decided:
+        if self._replayed(record, score):
             return None
         if record.escalation is not None:
             return None
@@ -243,75 +245,50 @@ class Evaluator:
                 score.sentiment.score,
                 score.sentiment.confidence,
                 at_ms,
-                _tokens(score.text),
                 categories,
             )
         )
-        for category in categories:
-            record.keyword_hits[category] = record.keyword_hits.get(category, 0) + 1
-        state = score.state
-        record.state_keyword_hits = dict(state.keyword_hits)
-        record.state_sentiments = list(state.sentiment_last_n)
-        record.state_repeat_count = state.repeat_count
+        state = record.state = score.state
+        heard = record.heard_until_ms
+        heard[score.stream_sid] = max(heard.get(score.stream_sid, 0), score.end_ms)
         if state.last_dtmf and (not record.digits or record.digits[-1] != state.last_dtmf):
             record.digits.append(state.last_dtmf)
         if record.started_at_ms is None and state.started_at_ms:
             record.started_at_ms = state.started_at_ms
         record.last_speech_at_ms = max(record.last_speech_at_ms or 0, at_ms)
         record.decided.append(score.utterance_id)
-        self._schedule(record)
+        self._heard(record, score.end_ms, speech=True)
         if self._max_score_age_ms is not None and now - score.scored_at_ms > self._max_score_age_ms:
             return None  # a replay of old history: remember it, decide nothing
         return self._evaluate(record, score=score, kinds=None)
 
-    def tick(self, limit: int | None = None) -> list[Decision]:
-        """Decisions for calls whose silence / max-duration deadline has passed.
+    def on_progress(self, score: Score) -> Decision | None:
+        """A watermark (marker score): the call's audio is analysed up to ``score.end_ms``.
 
-        ``limit`` bounds the calls looked at in one go so a burst of deadlines cannot stall the
-        event loop; :attr:`due_now` says whether more are waiting.
+        Evaluates the audio-time rules (``silence``, ``max_duration``) at that offset.
         """
-        now = self._now_ms()
-        decisions: list[Decision] = []
-        looked = 0
-        while self._due and self._due[0][0] <= now:
-            if limit is not None and looked >= limit:
-                break
-            due, call_sid = heapq.heappop(self._due)
-            record = self.calls.get(call_sid)
-            if record is None or record.next_due_ms != due:
-                continue  # superseded by a later schedule
-            record.next_due_ms = None
-            looked += 1
-            if record.escalation is not None or not record.live:
-                continue
-            decision = self._evaluate(record, score=None, kinds=("silence", "max_duration"))
-            if decision is not None:
-                decisions.append(decision)
-            else:
-                self._schedule(record)
-        return decisions
+        record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
+        record.owned = True
+        self._heard(record, score.end_ms, speech=False)
+        if record.escalation is not None or not record.live:
+            return None
+        age_ms = self._now_ms() - score.scored_at_ms
+        if self._max_score_age_ms is not None and age_ms > self._max_score_age_ms:
+            return None  # a replay of old history
+        return self._evaluate(record, score=None, kinds=("silence", "max_duration"))
 
-    def _schedule(self, record: CallRecord) -> None:
-        """Push the next time a time-based rule of this call could fire."""
-        if record.escalation is not None or not record.live or not record.owned:
-            return
-        due: list[int] = []
-        for rule in self.resolve(record.tenant, record.campaign).rules:
-            if isinstance(rule, SilenceRule):
-                since = record.last_speech_at_ms or record.start_ms()
-                due.append(since + int(rule.seconds * 1000))
-            elif isinstance(rule, MaxDurationRule):
-                due.append(record.start_ms() + int(rule.seconds * 1000))
-        now = self._now_ms()
-        upcoming = [t for t in due if t > now] or due
-        if upcoming:
-            when = min(upcoming)
-            if record.next_due_ms != when:
-                record.next_due_ms = when
-                heapq.heappush(self._due, (when, record.call_sid))
+    @staticmethod
+    def _heard(record: CallRecord, end_ms: int, *, speech: bool) -> None:
+        record.audio_ms = max(record.audio_ms, end_ms)
+        if speech:
+            record.last_speech_end_ms = max(record.last_speech_end_ms or 0, end_ms)
+
+    def tick(self, limit: int | None = None) -> list[Decision]:
+        """Nothing is decided on wall-clock time any more (see :meth:`on_progress`)."""
+        return []
 
     def due_now(self) -> bool:
-        return bool(self._due) and self._due[0][0] <= self._now_ms()
+        return False
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -347,15 +324,15 @@ class Evaluator:
                 return Match(rule, _label(rule, f"caller pressed {pressed[-1]}"))
             return None
         if isinstance(rule, SilenceRule):
-            since = record.last_speech_at_ms or record.start_ms()
-            quiet_s = (now - since) / 1000
+            # audio time: what was analysed since the caller's last words (or the stream start)
+            quiet_s = (record.audio_ms - (record.last_speech_end_ms or 0)) / 1000
             if record.live and quiet_s >= rule.seconds:
                 return Match(rule, _label(rule, f"caller silent for {quiet_s:.0f} s"))
             return None
         if isinstance(rule, RepetitionRule):
             return self._repetition(rule, record)
         if isinstance(rule, MaxDurationRule):
-            elapsed_s = (now - record.start_ms()) / 1000
+            elapsed_s = record.audio_ms / 1000  # audio analysed since the stream started
             if record.live and elapsed_s >= rule.seconds:
                 return Match(rule, _label(rule, f"caller with the bot for {elapsed_s:.0f} s"))
             return None
@@ -374,9 +351,9 @@ class Evaluator:
         if (
             rule.window_s is None
             and rule.last_n is not None
-            and len(record.state_sentiments) > len(values)
+            and len(record.state.sentiment_last_n) > len(values)
         ):
-            values = record.state_sentiments[-rule.last_n :]
+            values = record.state.sentiment_last_n[-rule.last_n :]
         if len(values) < rule.min_utterances:
             return None
         mean = sum(values) / len(values)
@@ -398,10 +375,7 @@ class Evaluator:
         return Match(rule, _label(rule, f"{detail}: {_quote(last.text)}"), (last,))
 
     def _keyword(self, rule: KeywordRule, record: CallRecord) -> Match | None:
-        hits = sum(
-            max(record.keyword_hits.get(c, 0), record.state_keyword_hits.get(c, 0))
-            for c in rule.categories
-        )
+        hits = sum(record.state.keyword_hits.get(c, 0) for c in rule.categories)
         if hits < rule.min_hits:
             return None
         wanted = set(rule.categories)
@@ -413,15 +387,11 @@ class Evaluator:
         return Match(rule, _label(rule, detail), evidence)
 
     def _repetition(self, rule: RepetitionRule, record: CallRecord) -> Match | None:
-        history = list(record.history)
-        run = 0
-        for later, earlier in zip(reversed(history), list(reversed(history))[1:], strict=False):
-            if _jaccard(later.tokens, earlier.tokens) < rule.similarity:
-                break
-            run += 1
-        run = max(run, record.state_repeat_count)
+        # counted by the scoring worker at this rule's similarity (CallState.repeat_counts)
+        run = record.state.repeat_counts.get(rule.id, 0)
         if run < rule.count:
             return None
+        history = list(record.history)
         evidence = tuple(history[-(run + 1) :])
         said = _quote(history[-1].text) if history else "the same thing"
         detail = f"caller repeated themselves {run} time{'s' if run != 1 else ''}: {said}"

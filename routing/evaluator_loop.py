@@ -4,6 +4,11 @@ A consumer group (``consumer_group``) over ``agentstream.scores``: one instance 
 call's partition. Offsets are committed only after the decisions they led to are
 acknowledged, at most every ``commit_interval_s``: a restart replays at most that much, and
 replayed utterances are already decided.
+
+Marker scores (watermarks passed on by scoring) are not utterances: the loop evaluates the
+audio-time rules at their offset (:meth:`Router.on_progress`), records that the call is analysed
+that far (:class:`~routing.watermark.Watermarks`, which Passthru waits on) and publishes it as
+an ``analysed`` call event for the other routing instances.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from routing.publisher import DecisionPublisher
 from routing.reader import YIELD_EVERY
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.summaries import SummaryBook
+from routing.watermark import Watermarks
 from schemas.partition import partition_for
 from schemas.records import Score
 
@@ -39,13 +46,17 @@ class EvaluatorLoop:
         router: Router,
         parser: RecordParser,
         publisher: DecisionPublisher,
+        summaries: SummaryBook | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.settings = settings
+        self.summaries = summaries
         self._kafka = kafka
         self.scores_topic = scores_topic
         self.router = router
         self.parser = parser
         self.publisher = publisher
+        self.watermarks = watermarks or Watermarks()
         self.consumer: AIOKafkaConsumer | None = None
 
     async def run(self, rebuilt: asyncio.Event) -> None:
@@ -81,7 +92,7 @@ class EvaluatorLoop:
                 for raw in records:
                     score = self.parser.parse("scores", Score, raw)
                     if score is not None:
-                        self.router.on_score(score)
+                        self.on_score(score)
                     count += 1
                     dirty = True
                     if count % YIELD_EVERY == 0:
@@ -95,6 +106,17 @@ class EvaluatorLoop:
                 except KafkaError as exc:
                     logger.warning("offset commit failed (will retry): %s", exc)
                 last_commit = time.monotonic()
+
+    def on_score(self, score: Score) -> None:
+        """One owned score: an utterance to decide on, or a watermark."""
+        if score.marker is None:
+            if self.router.on_score(score) is not None:
+                self.watermarks.poke(score.call_sid)
+            if self.summaries is not None:
+                self.summaries.on_score(score)
+            return
+        self.router.on_progress(score)  # decisions first: a waiter woken below sees them
+        self.publisher.publish_call_event(self.watermarks.on_marker(score))
 
     def owns(self, key: bytes | None, partition: int) -> bool:
         """Whether this instance's group owns the call (its partition of the scores topic).

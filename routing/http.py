@@ -27,8 +27,11 @@ from pydantic import ValidationError
 
 from routing.auth import OPEN, Principal, RoutingAuth, auth_middleware, principal
 from routing.connect import connect_answer
+from routing.dashboard.http import BROADCASTER_KEY, Broadcaster, add_dashboard
+from routing.readiness import BOARD_KEY, WorkerBoard, readiness
 from routing.rejects import DeadLetterSink, RateLimitFilter, Rejects
 from routing.router import Router
+from routing.watermark import WATERMARKS_KEY, WaitResult, Watermarks, wait_for_analysis
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
 from schemas.deadletter import error_text
 from schemas.errors import ProtocolError
@@ -58,7 +61,15 @@ STATUS_LABELS = frozenset(
     }
 )
 PATH_LABELS = frozenset(
-    {"/exotel/passthru", "/exotel/connect", "/exotel/status", "/health", "/ready", "/metrics"}
+    {
+        "/exotel/passthru",
+        "/exotel/connect",
+        "/exotel/status",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/dashboard",
+    }
 )
 
 
@@ -142,7 +153,9 @@ async def _callback(request: web.Request) -> CallbackParams:
     return parse_callback(await read_params(request))
 
 
-def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> None:
+def _record(
+    router: Router, kind: str, params: CallbackParams, answer: str, wait: WaitResult | None = None
+) -> None:
     if not router.record_callbacks or not params.call_sid:
         return
     view = router.book.get(params.call_sid)
@@ -156,6 +169,8 @@ def _record(router: Router, kind: str, params: CallbackParams, answer: str) -> N
             occurred_at_ms=int(router.clock() * 1000),
             params=params.raw,
             answer=answer,
+            complete=wait.complete if wait else None,
+            waited_ms=round(wait.waited_ms, 1) if wait else None,
         )
     )
 
@@ -177,7 +192,7 @@ async def passthru(request: web.Request) -> web.Response:
     ) as exc:
         return await _passthru_default(request, "bad_request", exc)
     try:
-        response = await passthru_answer(router, params, principal(request))
+        response = await passthru_answer(request.app, params, principal(request))
     except Exception as exc:
         logger.exception("passthru for %s failed: answering the default branch", params.call_sid)
         return await _passthru_default(request, "error", exc)
@@ -186,9 +201,10 @@ async def passthru(request: web.Request) -> web.Response:
 
 
 async def passthru_answer(
-    router: Router, params: CallbackParams, who: Principal = OPEN
+    app: web.Application, params: CallbackParams, who: Principal = OPEN
 ) -> web.Response:
     """The answer to one well-formed Passthru (the call's first answer is repeated)."""
+    router = app[ROUTER_KEY]
     view = router.book.get(params.call_sid) if params.call_sid else None
     if view is not None and not who.may_access(view.tenant):
         router.metrics.callbacks.labels("passthru", "forbidden").inc()
@@ -201,16 +217,15 @@ async def passthru_answer(
         return _json({"call_sid": params.call_sid, "decision": "stream_start"}, status)
     # A tenant-bound credential may not seed digits for a call whose tenant is not known yet.
     digits = params.digits if view is not None or not who.bound else None
+    wait = await wait_for_analysis(app, router.book, params.call_sid)
     result = await router.passthru(params.call_sid, digits)
+    wait = WaitResult(wait.complete and result.complete, wait.waited_ms + result.waited_ms)
     # Other instances pin a recorded numeric answer; an unknown call's default is not pinned.
     unknown = result.outcome == "unknown"
-    _record(
-        router,
-        "passthru",
-        params,
-        f"{result.status} unknown call" if unknown else str(result.status),
-    )
+    answer = f"{result.status} unknown call" if unknown else str(result.status)
+    _record(router, "passthru", params, answer, wait)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
+    router.metrics.passthru_answers.labels("true" if wait.complete else "false").inc()
     escalation = result.view.escalation if result.view else None
     return _json(
         {
@@ -218,7 +233,8 @@ async def passthru_answer(
             "decision": result.outcome,
             "rule_id": escalation.rule_id if escalation else None,
             "target_group": escalation.target_group if escalation else None,
-            "waited_ms": round(result.waited_ms, 1),
+            "waited_ms": round(wait.waited_ms, 1),
+            "complete": wait.complete,
         },
         result.status,
     )
@@ -305,15 +321,16 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
-    if router.ready:
-        return _json({"ready": True, "calls": len(router.book.calls)})
-    return _json({"ready": False, "reason": "rebuilding decision state"}, 503)
+    ok, body = readiness(request.app, router.ready)
+    return _json({**body, "calls": len(router.book.calls)}, 200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
     router.metrics.calls_tracked.set(len(router.book.calls))
     router.metrics.ready.set(1 if router.ready else 0)
+    if BROADCASTER_KEY in request.app:
+        router.metrics.dashboard_clients.set(request.app[BROADCASTER_KEY].clients)
     return web.Response(
         body=generate_latest(router.metrics.registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -324,8 +341,21 @@ def create_app(
     router: Router,
     auth: RoutingAuth | None = None,
     dead_letters: DeadLetterSink | None = None,
+    *,
+    credentials: dict[str, str] | None = None,
+    dashboard: Broadcaster | None = None,
+    watermarks: Watermarks | None = None,
+    board: WorkerBoard | None = None,
 ) -> web.Application:
-    """The app; ``auth`` None = open (tests), ``dead_letters`` receives bad Passthru input."""
+    """Exotel's callbacks and the operations endpoints.
+
+    ``auth`` (or just ``credentials``) guards ``/exotel/*`` and ``/dashboard*`` (None: open);
+    ``dead_letters`` receives bad Passthru input; with ``dashboard``, the supervisor dashboard;
+    with ``watermarks``, Passthru waits for the call's analysis; with ``board``, ``/ready``
+    needs the workers too.
+    """
+    if auth is None and credentials:
+        auth = RoutingAuth(credentials)
     rejects = Rejects(dead_letters)
 
     def refused(path: str, reason: str, remote: str | None) -> None:
@@ -338,6 +368,10 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = router
     app[REPORTS_KEY] = rejects
+    if watermarks is not None:
+        app[WATERMARKS_KEY] = watermarks
+    if board is not None:
+        app[BOARD_KEY] = board  # /ready then needs the workers too
     for path, handler in (
         ("/exotel/passthru", passthru),
         ("/exotel/connect", connect),
@@ -348,21 +382,20 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+    if dashboard is not None:
+        add_dashboard(app, dashboard)
     return app
 
 
 async def start_http_app(
-    router: Router,
-    host: str,
-    port: int,
-    auth: RoutingAuth | None = None,
-    dead_letters: DeadLetterSink | None = None,
+    router: Router, host: str, port: int, **parts: Any
 ) -> tuple[web.AppRunner, int]:
-    """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
+    """Start the app on ``host:port`` (``parts``: :func:`create_app`'s keywords); the runner
+    (for cleanup) and the port it got."""
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RateLimitFilter) for f in server_log.filters):
         server_log.addFilter(RateLimitFilter())  # malformed requests must not flood the log
-    runner = web.AppRunner(create_app(router, auth, dead_letters), access_log=None)
+    runner = web.AppRunner(create_app(router, **parts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -73,6 +73,27 @@ class RoutingMetrics:
             ["outcome"],
             registry=r,
         )
+        self.passthru_answers = Counter(
+            "agentstream_routing_passthru_answers",
+            "Passthru answers, by whether every utterance heard before was decided",
+            ["complete"],
+            registry=r,
+        )
+        self.deadletters = Counter(
+            "agentstream_deadletters",
+            "records written to agentstream.deadletter, by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.summaries = Counter(
+            "agentstream_routing_call_summaries",
+            "call summaries published, by end reason",
+            ["end"],
+            registry=r,
+        )
+        self.dashboard_clients = Gauge(
+            "agentstream_routing_dashboard_clients", "dashboard pages connected", registry=r
+        )
         self.calls_tracked = Gauge(
             "agentstream_routing_calls_tracked", "calls held in memory", registry=r
         )

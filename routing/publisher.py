@@ -1,5 +1,5 @@
-"""Publishing from routing: decisions, callback records and dead letters, in order, one send
-at a time, with a flush for commit points.
+"""Publishing from routing: decisions, callback records, call summaries and dead letters, in
+order, one send at a time, with a flush for commit points.
 
 Every record carries this instance's ``as-routing-instance`` header, so its own reader skips
 what it published (the router applied it already).
@@ -18,8 +18,8 @@ from aiokafka.errors import KafkaError
 
 from routing.metrics import RoutingMetrics
 from routing.settings import RoutingSettings
-from schemas.records import CallEvent, DeadLetter, Decision, Record
-from schemas.topics import CALLS, DEADLETTER, DECISIONS, prefixed
+from schemas.records import CallEvent, CallSummary, DeadLetter, Decision, Record
+from schemas.topics import CALL_SUMMARIES, CALLS, DEADLETTER, DECISIONS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class DecisionPublisher:
         self.decisions_topic = prefixed(DECISIONS, prefix)
         self.calls_topic = prefixed(CALLS, prefix)
         self.deadletter_topic = prefixed(DEADLETTER, prefix)
+        self.summaries_topic = prefixed(CALL_SUMMARIES, prefix)
         self._queue: asyncio.Queue[tuple[str, bytes | None, bytes]] = asyncio.Queue()
         self._inflight: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +81,12 @@ class DecisionPublisher:
         self._put(self.calls_topic, event.call_sid, event)
 
     def publish_dead_letter(self, letter: DeadLetter) -> None:
+        self._metrics.deadletters.labels(letter.stage).inc()
         self._put(self.deadletter_topic, letter.call_sid, letter)
+
+    def publish_summary(self, summary: CallSummary) -> None:
+        self._metrics.summaries.labels(summary.end_reason).inc()
+        self._put(self.summaries_topic, summary.call_sid, summary)
 
     async def _run(self, producer: AIOKafkaProducer) -> None:
         while True:

@@ -6,7 +6,12 @@ Readiness waits until decisions are read up to the fetch high-water mark (on the
 broker ListOffsets(latest) answers too low, so the end is taken from fetch responses, never
 from ``end_offsets``). Start / stop / DTMF events of the calls this instance owns are passed
 on to the evaluator (``agentstream.calls`` is co-partitioned by call SID), so a flood of
-callback records on ``agentstream.calls`` never sits in front of the scores.
+callback records on ``agentstream.calls`` never sits in front of the scores; they and the
+Passthru answers other instances gave for those calls also go to the call-summary book.
+
+Also followed from their end: ``agentstream.workers`` (heartbeats: the :class:`WorkerBoard`
+behind ``/ready``) and other instances' ``analysed`` watermarks on ``agentstream.calls``
+(:class:`Watermarks`). Watermark transcripts are not utterances: nothing waits on them.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
+from routing.readiness import WorkerBoard
 from routing.router import Router
 from routing.settings import RoutingSettings
-from schemas.records import CallEvent, Decision, Transcript
+from routing.summaries import SummaryBook
+from routing.watermark import Watermarks
+from schemas.records import CallEvent, Decision, Transcript, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
 YIELD_EVERY = 32
-_WANTED_BY_READER = frozenset({"start", "stop", "dtmf", "passthru"})
+_WANTED_BY_READER = frozenset({"start", "stop", "dtmf", "passthru", "analysed"})
 _WANTED_BY_EVALUATOR = frozenset({"start", "stop", "dtmf"})
 
 
@@ -47,6 +55,9 @@ class DecisionReader:
         publisher: DecisionPublisher,
         metrics: RoutingMetrics,
         owns: Callable[[bytes | None, int], bool],
+        summaries: SummaryBook | None = None,
+        watermarks: Watermarks | None = None,
+        board: WorkerBoard | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -56,6 +67,9 @@ class DecisionReader:
         self.publisher = publisher
         self.metrics = metrics
         self.owns = owns
+        self.summaries = summaries
+        self.watermarks = watermarks or Watermarks()
+        self.board = board or WorkerBoard()
         self.consumer: AIOKafkaConsumer | None = None
         self.rebuilt = asyncio.Event()
 
@@ -71,7 +85,7 @@ class DecisionReader:
         )
         await reader.start()
         tps: dict[str, list[TopicPartition]] = {}
-        for kind in ("decisions", "calls", "transcripts"):
+        for kind in ("decisions", "calls", "transcripts", "workers"):
             topic = self.topics[kind]
             parts = reader.partitions_for_topic(topic)
             deadline = time.monotonic() + s.rebuild_timeout_s
@@ -85,7 +99,7 @@ class DecisionReader:
             tps[kind] = [TopicPartition(topic, p) for p in sorted(parts)]
         reader.assign([tp for group in tps.values() for tp in group])
         await reader.seek_to_beginning(*tps["decisions"])
-        await reader.seek_to_end(*tps["calls"], *tps["transcripts"])
+        await reader.seek_to_end(*tps["calls"], *tps["transcripts"], *tps["workers"])
         started = time.monotonic()
         rebuilt = 0
         pending = set(tps["decisions"])
@@ -131,13 +145,26 @@ class DecisionReader:
             decision = parse("decisions", Decision, raw)
             if decision is not None:
                 self.router.on_decision_record(decision)
+                self.watermarks.poke(decision.call_sid)
         elif topic == self.topics["calls"]:
             event = parse("calls", CallEvent, raw, _WANTED_BY_READER)
-            if event is not None:
-                self.router.on_observed_call_event(event)
-                if event.kind in _WANTED_BY_EVALUATOR and self.owns(raw.key, raw.partition):
+            if event is None:
+                return
+            if event.kind == "analysed":
+                self.watermarks.on_event(event)
+                return
+            self.router.on_observed_call_event(event)
+            if self.owns(raw.key, raw.partition):
+                if event.kind in _WANTED_BY_EVALUATOR:
                     self.router.on_call_event(event)
+                if self.summaries is not None:
+                    self.summaries.on_call_event(event)
+            self.watermarks.poke(event.call_sid)
+        elif topic == self.topics["workers"]:
+            heartbeat = parse("workers", WorkerHeartbeat, raw)
+            if heartbeat is not None:
+                self.board.note(heartbeat)
         else:
             transcript = parse("transcripts", Transcript, raw)
-            if transcript is not None:
+            if transcript is not None and transcript.marker is None:
                 self.router.on_transcript(transcript)

@@ -24,6 +24,11 @@ from schemas.rules import RulesFile
 logger = logging.getLogger(__name__)
 
 
+def _complete(view: CallView) -> bool:
+    """An escalation is final; otherwise the answer is complete when nothing is pending."""
+    return view.escalation is not None or not view.pending
+
+
 class Publisher(Protocol):
     """Where the router's decisions and callback records go (fire and forget)."""
 
@@ -54,6 +59,7 @@ class PassthruResult:
     outcome: str  # "escalate" | "continue" | "unknown"
     view: CallView | None
     waited_ms: float = 0.0
+    complete: bool = True  # every utterance heard before the answer had been decided
 
 
 class Router:
@@ -106,6 +112,13 @@ class Router:
 
     def on_score(self, score: Score) -> Decision | None:
         decision = self.evaluator.on_score(score)
+        if decision is not None:
+            self._publish(decision)
+        return decision
+
+    def on_progress(self, score: Score) -> Decision | None:
+        """A watermark (marker score): audio-time rules at the call's analysed offset."""
+        decision = self.evaluator.on_progress(score)
         if decision is not None:
             self._publish(decision)
         return decision
@@ -177,7 +190,8 @@ class Router:
         view = self.book.get(call_sid)
         if view is not None and view.answer is not None:
             escalated = view.answer == self.rules.passthru.escalate_status
-            return PassthruResult(view.answer, "escalate" if escalated else "continue", view)
+            outcome = "escalate" if escalated else "continue"
+            return PassthruResult(view.answer, outcome, view, complete=_complete(view))
         if digits:
             tenant = view.tenant if view else "default"
             campaign = view.campaign if view else "default"
@@ -201,7 +215,8 @@ class Router:
             waited = await self._wait_pending(view, deadline)
         escalated = view.escalation is not None
         status = self.book.remember_answer(call_sid, self._status(escalated))
-        return PassthruResult(status, "escalate" if escalated else "continue", view, waited)
+        outcome = "escalate" if escalated else "continue"
+        return PassthruResult(status, outcome, view, waited, complete=_complete(view))
 
     def _log_unknown(self, call_sid: str, status: int) -> None:
         """Warn about unknown calls, at most once a second (a flood must not flood the log)."""

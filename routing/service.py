@@ -5,8 +5,12 @@ Per instance (each part in its own module):
 - the :class:`~routing.reader.DecisionReader`: every decision, call event and transcript;
 - the :class:`~routing.evaluator_loop.EvaluatorLoop`: owned scores -> router -> decisions;
 - the :class:`~routing.publisher.DecisionPublisher`: what the router publishes;
-- here: a tick for silence / max-duration rules, eviction of idle calls, and rules reload on
-  file change or :meth:`RoutingService.request_reload` (SIGHUP).
+- the supervisor dashboard (:mod:`routing.dashboard`): its own reader of every call, the board
+  and the broadcaster behind ``/dashboard``;
+- the :class:`~routing.summaries.SummaryBook` of the calls this instance owns (fed by the
+  evaluator loop, the reader and the router's own decisions and answers);
+- here: a tick for silence / max-duration rules and due call summaries, eviction of idle
+  calls, and rules reload on file change or :meth:`RoutingService.request_reload` (SIGHUP).
 """
 
 from __future__ import annotations
@@ -24,16 +28,22 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from routing.auth import RoutingAuth, warn_if_open
+from routing.dashboard.board import Board
+from routing.dashboard.feed import BoardFeed
+from routing.dashboard.http import Broadcaster
 from routing.evaluator_loop import EvaluatorLoop
 from routing.http import start_http_app
 from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
 from routing.publisher import DecisionPublisher
 from routing.reader import DecisionReader
+from routing.readiness import WorkerBoard
 from routing.router import Router
 from routing.settings import RoutingSettings
+from routing.summaries import SummaryBook, SummaryTap
+from routing.watermark import Watermarks
 from schemas.rules import RulesError, RulesFile, decode_rules, default_rules, parse_rules
-from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
+from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +97,15 @@ class RoutingService:
         self.metrics = RoutingMetrics()
         # publishing reaches Kafka once started; before that nothing is published
         self.publisher = DecisionPublisher(settings, self.metrics)
+        self.summaries = SummaryBook(
+            settle_ms=settings.summary_settle_ms,
+            idle_ms=int(settings.summary_idle_s * 1000),
+            clock=clock,
+        )
+        rules = rules if rules is not None else self.rules_source.load()
         self.router = Router(
-            rules if rules is not None else self.rules_source.load(),
-            self.publisher,
+            rules,
+            SummaryTap(self.publisher, self.summaries),
             clock=clock,
             grace_ms=settings.passthru_grace_ms,
             publish_continue=settings.publish_continue,
@@ -103,7 +119,14 @@ class RoutingService:
             "calls": prefixed(CALLS, prefix),
             "transcripts": prefixed(TRANSCRIPTS, prefix),
             "scores": prefixed(SCORES, prefix),
+            "workers": prefixed(WORKERS, prefix),
         }
+        self.watermarks = Watermarks(
+            bound_s=settings.passthru_complete_wait_ms / 1000,
+            clock=clock,
+            registry=self.metrics.registry,
+        )
+        self.board = WorkerBoard()
         kafka: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
             "client_id": f"{settings.client_id}-routing",
@@ -111,7 +134,14 @@ class RoutingService:
         self._kafka = kafka
         parser = RecordParser(self.metrics, self.publisher)
         self.evaluator_loop = EvaluatorLoop(
-            settings, kafka, self.topics["scores"], self.router, parser, self.publisher
+            settings,
+            kafka,
+            self.topics["scores"],
+            self.router,
+            parser,
+            self.publisher,
+            self.summaries,
+            self.watermarks,
         )
         self.reader = DecisionReader(
             settings,
@@ -122,8 +152,21 @@ class RoutingService:
             self.publisher,
             self.metrics,
             self.evaluator_loop.owns,
+            self.summaries,
+            self.watermarks,
+            self.board,
         )
         self.rebuilt = self.reader.rebuilt
+        self.dashboard = Board(rules, clock=clock)
+        self.broadcaster = Broadcaster(self.dashboard, settings.dashboard_interval_ms / 1000)
+        self.board_feed = BoardFeed(
+            self.dashboard,
+            bootstrap_servers=settings.bootstrap_servers,
+            topic_prefix=prefix,
+            client_id=f"{settings.client_id}-dashboard",
+            lookback_s=settings.dashboard_lookback_s,
+            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
+        )
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -138,16 +181,26 @@ class RoutingService:
         if serve_http:
             warn_if_open(self.auth)
             self._runner, self.http_port = await start_http_app(
-                self.router, s.host, s.port, self.auth, self.publisher.publish_dead_letter
+                self.router,
+                s.host,
+                s.port,
+                auth=self.auth,
+                dead_letters=self.publisher.publish_dead_letter,
+                dashboard=self.broadcaster if s.dashboard else None,
+                watermarks=self.watermarks,
+                board=self.board if s.ready_requires_workers else None,
             )
         self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
         await self._producer.start()
         self.publisher.start(self._producer)
-        for coro, name in (
+        loops = [
             (self.reader.run(), "routing-reader"),
             (self._housekeeping(), "routing-housekeeping"),
             (self.evaluator_loop.run(self.rebuilt), "routing-evaluator"),
-        ):
+        ]
+        if serve_http and s.dashboard:
+            loops.append((self.board_feed.run_forever(), "routing-dashboard-feed"))
+        for coro, name in loops:
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
@@ -167,6 +220,7 @@ class RoutingService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._publish_summaries()  # what is due now; the rest is the next owner's
         await self.publisher.stop()
         for client in (self.reader.consumer, self.evaluator_loop.consumer, self._producer):
             if client is not None:
@@ -183,6 +237,7 @@ class RoutingService:
         while True:
             await asyncio.sleep(s.tick_interval_ms / 1000)
             if self.router.ready:
+                self._publish_summaries()
                 self.router.tick(_TICK_BATCH)
                 while self.router.evaluator.due_now():
                     await asyncio.sleep(0)  # let callbacks in between bursts of deadlines
@@ -191,12 +246,19 @@ class RoutingService:
             if now - last_evict >= 60:
                 last_evict = now
                 evicted = self.router.evict(s.state_idle_s)
+                self.watermarks.evict(s.state_idle_s)
                 if evicted:
                     logger.info("forgot %d idle calls", evicted)
             if s.rules_poll_s > 0 and now - last_poll >= s.rules_poll_s:
                 last_poll = now
                 if self.rules_source.changed():
                     self.reload_rules()
+
+    def _publish_summaries(self) -> None:
+        """Publish the call summaries that are due, for the calls this instance still owns."""
+        for summary in self.summaries.due():
+            if self.evaluator_loop.owns(summary.call_sid.encode(), -1):
+                self.publisher.publish_summary(summary)
 
     def reload_rules(self) -> bool:
         """Load the rules file again; on error keep the current rules. State is kept."""
@@ -207,6 +269,7 @@ class RoutingService:
             self.metrics.rules_reloads.labels("error").inc()
             return False
         self.router.set_rules(rules)
+        self.dashboard.set_rules(rules)
         self.metrics.rules_reloads.labels("ok").inc()
         logger.info("rules reloaded from %s", self.rules_source.path or "the shipped file")
         return True

@@ -45,6 +45,15 @@ class RoutingSettings(KafkaFields, BaseSettings):
         le=5000,
         description="wait at most this long after the stream stopped for a pending utterance",
     )
+    passthru_complete_wait_ms: int = Field(
+        1500,
+        ge=0,
+        le=120_000,
+        description="Passthru waits at most this long for the call's analysis to be complete",
+    )
+    ready_requires_workers: bool = Field(
+        True, description="/ready also needs live analytics workers holding every audio partition"
+    )
     consumer_group: str = Field(
         "agentstream-routing", description="group that evaluates scores (one owner per call)"
     )
@@ -93,6 +102,21 @@ class RoutingSettings(KafkaFields, BaseSettings):
     )
     auth_probes: bool = Field(
         False, description="also require auth / allow-list for /health, /ready and /metrics"
+    )
+
+    # --- dashboard and summaries ------------------------------------------------------------
+    dashboard: bool = Field(True, description="serve the supervisor dashboard at /dashboard")
+    dashboard_lookback_s: float = Field(
+        3600.0, gt=0, description="the dashboard starts reading this far back"
+    )
+    dashboard_interval_ms: int = Field(
+        250, ge=20, description="at most one update to the dashboard pages this often"
+    )
+    summary_settle_ms: int = Field(
+        2000, ge=0, description="publish a call's summary this long after its stream stopped"
+    )
+    summary_idle_s: float = Field(
+        900.0, gt=0, description="summarise a call that never stopped after this long unheard"
     )
 
     @field_validator("allow_ips", "trusted_proxies", mode="before")

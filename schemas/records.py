@@ -124,6 +124,7 @@ CallEventKind = Literal[
     "connect",
     "status",
     "handoff",
+    "analysed",
 ]
 
 
@@ -157,6 +158,16 @@ class CallEvent(Record):
     # passthru / connect / status: every parameter Exotel sent, verbatim
     params: dict[str, str] = Field(default_factory=dict)
     answer: str | None = Field(None, description="what we answered a callback, e.g. '302'")
+    # passthru: whether the answer saw the call's whole analysis, and how long it waited for it
+    complete: bool | None = Field(
+        None, description="passthru: the analysis was complete; analysed: the call's last audio"
+    )
+    waited_ms: float | None = Field(None, description="passthru: time spent waiting for analysis")
+    # analysed (routing's watermark): everything heard up to this audio offset is evaluated
+    audio_ms: int | None = Field(None, description="audio offset from stream start, analysed")
+    audio_received_at_ms: int | None = Field(
+        None, description="wall clock when ingest received the last analysed frame, UTC ms"
+    )
 
 
 # --- agentstream.transcripts ------------------------------------------------------------------
@@ -191,6 +202,13 @@ class Transcript(Record):
     speech_end_at_ms: int = Field(description="wall clock when ingest received the last frame")
     produced_at_ms: int
     latency_ms: float = Field(description="speech end (ingest receipt) to transcript publish")
+    marker: Literal["progress", "end"] | None = Field(
+        None,
+        description=(
+            "not an utterance but a watermark (empty text): 'progress' = the call's audio is "
+            "transcribed up to end_ms; 'end' = the call stopped and its last utterance is out"
+        ),
+    )
 
 
 # --- agentstream.scores -----------------------------------------------------------------------
@@ -232,7 +250,13 @@ class CallState(BaseModel):
     last_speech_end_ms: int = 0
     silence_since_speech_ms: int = 0
     last_dtmf: str | None = None
-    repeat_count: int = Field(0, description="consecutive utterances that repeat the previous one")
+    repeat_count: int = Field(
+        0, description="consecutive utterances that repeat the previous one (first rule's count)"
+    )
+    repeat_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="per repetition rule id: consecutive repeats at that rule's similarity",
+    )
     recent_texts: list[str] = Field(default_factory=list)
     started_at_ms: int | None = None
 
@@ -255,6 +279,9 @@ class Score(Record):
     transcript_at_ms: int = 0
     scored_at_ms: int
     latency_ms: float = Field(description="transcript publish to score publish")
+    marker: Literal["progress", "end"] | None = Field(
+        None, description="a transcript watermark passed through (see Transcript.marker)"
+    )
 
 
 # --- agentstream.decisions --------------------------------------------------------------------
@@ -283,6 +310,30 @@ class Decision(Record):
     latency_ms: float = Field(description="score publish to decision publish")
 
 
+# --- agentstream.workers ----------------------------------------------------------------------
+
+
+class WorkerHeartbeat(Record):
+    """An analytics worker's liveness and readiness, sent every ``interval_ms``.
+
+    ``ready``: its models are loaded and it holds its share of the audio partitions (or the group
+    gave it none). Routing's ``/ready`` counts a worker live for three intervals after its last
+    heartbeat; ``state='stopping'`` removes it at once.
+    """
+
+    worker_id: str
+    host: str = ""
+    pid: int = 0
+    app_id: str = ""
+    state: Literal["starting", "ready", "stopping"]
+    models_loaded: bool = False
+    assigned: bool = False
+    audio_partitions: list[int] = Field(default_factory=list)
+    partitions_total: int = 0
+    interval_ms: int
+    sent_at_ms: int
+
+
 # --- agentstream.deadletter -------------------------------------------------------------------
 
 
@@ -298,3 +349,51 @@ class DeadLetter(Record):
     source_offset: int | None = None
     raw_base64: str = Field("", description="the original bytes, base64")
     occurred_at_ms: int
+
+
+# --- agentstream.call_summaries ---------------------------------------------------------------
+
+
+class CallSummary(Record):
+    """One call's summary, published when the call ends (stop, or idle timeout).
+
+    The topic is compacted and keyed by the call SID: a fact that arrives after the summary (a
+    Passthru answer, a late decision) is published as a new summary of the same call with a
+    higher ``revision``, and compaction keeps the latest. Sentiment fields are ``None`` for a
+    call in which nobody spoke.
+    """
+
+    call_sid: str
+    stream_sid: str = ""
+    tenant: str = "default"
+    campaign: str = "default"
+    from_number: str | None = None
+    started_at_ms: int | None = Field(None, description="stream start, UTC ms")
+    ended_at_ms: int = Field(description="stream stop, or the last record of an idle call")
+    end_reason: str = Field(description="the stop reason, or 'idle_timeout'")
+    duration_ms: int = Field(description="start to end, wall clock")
+    talk_time_ms: int = Field(0, description="caller speech found by VAD (sum of utterances)")
+    silence_time_ms: int = Field(0, description="duration minus talk time")
+    longest_silence_ms: int = Field(0, description="longest gap between utterances")
+    utterance_count: int = 0
+    sentiment_start: float | None = None
+    sentiment_end: float | None = None
+    sentiment_min: float | None = None
+    sentiment_mean: float | None = None
+    keyword_hits: dict[str, int] = Field(
+        default_factory=dict, description="keyword hits by category"
+    )
+    pii_kinds: list[str] = Field(default_factory=list, description="PII kinds redacted")
+    escalated: bool = False
+    escalation_rule_id: str | None = None
+    escalation_reason: str | None = None
+    escalation_target_group: str | None = None
+    escalated_at_ms: int | None = None
+    decision_count: int = 0
+    passthru_answer: str | None = Field(None, description="what we answered Passthru: 200 / 302")
+    passthru_complete: bool | None = Field(
+        None, description="every utterance heard before the answer had been decided"
+    )
+    passthru_at_ms: int | None = None
+    revision: int = Field(1, description="1 for the first summary; +1 for each later fact")
+    summarised_at_ms: int

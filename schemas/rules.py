@@ -106,7 +106,14 @@ class RepetitionRule(_RuleBase):
     kind: Literal["repetition"]
     count: int = Field(2, ge=1, description="consecutive repeats of the caller's utterance")
     similarity: float = Field(
-        0.6, gt=0.0, le=1.0, description="word-overlap (Jaccard) that counts as a repeat"
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "overlap of two consecutive utterances' content words (Dice; words stemmed, fillers "
+            "dropped, one mishearing tolerated in long words) that counts as a repeat; the one "
+            "setting for it: analytics counts repeats with it, routing compares the count"
+        ),
     )
 
 

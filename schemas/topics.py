@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from schemas.records import (
     AudioFrameMeta,
     CallEvent,
+    CallSummary,
     DeadLetter,
     Decision,
     Record,
     Score,
     Transcript,
+    WorkerHeartbeat,
 )
 
 
@@ -90,7 +92,38 @@ DEADLETTER = TopicSpec(
     "anything that could not be processed, with the raw bytes and the error",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (AUDIO, CALLS, TRANSCRIPTS, SCORES, DECISIONS, DEADLETTER)
+CALL_SUMMARIES = TopicSpec(
+    "agentstream.call_summaries",
+    "call SID",
+    CallSummary,
+    "JSON",
+    8,
+    "compact",
+    365 * _DAY_MS,
+    "one summary per call when it ends (latest revision wins): what analysts query most",
+)
+
+WORKERS = TopicSpec(
+    "agentstream.workers",
+    "worker id",
+    WorkerHeartbeat,
+    "JSON",
+    1,
+    "delete",
+    1 * 3600 * 1000,
+    "analytics worker heartbeats: models loaded, partitions held (pipeline readiness)",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    AUDIO,
+    CALLS,
+    TRANSCRIPTS,
+    SCORES,
+    DECISIONS,
+    DEADLETTER,
+    CALL_SUMMARIES,
+    WORKERS,
+)
 
 
 def by_name(name: str) -> TopicSpec:

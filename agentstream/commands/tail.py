@@ -18,11 +18,19 @@ from schemas.records import AUDIO_HEADER_PREFIX
 from schemas.settings import KafkaFields
 from schemas.topics import ALL_TOPICS, prefixed
 
-SHORT_NAMES = ("audio", "calls", "transcripts", "scores", "decisions", "deadletter")
+SHORT_NAMES = (
+    "audio",
+    "calls",
+    "transcripts",
+    "scores",
+    "decisions",
+    "deadletter",
+    "call_summaries",
+)
 
 
 class InspectSettings(KafkaFields, BaseSettings):
-    """Where ``tail``/``query`` read from (``AGENTSTREAM_`` prefix, ``KAFKA_BOOTSTRAP_SERVERS``)."""
+    """Where ``tail``, ``call`` and ``query`` read (``AGENTSTREAM_``, KAFKA_BOOTSTRAP_SERVERS)."""
 
     model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", frozen=True, populate_by_name=True)
 

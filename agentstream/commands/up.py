@@ -6,15 +6,20 @@ import argparse
 import importlib.util
 import signal
 import sys
+import threading
+import time
 import types
+from collections.abc import Callable
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
+from agentstream.stack.readiness import announce_ready, local_url, pipeline_ready
 from agentstream.stack.settings import BrokerSettings, UpSettings
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
+from analytics.settings import WorkerSettings
 from ingest.settings import IngestSettings
 from routing.settings import RoutingSettings
 from schemas.auth import parse_credentials
@@ -50,7 +55,11 @@ def _selected(spec: str | None) -> list[str]:
     return [name for name in wanted if _service_available(name)]
 
 
-def _endpoints(services: list[str]) -> list[tuple[str, str]]:
+def _worker_metrics_port() -> int:
+    return WorkerSettings().metrics_port
+
+
+def _endpoints(services: list[str], workers: int = 1) -> list[tuple[str, str]]:
     """Where each service listens, read from that service's own settings."""
     lines: list[tuple[str, str]] = []
     if "ingest" in services:
@@ -61,6 +70,11 @@ def _endpoints(services: list[str]) -> list[tuple[str, str]]:
         rt = RoutingSettings()
         base = f"http://{rt.host}:{rt.port}"
         lines.append(("routing", f"{base}/exotel/passthru  {base}/exotel/connect  {base}/health"))
+        lines.append(("", f"{base}/dashboard  {base}/metrics"))
+    if "worker" in services:
+        port = _worker_metrics_port()
+        ports = ", ".join(str(port + n) for n in range(workers))
+        lines.append(("worker", f"/metrics on 127.0.0.1 port {ports}"))
     return lines
 
 
@@ -87,7 +101,27 @@ def _auth_env(services: list[str]) -> dict[str, str]:
     return env
 
 
+def _ready_checks(services: list[str], workers: int) -> tuple[list[str], list[Callable[[], bool]]]:
+    """What ``ready:`` waits for: ingest's /health, routing's /ready counting every worker."""
+    parts, checks = ["broker"], []
+    if "ingest" in services:
+        ing = IngestSettings()
+        parts.append("ingest")
+        checks.append(lambda: pipeline_ready(local_url(ing.host, ing.port), 0, "/health"))
+    if "routing" in services:
+        rt = RoutingSettings()
+        expected = workers if "worker" in services else 0
+        if expected:
+            parts.append(f"{expected} worker{'s' if expected > 1 else ''}")
+        parts.append("routing")
+        checks.append(lambda: pipeline_ready(local_url(rt.host, rt.port), expected))
+    elif "worker" in services:
+        parts.append("workers (not checked without routing)")
+    return parts, checks
+
+
 def run(args: argparse.Namespace) -> int:
+    began = time.monotonic()
     up = UpSettings(**({"workers": args.workers} if args.workers else {}))
     services = _selected(args.services)
     try:
@@ -123,11 +157,21 @@ def run(args: argparse.Namespace) -> int:
             count = up.workers if name == "worker" else 1
             for n in range(count):
                 label = f"{name}-{n + 1}" if count > 1 else name
-                supervisor.start(Child(label, [*me, name], env))
+                argv = [*me, name]
+                if name == "worker" and count > 1:  # one /metrics port per worker process
+                    argv += ["--metrics-port", str(_worker_metrics_port() + n)]
+                supervisor.start(Child(label, argv, env))
         print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
-        for name, where in _endpoints(services):
+        for name, where in _endpoints(services, up.workers):
             print(f"{name:<8} {where}")
         print("Ctrl-C stops everything.", flush=True)
+        parts, checks = _ready_checks(services, up.workers)
+        threading.Thread(
+            target=announce_ready,
+            args=(began, parts, checks, supervisor.stopping, lambda s: print(s, flush=True)),
+            name="ready",
+            daemon=True,
+        ).start()
         code = supervisor.wait()
     finally:
         supervisor.stop_all()

@@ -7,6 +7,9 @@ the audio/transcript partitions. Settings: ``AGENTSTREAM_WORKER_*`` (see analyti
 from __future__ import annotations
 
 import argparse
+import logging
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--executor-workers", type=int, help="inference threads (one model each)")
     parser.add_argument("--web-port", type=int, help="enable faust's web server on this port")
     parser.add_argument("--no-scoring", action="store_true", help="transcription only")
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port, 0 = a free one (default 9102)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["asr_engine"] = args.engine
     if args.executor_workers:
         overrides["executor_workers"] = args.executor_workers
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
     if args.web_port:
         overrides["web_enabled"] = True
         overrides["web_port"] = args.web_port
@@ -50,6 +58,20 @@ def run(args: argparse.Namespace) -> int:
     except AsrError as exc:
         print(f"error: {exc}")
         return 2
+    if settings.metrics_enabled:
+        try:
+            server, _ = worker.metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # a second worker on the same host: run on, without metrics
+            logger.warning(
+                "metrics off: cannot listen on %s:%s: %s",
+                settings.metrics_host,
+                settings.metrics_port,
+                exc,
+            )
+        else:
+            logger.info(
+                "metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port
+            )
     faust_worker = faust.Worker(
         worker.app, loglevel=str(args.log_level).lower(), quiet=True, redirect_stdouts=False
     )

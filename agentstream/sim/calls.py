@@ -27,6 +27,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+import orjson
 import websockets
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
@@ -118,6 +119,7 @@ class SimOptions:
     ramp_ms: float = 0.0
     passthru: bool = True
     passthru_delay_ms: float = 0.0
+    wait_ready_s: float = 0.0  # > 0: wait (at most this) for routing's /ready before playing
     connect_timeout_s: float = 10.0
     account_sid: str = "simaccount"
     to_number: str = "08047112345"
@@ -131,7 +133,7 @@ class SimOptions:
             ingest_url=settings.ingest_url,
             routing_url=settings.routing_url,
             basic_auth=secret.get_secret_value() if secret else None,
-            **play,
+            **{"wait_ready_s": settings.wait_ready_s, **play},
         )
 
 
@@ -163,6 +165,8 @@ class CallRun:
     passthru_status: int | None = None
     passthru_ms: float | None = None
     passthru_body: str = ""
+    passthru_complete: bool | None = None  # the answer saw the call's whole analysis
+    passthru_waited_ms: float | None = None
     error: str | None = None
 
     @property
@@ -339,13 +343,48 @@ async def call_passthru(run: CallRun, options: SimOptions, session: aiohttp.Clie
     run.status = "passthru"
     t0 = time.perf_counter()
     try:
-        async with session.get(url, params=params, allow_redirects=False) as response:
-            run.passthru_body = (await response.text())[:200]
+        async with session.get(
+            url, params=params, headers=basic_auth_header(options.basic_auth), allow_redirects=False
+        ) as response:
+            body = await response.text()
+            run.passthru_body = body[:200]
             run.passthru_status = response.status
+            _read_completeness(run, body)
     except (aiohttp.ClientError, TimeoutError) as exc:
         run.error = f"passthru: {type(exc).__name__}: {exc}"
     run.passthru_ms = (time.perf_counter() - t0) * 1000
     run.status = f"done {run.passthru_status or '-'}"
+
+
+def _read_completeness(run: CallRun, body: str) -> None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(data, dict):
+        complete, waited = data.get("complete"), data.get("waited_ms")
+        run.passthru_complete = complete if isinstance(complete, bool) else None
+        run.passthru_waited_ms = float(waited) if isinstance(waited, int | float) else None
+
+
+async def wait_until_ready(
+    session: aiohttp.ClientSession, routing_url: str, timeout_s: float
+) -> float:
+    """Poll routing's ``/ready`` until 200 (the pipeline can decide: routing's state rebuilt and
+    live workers with their models loaded hold every audio partition); seconds waited."""
+    url = routing_url.rstrip("/") + "/ready"
+    started = time.monotonic()
+    body = ""
+    while time.monotonic() - started < timeout_s:
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+                body = (await response.text())[:300]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            body = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"pipeline not ready after {timeout_s:.0f} s ({url}: {body})")
 
 
 class Simulator:
@@ -368,6 +407,8 @@ class Simulator:
         limit = asyncio.Semaphore(self.options.concurrency or len(self.runs))
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
+            if self.options.wait_ready_s > 0:
+                await wait_until_ready(session, self.options.routing_url, self.options.wait_ready_s)
 
             async def one(run: CallRun) -> None:
                 await asyncio.sleep(run.index * self.options.ramp_ms / 1000)
@@ -398,6 +439,8 @@ def describe(run: CallRun) -> dict[str, Any]:
         "passthru_status": run.passthru_status,
         "passthru_ms": None if run.passthru_ms is None else round(run.passthru_ms, 2),
         "passthru_decision": run.passthru_decision,
+        "passthru_complete": run.passthru_complete,
+        "passthru_waited_ms": run.passthru_waited_ms,
         "expected": run.spec.expected,
         "error": run.error,
     }

@@ -42,6 +42,7 @@ class PipelineOutput:
 
     transcripts: list[Transcript] = field(default_factory=list)
     scores: list[Score] = field(default_factory=list)
+    analysed: bool = False  # the pipeline's end-of-call watermark came through
     decisions: list[Decision] = field(default_factory=list)
     last_seen: float = 0.0  # monotonic time of the latest record
 
@@ -122,6 +123,9 @@ class TopicWatcher:
                         continue
                     calls = self.calls[sid]
                     calls.last_seen = time.monotonic()
+                    if isinstance(record, Transcript | Score) and record.marker is not None:
+                        calls.analysed = calls.analysed or record.marker == "end"
+                        continue  # a watermark, not an utterance
                     if isinstance(record, Transcript):
                         calls.transcripts.append(record)
                     elif isinstance(record, Score):

@@ -29,6 +29,9 @@ class SimulatorSettings(KafkaFields, BaseSettings):
         None, description="'KEY:TOKEN' sent as Basic auth (as in wss://KEY:TOKEN@host)"
     )
     scenarios: Path = Field(DEFAULT_SCENARIOS, description="played when no input is given")
+    wait_ready_s: float = Field(
+        180.0, ge=0, description="wait this long for routing's /ready (whole pipeline); 0 = no"
+    )
     settle_timeout_s: float = Field(
         15.0, ge=0, description="after the last call, wait this long for decisions"
     )

@@ -153,6 +153,10 @@ class EmbeddedBroker:
             return 0
         return self._proc.wait()
 
+    def pid(self) -> int | None:
+        """The broker process (tests freeze it with SIGSTOP to stall the pipeline)."""
+        return self._proc.pid if self._proc is not None else None
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

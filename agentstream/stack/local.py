@@ -4,7 +4,8 @@ Starts ``agentstream ingest``, N x ``agentstream worker`` and ``agentstream rout
 given Kafka, on free ports, in a private topic namespace and private consumer groups, so several
 stacks (or test runs) share one broker without seeing each other. Each child's output goes to a
 log file; :meth:`LocalStack.start` returns once every service is ready (ingest ``/health``,
-routing ``/ready``, each worker's faust "Ready" log line).
+each worker's faust "Ready" log line, and routing's ``/ready``: the whole pipeline, with every
+started worker's heartbeat saying its models are loaded and it holds its partitions).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentstream.stack.broker import free_port
+from agentstream.stack.readiness import pipeline_ready
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class LocalStack:
     services: list[Service] = field(default_factory=list)
     ingest_port: int = 0
     routing_port: int = 0
+    start_timeout_s: float = 90.0
 
     @property
     def ingest_url(self) -> str:
@@ -119,10 +122,13 @@ class LocalStack:
             "AGENTSTREAM_INGEST_TOPIC_PREFIX": self.topic_prefix,
             "AGENTSTREAM_WORKER_TOPIC_PREFIX": self.topic_prefix,
             "AGENTSTREAM_WORKER_APP_ID": f"agentstream-analytics-{tag}",
+            "AGENTSTREAM_WORKER_METRICS_PORT": "0",  # a free port each: stacks run side by side
             "AGENTSTREAM_ROUTING_HOST": self.host,
             "AGENTSTREAM_ROUTING_PORT": str(self.routing_port),
             "AGENTSTREAM_ROUTING_TOPIC_PREFIX": self.topic_prefix,
             "AGENTSTREAM_ROUTING_CONSUMER_GROUP": f"agentstream-routing-{tag}",
+            # without workers routing's /ready can only mean its own state
+            "AGENTSTREAM_ROUTING_READY_REQUIRES_WORKERS": "true" if self.workers else "false",
         }
         env.update(self.extra_env)
         return env
@@ -185,7 +191,9 @@ class LocalStack:
                     f"http://{self.host}:{self.ingest_port}/health"
                 )
             elif service.name == "routing":
-                checks[service.name] = lambda: _http_ok(f"{self.routing_url}/ready")
+                checks[service.name] = lambda: pipeline_ready(
+                    self.routing_url, len(self.workers_running())
+                )
             else:
                 checks[service.name] = lambda s=service: self.worker_ready(s)  # type: ignore[misc]
         pending = dict(checks)
@@ -210,7 +218,7 @@ class LocalStack:
                 service.stop()
 
     def __enter__(self) -> LocalStack:
-        return self.start()
+        return self.start(self.start_timeout_s)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -53,6 +53,9 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def wait(self, poll_s: float = 0.2) -> int:
         """Block until stop is requested (exit 0) or a child dies (its exit code, non-zero)."""
         while not self._stop.wait(poll_s):

@@ -2,8 +2,9 @@
 
 :class:`BatchDecoder` collects the utterances that calls want decoded; whenever an inference
 thread is free it takes every waiting one (up to the recogniser's ``max_batch``) into one
-``finish_batch`` call in the executor. A failing batch is retried one utterance at a time, so the
-error reaches only the call it belongs to.
+``finish_batch`` call in the executor. An ``urgent`` utterance (a call's last one, cut at
+``stop``: a Passthru answer waits for it) goes ahead of every non-urgent one. A failing batch is
+retried one utterance at a time, so the error reaches only the call it belongs to.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class BatchDecoder:
         self._slots = asyncio.Semaphore(slots)
         self._waiting: list[tuple[RecognizerStream, SpeechSegment, asyncio.Future[Hypothesis]]] = []
         self._wakeup = asyncio.Event()
+        self._urgent = 0  # how many of the first waiting items are urgent
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -52,10 +54,16 @@ class BatchDecoder:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     def decode(
-        self, stream: RecognizerStream, utterance: SpeechSegment
+        self, stream: RecognizerStream, utterance: SpeechSegment, *, urgent: bool = False
     ) -> asyncio.Future[Hypothesis]:
         future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
-        self._waiting.append((stream, utterance, future))
+        item = (stream, utterance, future)
+        if urgent:
+            # behind the urgent ones already waiting, ahead of everything else
+            self._waiting.insert(self._urgent, item)
+            self._urgent += 1
+        else:
+            self._waiting.append(item)
         self._wakeup.set()
         return future
 
@@ -69,13 +77,16 @@ class BatchDecoder:
                 continue
             if self.batch_wait_s > 0 and len(self._waiting) < self.recognizer.max_batch:
                 await asyncio.sleep(self.batch_wait_s)  # let utterances of other calls join
+            urgent = self._waiting[: self._urgent]
             self._waiting = [w for w in self._waiting if not w[2].cancelled()]
+            self._urgent = sum(1 for w in urgent if not w[2].cancelled())
             if not self._waiting:
                 self._slots.release()
                 self._wakeup.clear()
                 continue
             batch = self._waiting[: self.recognizer.max_batch]
             del self._waiting[: len(batch)]
+            self._urgent = max(0, self._urgent - len(batch))
             if not self._waiting:
                 self._wakeup.clear()
             task = asyncio.get_running_loop().create_task(self._run(batch))

@@ -16,8 +16,13 @@ here, so the logic is tested with a fake recogniser and a fake sink.
   hides behind the end-of-speech wait. If speech resumes the result is discarded.
 * A frame is reported done (its offset may be committed) only once every transcript it
   contributed to is published: frames are held while an utterance is open.
-* ``stop`` (after a short grace period for late frames) or an idle timeout ends a session:
-  the open utterance is flushed and all per-call state is dropped.
+* ``stop`` ends a session as soon as the frame just before the stop's sequence number is
+  processed (or, without sequence numbers or with frames lost, ``stop_grace_s`` after the last
+  frame): the open utterance is cut without waiting for silence, decoded ahead of every other
+  call's queued work, published, then an ``end`` marker (:mod:`analytics.asr.markers`). An idle
+  timeout also ends a session (no marker). Per-call state is then dropped.
+* While the caller is silent a ``progress`` marker is published every ``progress_interval_ms``
+  of audio: downstream time is the call's audio time.
 * A recogniser error on one call is logged and dead-lettered; that call's stream is reopened
   and every other call goes on.
 """
@@ -29,12 +34,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Literal, cast
 
 from analytics.asr.audio import pcm16_to_float, resample
 from analytics.asr.base import Hypothesis, Recognizer
 from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
+from analytics.asr.markers import marker_transcript
+from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink, no_redaction
 from analytics.asr.vad import (
     RATE_HZ,
     Segmenter,
@@ -43,41 +49,16 @@ from analytics.asr.vad import (
     SpeechChunk,
     SpeechSegment,
     TentativeEnd,
-    VadConfig,
 )
 from schemas.deadletter import dead_letter
-from schemas.records import AudioFrameMeta, DeadLetter, Transcript
+from schemas.records import AudioFrameMeta
+
+__all__ = ["ServiceConfig", "TranscriptionService", "CallTranscriber", "TranscriptSink"]
 
 logger = logging.getLogger(__name__)
 
-Done = Callable[[], None]
-Redact = Callable[[str, str, str], tuple[str, list[str]]]
-
-
-class TranscriptSink(Protocol):
-    """Where transcripts and dead letters go; ``publish`` returns once the record is durable."""
-
-    async def publish(self, transcript: Transcript) -> None: ...
-
-    async def dead_letter(self, record: DeadLetter) -> None: ...
-
-
-def no_redaction(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
-    return text, []
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    vad: VadConfig = VadConfig()
-    executor_workers: int = 2
-    idle_timeout_s: float = 30.0
-    stop_grace_s: float = 1.0
-    sweep_interval_s: float = 1.0
-    max_queued_frames: int = 50_000
-    batch_wait_ms: int = 0
-
-
 _END = object()
+_CHECK_STOP = object()  # queued behind the call's frames: end now if the last one is in
 
 
 class CallTranscriber:
@@ -103,6 +84,10 @@ class CallTranscriber:
         self.utterance_index = 0
         self.last_speech_received_at_ms = meta.received_at_ms
         self.last_frame_at = service.clock()
+        self.last_received_at_ms = meta.received_at_ms
+        self.last_sequence = -1
+        self.stop_sequence: int | None = None
+        self.progress_ms = meta.offset_ms
         self.stop_requested = False
         self.ending = False
         self.last_meta = meta
@@ -128,6 +113,12 @@ class CallTranscriber:
                     await self._finish_call()
                     self._release()
                     return
+                if item is _CHECK_STOP:
+                    if self.stop_sequence is not None and (
+                        self.last_sequence >= self.stop_sequence - 1
+                    ):
+                        self.end()
+                    continue
                 meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
                 self.service.queued -= 1
                 self.service.capacity_changed()
@@ -139,7 +130,10 @@ class CallTranscriber:
                 except Exception as exc:  # noqa: BLE001 - one call's failure must not stop others
                     await self._failed(meta, exc)
                 if not self.segmenter.in_speech:
+                    await self._progress()
                     self._release()
+                if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
+                    self.end()  # every frame before the stop is in: flush now, no silence wait
         finally:
             # Cancelled (worker shutdown): held frames stay unacknowledged, so uncommitted.
             self.service.forget(self)
@@ -155,8 +149,33 @@ class CallTranscriber:
             audio = resample(audio, rate_hz, RATE_HZ)
         return self.segmenter.feed(audio)
 
+    async def _progress(self) -> None:
+        position = self.segmenter.position_ms
+        interval = self.service.config.progress_interval_ms
+        if interval > 0 and position - self.progress_ms >= interval:
+            self.progress_ms = position
+            await self._publish_marker("progress")
+
+    async def _publish_marker(self, kind: Literal["progress", "end"]) -> None:
+        service = self.service
+        marker = marker_transcript(
+            kind,
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            tenant=self.tenant,
+            campaign=self.campaign,
+            audio_ms=self.segmenter.position_ms,
+            received_at_ms=self.last_received_at_ms,
+            produced_at_ms=int(service.clock() * 1000),
+            engine=service.recognizer.engine,
+        )
+        await service.sink.publish(marker)
+        service.markers += 1
+
     async def _process(self, meta: AudioFrameMeta, pcm: bytes) -> None:
         self.last_meta = meta
+        self.last_received_at_ms = max(self.last_received_at_ms, meta.received_at_ms)
+        self.last_sequence = max(self.last_sequence, meta.sequence_number)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
             self.service.vad_executor, self._segment, pcm, meta.sample_rate_hz
@@ -197,7 +216,10 @@ class CallTranscriber:
             else:
                 if spec is not None:
                     spec[2].cancel()
-                hypothesis = await service.decoder.decode(self.stream, event)
+                # At stop the caller's last words go ahead of every other call's queued work.
+                hypothesis = await service.decoder.decode(
+                    self.stream, event, urgent=self.stop_requested
+                )
             if hypothesis.text:
                 await self._publish(hypothesis)
             self.utterance_index += 1
@@ -254,6 +276,11 @@ class CallTranscriber:
             await self._failed(self.last_meta, exc)
         finally:
             self.stream.close()
+        if self.stop_requested:
+            try:
+                await self._publish_marker("end")
+            except Exception:  # noqa: BLE001 - Passthru then answers on its time bound
+                logger.exception("end marker of call %s not published", self.call_sid)
 
 
 class TranscriptionService:
@@ -292,6 +319,10 @@ class TranscriptionService:
         self.speculative_started = 0
         self.speculative_used = 0
         self.calls_ended = 0
+        self.markers = 0
+        self.ready = False
+        # stops seen before the call's first frame: call SID -> (sequence, seen at)
+        self._early_stops: dict[str, tuple[int | None, float]] = {}
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -308,6 +339,7 @@ class TranscriptionService:
         )
         self.decoder.start()
         self._sweeper = loop.create_task(self._sweep(), name="asr-sweeper")
+        self.ready = True
 
     async def stop(self, flush: bool = False) -> None:
         """Stop the executors; ``flush`` first ends every call (publishing open utterances).
@@ -343,6 +375,10 @@ class TranscriptionService:
             session = CallTranscriber(self, meta)
             self.sessions[meta.call_sid] = session
             self.calls_started += 1
+            early = self._early_stops.pop(meta.call_sid, None)
+            if early is not None:
+                session.stop_requested = True
+                session.stop_sequence = early[0]
         session.partition = partition
         session.put(meta, pcm, done)
 
@@ -360,12 +396,22 @@ class TranscriptionService:
                 dropped += 1
         return dropped
 
-    def on_stop(self, call_sid: str) -> None:
-        """The call ended (``stop`` on the calls topic): end it once its frames stop coming."""
+    def on_stop(self, call_sid: str, sequence_number: int | None = None) -> None:
+        """The call ended (``stop`` on the calls topic, with the stop's sequence number).
+
+        The session ends once the frame before ``sequence_number`` is processed (audio may lag
+        the calls topic), else ``stop_grace_s`` after its last frame.
+        """
         session = self.sessions.get(call_sid)
-        if session is not None:
-            session.stop_requested = True
-            session.last_frame_at = min(session.last_frame_at, self.clock())
+        if session is None or session.ending:
+            if len(self._early_stops) < 10_000:
+                self._early_stops[call_sid] = (sequence_number, self.clock())
+            return
+        session.stop_requested = True
+        session.stop_sequence = sequence_number
+        session.last_frame_at = min(session.last_frame_at, self.clock())
+        if sequence_number is not None:
+            session.queue.put_nowait(_CHECK_STOP)
 
     def forget(self, session: CallTranscriber) -> None:
         if self.sessions.get(session.call_sid) is session:
@@ -386,6 +432,9 @@ class TranscriptionService:
     def sweep(self) -> None:
         """End stopped calls after the grace period and calls idle past the timeout."""
         now = self.clock()
+        for sid, (_, seen_at) in list(self._early_stops.items()):
+            if now - seen_at >= self.config.idle_timeout_s:
+                del self._early_stops[sid]  # no frame ever came for that call
         for session in list(self.sessions.values()):
             idle = now - session.last_frame_at
             if (session.stop_requested and idle >= self.config.stop_grace_s) or (

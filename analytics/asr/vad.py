@@ -155,6 +155,12 @@ class Segmenter:
         self.state = VadState()
         self._pending = np.zeros(0, dtype=np.float32)
         self._position = start_ms * RATE_HZ // 1000  # samples from call start
+        # Windows lie on one grid from the stream start (multiples of WINDOW samples) whatever
+        # frame a segmenter starts at: a worker that resumes a call mid-stream (restart,
+        # rebalance) cuts an utterance at the same offsets, so it gets the same id
+        # (call SID + start offset). The few samples before the first grid line are skipped.
+        self._skip = (-self._position) % WINDOW
+        self._position += self._skip
         pad_windows = max(1, -(-config.speech_pad_ms // WINDOW_MS))
         self._preroll: list[FloatAudio] = []
         self._preroll_max = pad_windows
@@ -189,6 +195,10 @@ class Segmenter:
     def feed(self, audio: FloatAudio) -> SegmentResult:
         """Consume a chunk of 16 kHz audio; returns finished utterances and this chunk's speech."""
         result = SegmentResult()
+        if self._skip:
+            skipped = min(self._skip, audio.shape[0])
+            self._skip -= skipped
+            audio = audio[skipped:]
         data = np.concatenate([self._pending, audio]) if self._pending.size else audio
         n = data.shape[0] // WINDOW
         self._pending = np.array(data[n * WINDOW :], dtype=np.float32)

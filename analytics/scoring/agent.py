@@ -4,32 +4,38 @@ The logic is :class:`analytics.scoring.stage.ScoringStage`; the agent here reads
 final transcripts and call events, hands them to the stage and writes what it returns: scores to
 ``agentstream.scores`` keyed by call SID, dead letters, and the call entries to the table.
 
-The running state lives in a faust Table (raw bytes, changelog topic
-``<app id>-<table name>-changelog``, co-partitioned with the source topics) so a restarted worker
-continues the rolling figures. Embedded tansu answers ListOffsets(latest) too low, so faust's own
-recovery stops short of the changelog's end and would silently lose state; :class:`ChangelogGuard`
+The running state lives in a faust Table (raw bytes, changelog topic ``<app id>-<table
+name>-changelog``, co-partitioned with the source topics) so a restarted worker continues the
+rolling figures. Embedded tansu answers ListOffsets(latest) too low, so faust's own recovery
+stops short of the changelog's end and would silently lose state; :class:`ChangelogGuard`
 therefore reads each newly assigned partition of the changelog itself, up to the high-water mark
 reported by fetch responses (which is right on tansu and on Kafka), before the agent handles any
-record of that partition. A stopped call's state outlives the stop by a grace period (the
-transcription stage still publishes the call's last utterance after it).
+record of that partition. Watermark transcripts (``marker`` set: audio progress, end of call)
+are not scored: :func:`marker_scores` passes each one on as a marker Score behind the scores of
+the call's earlier utterances, so routing knows what of the call it has evaluated. A stopped
+call's state outlives the stop by a grace period (the transcription stage still publishes the
+call's last utterance after it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic
+from analytics.metrics import WorkerMetrics
 from analytics.scoring.engines import build_scorer
 from analytics.scoring.sentiment import SentimentScorer
 from analytics.scoring.settings import ScoringSettings
 from analytics.scoring.stage import Clock, ScoringStage, ScoringTableEntry, SourceRecord
+from schemas.records import Score, Sentiment, Transcript
 from schemas.rules import RulesFile
 from schemas.settings import KafkaFields
 from schemas.topics import CALLS, DEADLETTER, SCORES, TRANSCRIPTS, prefixed
@@ -108,6 +114,56 @@ class ChangelogGuard:
         )
 
 
+_NEUTRAL = Sentiment(score=0.0, label="neutral", confidence=0.0, engine="")
+
+
+def marker_scores(
+    records: Sequence[SourceRecord],
+    transcripts_topic: str,
+    entries: dict[bytes, tuple[ScoringTableEntry, int]],
+    load: Callable[[bytes, int], ScoringTableEntry],
+    now_ms: int,
+) -> list[Score]:
+    """The batch's watermark transcripts as marker Scores (in order), with the call's state.
+
+    Sent after the batch's scores, so a marker never overtakes an utterance it covers.
+    """
+    out: list[Score] = []
+    for record in records:
+        if record.topic != transcripts_topic or b'"marker":"' not in record.value:
+            continue
+        try:
+            marker = Transcript.model_validate(orjson.loads(record.value))
+        except (ValueError, ValidationError):
+            continue  # the stage dead-letters what it cannot read
+        if marker.marker is None:
+            continue
+        key = marker.call_sid.encode()
+        known = entries.get(key)
+        entry = known[0] if known else load(key, record.partition)
+        out.append(
+            Score(
+                call_sid=marker.call_sid,
+                stream_sid=marker.stream_sid,
+                tenant=marker.tenant,
+                campaign=marker.campaign,
+                utterance_id=marker.utterance_id,
+                utterance_index=marker.utterance_index,
+                text="",
+                start_ms=marker.start_ms,
+                end_ms=marker.end_ms,
+                sentiment=_NEUTRAL,
+                state=entry.state,
+                speech_end_at_ms=marker.speech_end_at_ms,
+                transcript_at_ms=marker.produced_at_ms,
+                scored_at_ms=now_ms,
+                latency_ms=float(max(0, now_ms - marker.produced_at_ms)),
+                marker=marker.marker,
+            )
+        )
+    return out
+
+
 def attach_scoring(
     app: faust.App,
     *,
@@ -117,6 +173,7 @@ def attach_scoring(
     scorer: SentimentScorer | None = None,
     clock: Clock = time.time,
     redacted_upstream: bool = False,
+    metrics: WorkerMetrics | None = None,
 ) -> ScoringStage:
     """Register the scoring agent, its call-state table and sweeper on ``app``.
 
@@ -193,8 +250,14 @@ def attach_scoring(
         for letter in out.dead_letters:
             key = letter.call_sid.encode() if letter.call_sid else None
             await deadletter_topic.send(key=key, value=letter.to_bytes())
-        for score in out.scores:
+            if metrics is not None:
+                metrics.deadletters.labels(letter.stage).inc()
+        passed = marker_scores(records, transcripts_name, out.entries, load, stage.now_ms())
+        for score in [*out.scores, *passed]:
             await scores_topic.send(key=score.call_sid.encode(), value=score.to_bytes())
+            if metrics is not None:
+                metrics.scores.inc()
+                metrics.score_latency.observe(score.latency_ms / 1000)
         for key, (entry, partition) in out.entries.items():
             entry.partition = partition
             value = entry.to_bytes()

@@ -1,9 +1,12 @@
 """Keyword and phrase spotting in (ASR) transcripts, per tenant/campaign categories.
 
-Robust to recogniser errors:
+Robust to recogniser errors, but not at the cost of precision:
 
 - words are compared after light stemming ("cancelled", "cancelling", "cancellation" ->
-  "cancel") and, for words of four letters or more, by edit distance ("supervisr", "lawer");
+  "cancel") and by edit distance ("supervisr", "ambulanse"); the edits allowed shrink with the
+  phrase's length (:func:`edit_limits`): a one-word phrase of up to 4 letters ("sue") matches
+  that exact word only, never "sun", "sued" or "issue", and a 5-6 letter one ("court", "lawyer")
+  its inflections only, because a recogniser's mistakes are other real words ("count", "layer");
 - a word the recogniser split in two ("super visor") matches the phrase word it came from;
 - multi-word phrases tolerate a dropped short function word ("speak to agent" for "speak to an
   agent") and one inserted word ("talk to a real human");
@@ -199,20 +202,45 @@ def _levenshtein(a: str, b: str, limit: int) -> int:
     return previous[-1]
 
 
+EXACT = -1  # edit limit of a word that must appear as is (not even an inflection)
+_EXACT_LETTERS = 4  # a one-word phrase this short matches the exact word only
+_FULL_LETTERS = 8  # phrases of this many letters or more get the configured threshold
+
+
+def edit_limits(words: tuple[str, ...], threshold: float, fuzzy: bool) -> tuple[int, ...]:
+    """How far each word of a phrase may be from what was heard.
+
+    ``EXACT``: the word itself; ``0``: the same stem (an inflection); ``n``: stems within ``n``
+    edits. The fuzzy part scales with the phrase's letters, from nothing at 4 letters to the
+    configured ``threshold`` at 8 and more (and at most one edit per 6 letters of a word):
+    short phrases are where a one-letter change turns one real word into another ("sue"/"sun",
+    "court"/"count").
+    """
+    letters = sum(len(w) for w in words)
+    if len(words) == 1 and letters <= _EXACT_LETTERS:
+        return (EXACT,)
+    if not fuzzy:
+        return tuple(0 for _ in words)
+    ramp = min(1.0, max(0.0, (letters - _EXACT_LETTERS) / (_FULL_LETTERS - _EXACT_LETTERS)))
+    allowed = (1.0 - threshold) * ramp
+    # At most one edit per 6 letters: "supervised" is two edits from "supervisor".
+    return tuple(min(int(len(stem(w)) * allowed + 1e-9), len(stem(w)) // 6) for w in words)
+
+
 @lru_cache(maxsize=262144)
-def word_matches(text_word: str, phrase_word: str, threshold: float, fuzzy: bool) -> bool:
-    """Does a transcript word match a phrase word (both already lower-cased)?"""
+def word_matches(text_word: str, phrase_word: str, limit: int) -> bool:
+    """Does a transcript word match a phrase word (both lower-cased) within ``limit``?"""
     if text_word == phrase_word:
         return True
+    if limit == EXACT:
+        return False
     a, b = stem(text_word), stem(phrase_word)
     if a == b:
         return True
-    if not fuzzy or min(len(a), len(b)) < 4:
+    if limit <= 0 or min(len(a), len(b)) < 4:
         return False
     if a[0] != b[0] and a[-1] != b[-1]:
         return False  # recognisers rarely get both ends of a word wrong
-    longest = max(len(a), len(b))
-    limit = max(1, int(longest * (1.0 - threshold) + 1e-9))
     return _levenshtein(a, b, limit) <= limit
 
 
@@ -222,7 +250,8 @@ class _Phrase:
     phrase: str
     words: tuple[str, ...]
     negatable: bool
-    fuzzy: bool
+    fuzzy: bool  # also tolerate an inserted word and a word split in two
+    limits: tuple[int, ...]  # per word, see edit_limits
 
 
 @dataclass(frozen=True)
@@ -262,31 +291,33 @@ class KeywordSpotter:
             for phrase in category.phrases:
                 words = tuple(t.word for t in tokenize(phrase))
                 if words:
+                    limits = edit_limits(words, fuzzy_threshold, category.fuzzy)
+                    fuzzy = category.fuzzy and limits[0] != EXACT
                     self.phrases.append(
-                        _Phrase(name, phrase, words, category.negatable, category.fuzzy)
+                        _Phrase(name, phrase, words, category.negatable, fuzzy, limits)
                     )
-        # Index by the first content word's stem for exact candidates; fuzzy ones are found by
-        # the memoised comparison against every distinct first word.
-        self._first_words = sorted({self._anchor(p) for p in self.phrases})
-        self._first_stem_lens = [(f, len(stem(f))) for f in self._first_words]
-        self._anchor_cache: dict[str, list[str]] = {}
+        # Phrases by first word. A heard word is compared (memoised) with every distinct first
+        # word at the loosest limit any phrase starting with it allows; each phrase then checks
+        # its own limit.
         self._by_first: dict[str, list[_Phrase]] = {}
+        loosest: dict[str, int] = {}
         for p in self.phrases:
-            self._by_first.setdefault(self._anchor(p), []).append(p)
-
-    @staticmethod
-    def _anchor(phrase: _Phrase) -> str:
-        return phrase.words[0]
+            self._by_first.setdefault(p.words[0], []).append(p)
+            loosest[p.words[0]] = max(loosest.get(p.words[0], EXACT), p.limits[0])
+        self._first_words = sorted(
+            (first, len(stem(first)), limit) for first, limit in loosest.items()
+        )
+        self._anchor_cache: dict[str, list[str]] = {}
 
     def _anchors(self, word: str) -> list[str]:
-        """The phrases' first words that ``word`` matches (memoised per distinct word)."""
+        """The phrases' first words that ``word`` may match (memoised per distinct word)."""
         found = self._anchor_cache.get(word)
         if found is None:
             sw = len(stem(word))
             found = [
                 f
-                for f, length in self._first_stem_lens
-                if abs(sw - length) <= 3 and word_matches(word, f, self.threshold, True)
+                for f, length, limit in self._first_words
+                if abs(sw - length) <= max(limit, 0) and word_matches(word, f, limit)
             ]
             if len(self._anchor_cache) > 100_000:
                 self._anchor_cache.clear()
@@ -299,20 +330,17 @@ class KeywordSpotter:
             return []
         hits: list[tuple[int, int, _Phrase]] = []
         for i, token in enumerate(tokens):
-            joined = tokens[i].word + tokens[i + 1].word if i + 1 < len(tokens) else None
             anchors = [(first, False) for first in self._anchors(token.word)]
-            if joined is not None:
-                nxt = set(self._anchors(tokens[i + 1].word))
-                own = {first for first, _ in anchors}
-                anchors += [
-                    (first, True)
-                    for first in self._anchors(joined)
-                    if first not in own and first not in nxt
-                ]
+            if i + 1 < len(tokens):
+                joined = token.word + tokens[i + 1].word  # "super visor"
+                taken = {first for first, _ in anchors} | set(self._anchors(tokens[i + 1].word))
+                anchors += [(f, True) for f in self._anchors(joined) if f not in taken]
             for first, split in anchors:
-                candidates = self._by_first[first]
-                for phrase in candidates:
-                    if not phrase.fuzzy and token.word != first and stem(token.word) != stem(first):
+                heard = token.word + tokens[i + 1].word if split else token.word
+                for phrase in self._by_first[first]:
+                    if split and not phrase.fuzzy:
+                        continue
+                    if not word_matches(heard, first, phrase.limits[0]):
                         continue
                     end = self._match_rest(tokens, i, phrase, split)
                     if end is None:
@@ -329,16 +357,16 @@ class KeywordSpotter:
         t = i + (2 if split_first else 1)
         last = t - 1
         inserted = 0
-        for word in phrase.words[1:]:
+        for word, limit in zip(phrase.words[1:], phrase.limits[1:], strict=True):
             while True:
-                if t < len(tokens) and self._eq(tokens[t].word, word, phrase.fuzzy):
+                if t < len(tokens) and word_matches(tokens[t].word, word, limit):
                     last = t
                     t += 1
                     break
                 if (
                     t + 1 < len(tokens)
                     and phrase.fuzzy
-                    and self._eq(tokens[t].word + tokens[t + 1].word, word, True)
+                    and word_matches(tokens[t].word + tokens[t + 1].word, word, limit)
                 ):
                     last = t + 1
                     t += 2
@@ -353,9 +381,6 @@ class KeywordSpotter:
         if tokens[last].clause != tokens[i].clause:
             return None  # a phrase never spans a clause break
         return last
-
-    def _eq(self, text_word: str, phrase_word: str, fuzzy: bool) -> bool:
-        return word_matches(text_word, phrase_word, self.threshold, fuzzy)
 
     @staticmethod
     def _negated(tokens: list[_Token], i: int) -> bool:

@@ -66,9 +66,6 @@ class ScoringSettings(BaseModel):
     executor_workers: int = Field(1, ge=1, description="threads scoring batches")
     window_n: int = Field(5, ge=1, description="rolling sentiment window (utterances)")
     ewma_alpha: float = Field(0.4, gt=0.0, le=1.0, description="weight of the newest utterance")
-    repeat_similarity: float = Field(
-        0.8, ge=0.0, le=1.0, description="normalised similarity above which an utterance repeats"
-    )
     recent_texts: int = Field(3, ge=1, le=20, description="redacted texts kept in the state")
     fuzzy_threshold: float = Field(
         0.8, ge=0.5, le=1.0, description="word similarity for a fuzzy keyword match"

@@ -5,8 +5,9 @@ sentiment (micro-batched with every other transcript that arrived in the same ~1
 executor), spot keywords with the tenant/campaign's categories, fold into the call's running state
 (:class:`ScoringTableEntry`) and produce a :class:`schemas.records.Score`. Call events fold in
 too: ``start`` stamps the start time, ``dtmf`` the last digit, ``stop`` marks the state for
-removal after a grace period. Replayed transcripts (already folded before a restart) are
-recognised by their utterance index and not folded twice.
+removal after a grace period. Replayed transcripts (already folded before a restart or a
+rebalance, or sent twice) are recognised by their audio position, never by arrival order, and
+not folded twice: see :meth:`ScoringTableEntry.is_replay`.
 
 :meth:`ScoringStage.handle` returns what must be written (scores, dead letters, entries to save);
 :mod:`analytics.scoring.agent` does the writing.
@@ -31,7 +32,7 @@ from analytics.scoring.settings import ScoringSettings
 from schemas.cache import LruCache
 from schemas.deadletter import Source, dead_letter
 from schemas.records import CallEvent, CallState, DeadLetter, Score, Sentiment, Transcript
-from schemas.rules import RulesFile
+from schemas.rules import RepetitionRule, RulesFile
 
 CACHE_SIZE = 512  # (tenant, campaign) pairs whose redactor / spotter stay compiled
 
@@ -72,12 +73,30 @@ class ScoringTableEntry:
     stopped_at_ms: int | None = None
     updated_at_ms: int = 0
     partition: int = 0
+    # per stream SID: (utterance_index, end_ms) of the last utterance folded, both audio offsets
+    # from that stream's start (a call may stream more than once: Voicebot, then Stream)
+    heard: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def is_replay(self, transcript: Transcript) -> bool:
+        """Was this utterance's audio already folded? Its id is its audio position (the first
+        frame's offset), so the same utterance replayed after a crash or a rebalance has the
+        same index; one re-cut a few ms apart still starts inside audio already heard."""
+        # an entry saved before ``heard`` existed knows only its last index
+        unknown = (self.last_index, -1) if not self.heard else (-1, -1)
+        index, end_ms = self.heard.get(transcript.stream_sid, unknown)
+        return transcript.utterance_index <= index or transcript.start_ms < end_ms
+
+    def mark(self, transcript: Transcript) -> None:
+        """Remember ``transcript`` as folded (before it is scored: a batch may hold a replay)."""
+        self.last_index = transcript.utterance_index
+        self.heard[transcript.stream_sid] = (transcript.utterance_index, transcript.end_ms)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
                 "state": self.state.model_dump(mode="json"),
                 "last_index": self.last_index,
+                "heard": self.heard,
                 "stopped_at_ms": self.stopped_at_ms,
                 "updated_at_ms": self.updated_at_ms,
                 "partition": self.partition,
@@ -90,6 +109,10 @@ class ScoringTableEntry:
         return cls(
             state=CallState.model_validate(data["state"]),
             last_index=int(data.get("last_index", -1)),
+            heard={
+                str(sid): (int(mark[0]), int(mark[1]))
+                for sid, mark in (data.get("heard") or {}).items()
+            },
             stopped_at_ms=data.get("stopped_at_ms"),
             updated_at_ms=int(data.get("updated_at_ms", 0)),
             partition=int(data.get("partition", 0)),
@@ -105,6 +128,7 @@ class TextAnalyser:
         # Tenants come from the input: bounded, least recently used dropped (rebuilt if asked).
         self._spotters: LruCache[tuple[str, str], KeywordSpotter] = LruCache(CACHE_SIZE)
         self._redactors: LruCache[tuple[str, str], Redactor] = LruCache(CACHE_SIZE)
+        self._repetition: LruCache[tuple[str, str], dict[str, float]] = LruCache(CACHE_SIZE)
 
     def redactor(self, tenant: str, campaign: str) -> Redactor:
         return self._redactors.get_or_make(
@@ -117,6 +141,18 @@ class TextAnalyser:
             return KeywordSpotter(categories, self.fuzzy_threshold)
 
         return self._spotters.get_or_make((tenant, campaign), make)
+
+    def repetition(self, tenant: str, campaign: str) -> dict[str, float]:
+        """The call's repetition rules, id -> similarity, in priority order (the rules file is
+        the one owner of the repeat similarity; routing compares the counts folded with it)."""
+        return self._repetition.get_or_make(
+            (tenant, campaign),
+            lambda: {
+                rule.id: rule.similarity
+                for rule in self.rules.resolve(tenant, campaign).rules
+                if isinstance(rule, RepetitionRule)
+            },
+        )
 
 
 class ScoringStage:
@@ -183,8 +219,8 @@ class ScoringStage:
                 start_ms=transcript.start_ms,
                 end_ms=transcript.end_ms,
                 params=self.params,
+                repetition=self.text.repetition(transcript.tenant, transcript.campaign),
             )
-            entry.last_index = transcript.utterance_index
             scored_at = self.now_ms()
             entry.updated_at_ms = scored_at
             score = Score(
@@ -219,7 +255,6 @@ class ScoringStage:
         written: scores, dead letters and the call entries to save (``load`` reads an entry)."""
         out = StageOutput()
         entries: dict[bytes, tuple[ScoringTableEntry, int]] = {}
-        newest: dict[bytes, int] = {}  # highest utterance index seen per call in this batch
         pending: list[tuple[Transcript, ScoringTableEntry]] = []
         sources: list[SourceRecord] = []
         for record in records:
@@ -232,10 +267,10 @@ class ScoringStage:
                     if key not in entries:
                         entries[key] = (load(key, record.partition), record.partition)
                     entry = entries[key][0]
-                    if transcript.utterance_index <= newest.get(key, entry.last_index):
+                    if entry.is_replay(transcript):
                         logger.debug("skipping replayed utterance %s", transcript.utterance_id)
                         continue
-                    newest[key] = transcript.utterance_index
+                    entry.mark(transcript)
                     pending.append((transcript, entry))
                     sources.append(record)
                     out.entries.setdefault(key, entries[key])

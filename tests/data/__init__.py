@@ -15,3 +15,15 @@ def call_centre_sentiment() -> list[tuple[str, str]]:
             label, text = line.split("\t", 1)
             rows.append((label, text))
     return rows
+
+
+TOPIC_RECORDS = Path(__file__).parent / "topic_records.jsonl"
+
+
+def topic_records() -> list[dict[str, object]]:
+    """Every record the nine demo calls left on the topics, captured from a real pipeline run by
+    ``scripts/capture_topic_records.py``: topic, partition, offset, key, timestamp_ms, headers,
+    and ``value`` (JSON text) or ``value_base64`` (audio, three frames a call)."""
+    import orjson  # the one data set that needs it; keeps this module import-light
+
+    return [orjson.loads(line) for line in TOPIC_RECORDS.read_bytes().splitlines() if line]

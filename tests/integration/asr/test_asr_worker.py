@@ -113,9 +113,16 @@ class Calls:
 def transcripts(
     bootstrap: str, prefix: str, expected: int = 1_000_000, timeout: float = 20.0
 ) -> list[Transcript]:
-    """Transcripts from the beginning: until ``expected`` arrived, or all within ``timeout``."""
-    records = read_topic(bootstrap, prefixed(TRANSCRIPTS, prefix), expected, timeout=timeout)
-    return [Transcript.model_validate(orjson.loads(r.value)) for r in records]
+    """Utterances from the beginning (watermark markers left out): until ``expected`` arrived,
+    or all within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        window = max(0.5, min(2.0, deadline - time.monotonic()))
+        records = read_topic(bootstrap, prefixed(TRANSCRIPTS, prefix), 1_000_000, timeout=window)
+        parsed = [Transcript.model_validate(orjson.loads(r.value)) for r in records]
+        utterances = [t for t in parsed if t.marker is None]
+        if len(utterances) >= expected or time.monotonic() >= deadline:
+            return utterances
 
 
 def texts(records: list[Transcript], call_sid: str) -> list[str]:

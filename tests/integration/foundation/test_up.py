@@ -1,4 +1,4 @@
-"""`agentstream up`: brings the broker up with the six topics, stops cleanly on SIGTERM."""
+"""`agentstream up`: brings the broker up with the topics, says `ready:` once, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -43,13 +43,21 @@ def test_up_creates_topics_and_stops_on_sigterm() -> None:
     )
     try:
         wait_until(lambda: _topics_ready(f"127.0.0.1:{port}"), timeout=20)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or not (lines[-1].startswith("ready:") or lines[-1] == ""):
+            lines.append(proc.stdout.readline())  # "" at EOF: up exited early
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
+        out = "".join(lines) + out
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
     assert f"broker   127.0.0.1:{port}" in out
+    # broker only: ready as soon as the topics exist, and said exactly once
+    ready = [line for line in out.splitlines() if line.startswith("ready:")]
+    assert len(ready) == 1 and ready[0].startswith("ready: broker in "), out
     assert not port_in_use("127.0.0.1", port), "broker left running after stop"
 
 

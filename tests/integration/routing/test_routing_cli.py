@@ -46,6 +46,7 @@ def test_routing_command_serves_and_reloads_on_sighup(
         AGENTSTREAM_ROUTING_TOPIC_PREFIX=topic_prefix,
         AGENTSTREAM_ROUTING_RULES_POLL_S="0",
         AGENTSTREAM_ROUTING_CONSUMER_GROUP=f"{topic_prefix}cli",
+        AGENTSTREAM_ROUTING_READY_REQUIRES_WORKERS="false",  # routing alone, no workers
     )
     with log.open("wb") as err:
         proc = subprocess.Popen(  # noqa: S603

@@ -112,7 +112,8 @@ async def test_auth_matrix_on_every_endpoint(
                     assert status in (200, 302), (path, method)
         for path in ("/health", "/ready", "/metrics"):  # open unless auth_probes is set
             for _, headers, _ in MATRIX:
-                assert (await call(session, "GET", f"{base}{path}", headers=headers))[0] == 200
+                status, _ = await call(session, "GET", f"{base}{path}", headers=headers)
+                assert status in (200, 503), path  # 503: /ready waits for workers, not auth
     view = service.router.book.get(sid)
     assert view is not None and view.escalation is None  # nobody steered it with digits=0
 

@@ -1,4 +1,4 @@
-"""``agentstream tail`` and ``agentstream query`` against the real embedded broker."""
+"""``agentstream tail`` and ``agentstream call`` against the real embedded broker."""
 
 from __future__ import annotations
 
@@ -61,12 +61,12 @@ def _produce(bootstrap: str, prefix: str, sid: str, other: str) -> None:
     producer.close()
 
 
-def test_query_lists_one_call_in_time_order(
+def test_call_lists_one_call_in_time_order(
     kafka_bootstrap: str, topic_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     create_topics(kafka_bootstrap, topic_prefix)
     _produce(kafka_bootstrap, topic_prefix, "CA1", "CA2")
-    argv = ["query", "CA1", "--bootstrap", kafka_bootstrap, "--topic-prefix", topic_prefix]
+    argv = ["call", "CA1", "--bootstrap", kafka_bootstrap, "--topic-prefix", topic_prefix]
     assert main([*argv, "--json", "--idle-ms", "300"]) == 0
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [line["topic"].rsplit(".", 1)[-1] for line in lines]

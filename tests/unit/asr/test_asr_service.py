@@ -30,9 +30,13 @@ class FakeSink:
         self.dead: list[DeadLetter] = []
         self.acked = acked if acked is not None else {}
         self.acked_at_publish: list[set[int]] = []
+        self.markers: list[Transcript] = []
 
     async def publish(self, transcript: Transcript) -> None:
         await asyncio.sleep(0)
+        if transcript.marker is not None:
+            self.markers.append(transcript)  # watermarks: tested in test_asr_stop.py
+            return
         self.acked_at_publish.append(set(self.acked.get(transcript.call_sid, set())))
         self.transcripts.append(transcript)
 

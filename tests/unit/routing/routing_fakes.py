@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from schemas.records import CallEvent, CallState, KeywordHit, Score, Sentiment
@@ -69,7 +70,9 @@ def score(
         keywords=[
             KeywordHit(category=c, phrase=c, matched=c, span=(0, len(c))) for c in categories
         ],
-        state=state or CallState(),
+        # what the scoring worker would publish for a call's first utterance: its own hits
+        # (tests of counts across a call pass the running state themselves)
+        state=state or CallState(keyword_hits=dict(Counter(categories))),
         speech_end_at_ms=speech_end_at_ms if speech_end_at_ms is not None else scored - 500,
         scored_at_ms=scored,
         latency_ms=3.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing.evaluator import Evaluator
-from schemas.records import CallState, Decision
+from schemas.records import CallState, Decision, Score
 from tests.unit.routing.routing_fakes import T0, FakeClock, call_event, rules_with, score
 
 pytestmark = pytest.mark.unit
@@ -104,10 +104,22 @@ def test_keyword_min_hits_counts_across_the_call_and_categories() -> None:
         "target": "support",
     }
     ev, _ = make(rule)
-    assert ev.on_score(score("c", 1, categories=("complaint",))).decision == "continue"
-    assert ev.on_score(score("c", 2, categories=("human_request",))).decision == "continue"
-    assert ev.on_score(score("c", 3, categories=("legal_threat",))).decision == "continue"
-    assert ev.on_score(score("c", 4, categories=("complaint",))).decision == "escalate"
+    running: dict[str, int] = {}
+    for n, category in enumerate(("complaint", "human_request", "legal_threat", "complaint"), 1):
+        running[category] = running.get(category, 0) + 1  # as the scoring worker folds them
+        d = ev.on_score(
+            score("c", n, categories=(category,), state=CallState(keyword_hits=running))
+        )
+        assert d is not None and d.decision == ("escalate" if n == 4 else "continue")
+    assert d.evidence[-1].utterance_id == "c-u4" and "3 hits" in d.reason
+
+
+def test_keyword_counts_have_one_owner_the_scoring_state() -> None:
+    """The utterance's own hits are evidence; the count is the scoring worker's, never summed
+    or maxed with a count of routing's own."""
+    ev, _ = make({"id": "k", "kind": "keyword", "categories": ["complaint"], "target": "support"})
+    s = score("c", 1, categories=("complaint",), state=CallState(keyword_hits={}))
+    assert ev.on_score(s).decision == "continue"  # e.g. a negated mention analytics dropped
 
 
 def test_keyword_uses_scoring_state_counts() -> None:
@@ -142,65 +154,20 @@ def test_dtmf_from_score_state() -> None:
     assert ev.on_score(score("c", 1, state=CallState(last_dtmf="9"))).decision == "escalate"
 
 
-# --- silence / max_duration (ticks) ----------------------------------------------------------
-
-
-def test_silence_fires_on_tick_at_exactly_the_limit_and_not_before() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 20, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock()))
-    clock.advance(19.999)
-    assert ev.tick() == []
-    clock.advance(0.001)
-    [d] = ev.tick()
-    assert d.decision == "escalate" and d.rule_id == "quiet" and d.latency_ms == 0.0
-    assert ev.tick() == []  # once
-
-
-def test_silence_restarts_after_speech_and_stops_with_the_stream() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock()))
-    clock.advance(8)
-    now_ms = int(clock() * 1000)
-    ev.on_score(score("c", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
-    clock.advance(9)
-    assert ev.tick() == []
-    clock.advance(1)
-    assert len(ev.tick()) == 1
-    ev2, clock2 = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    ev2.on_call_event(call_event("start", "d", clock2()))
-    ev2.on_call_event(call_event("stop", "d", clock2() + 1))
-    clock2.advance(60)
-    assert ev2.tick() == []  # a stopped stream is not a silent caller
-
-
-def test_max_duration_counts_from_stream_start() -> None:
-    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 300, "target": "support"})
-    ev.on_call_event(call_event("start", "c", clock() - 100))  # started 100 s ago
-    clock.advance(199)
-    assert ev.tick() == []
-    clock.advance(1)
-    [d] = ev.tick()
-    assert d.rule_id == "long" and "300 s" in d.reason
-
-
-def test_tick_handles_many_calls_without_scanning_them_all() -> None:
-    ev, clock = make({"id": "long", "kind": "max_duration", "seconds": 60, "target": "support"})
-    for n in range(2000):
-        ev.on_call_event(call_event("start", f"c{n}", clock() + n))
-    clock.advance(60 + 9.5)
-    assert len(ev.tick()) == 10
+# --- silence / max_duration: audio time, see test_routing_audio_time.py
 
 
 # --- repetition -----------------------------------------------------------------------------------
 
 
-def test_repetition_counts_consecutive_repeats() -> None:
+def test_repetition_compares_the_scoring_count_for_this_rule() -> None:
     ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
-    said = "I want to check my order status"
-    assert ev.on_score(score("c", 1, text=said)).decision == "continue"
-    assert ev.on_score(score("c", 2, text=said.lower() + ".")).decision == "continue"  # 1 repeat
-    d = ev.on_score(score("c", 3, text="I want to check my order status please"))
-    assert d.decision == "escalate" and len(d.evidence) == 3
+    said = ["change my plan", "I want to change my plan", "change my plane please"]
+    for n, text in enumerate(said):
+        state = CallState(repeat_counts={"loop": n})  # counted by analytics at the similarity
+        d = ev.on_score(score("c", n + 1, text=text, state=state))
+        assert d is not None and d.decision == ("escalate" if n == 2 else "continue")
+    assert [e.text for e in d.evidence] == said and "2 times" in d.reason
 
 
 def test_repetition_is_broken_by_a_different_utterance() -> None:
@@ -213,7 +180,14 @@ def test_repetition_is_broken_by_a_different_utterance() -> None:
 
 def test_repetition_from_scoring_state() -> None:
     ev, _ = make({"id": "loop", "kind": "repetition", "count": 2, "target": "support"})
-    assert ev.on_score(score("c", 9, state=CallState(repeat_count=2))).decision == "escalate"
+    repeats = CallState(repeat_counts={"loop": 2})
+    assert ev.on_score(score("c", 9, state=repeats)).decision == "escalate"
+    # another rule's count (another similarity) is not this rule's, and routing does not
+    # compare texts itself: identical texts with no count from analytics do not fire
+    other = CallState(repeat_count=5, repeat_counts={"other-rule": 5})
+    assert ev.on_score(score("d", 1, state=other)).decision == "continue"
+    for n in range(1, 4):
+        assert ev.on_score(score("e", n, text="where is my order")).decision == "continue"
 
 
 # --- priorities, dedup, layering ------------------------------------------------------------------
@@ -309,7 +283,55 @@ def test_old_scores_are_folded_in_but_not_decided() -> None:
     )
     old = int((clock() - 61) * 1000)
     assert ev.on_score(score("c", 1, categories=("complaint",), scored_at_ms=old)) is None
-    assert ev.on_score(score("c", 2, categories=("complaint",))).decision == "escalate"
+    two = CallState(keyword_hits={"complaint": 2})
+    assert ev.on_score(score("c", 2, categories=("complaint",), state=two)).decision == "escalate"
+
+
+def at(s: Score, start_ms: int, stream_sid: str = "ST1", uid: str | None = None) -> Score:
+    """``s`` at an audio position, with the id the ASR stage derives from it."""
+    return s.model_copy(
+        update={
+            "start_ms": start_ms,
+            "end_ms": start_ms + 800,
+            "stream_sid": stream_sid,
+            "utterance_id": uid or f"{s.call_sid}-{start_ms}",
+            "utterance_index": start_ms,
+        }
+    )
+
+
+def test_replays_by_id_or_audio_position_decide_nothing_and_count_nothing() -> None:
+    ev, _ = make(
+        {
+            "id": "k",
+            "kind": "keyword",
+            "categories": ["complaint"],
+            "min_hits": 3,
+            "target": "support",
+        }
+    )
+    scores = [
+        at(
+            score(
+                "c", n, categories=("complaint",), state=CallState(keyword_hits={"complaint": n})
+            ),
+            n * 2000,
+        )
+        for n in (1, 2)
+    ]
+    assert [ev.on_score(s).decision for s in scores] == ["continue", "continue"]  # type: ignore[union-attr]
+    record = ev.calls["c"]
+    # the same score twice, a replay of the partition, an utterance re-cut 16 ms later by a
+    # restarted worker (new id, same audio) carrying a state that would fire: nothing
+    recut = at(score("c", 9, state=CallState(keyword_hits={"complaint": 3})), 4016)
+    for replay in (scores[-1], *scores, recut):
+        assert ev.on_score(replay) is None
+    assert record.state.keyword_hits == {"complaint": 2} and len(record.history) == 2
+    assert not ev.is_escalated("c")
+    # new audio counts; a second stream of the same call restarts positions at 0
+    ev2, _ = make()
+    ev2.on_score(at(score("d", 1), 5000))
+    assert ev2.on_score(at(score("d", 2), 0, stream_sid="ST2")) is not None
 
 
 def test_latency_and_speech_end_are_carried() -> None:
@@ -358,21 +380,3 @@ def test_eviction_forgets_idle_calls() -> None:
     clock.advance(100)
     ev.on_score(score("new", 1))
     assert ev.evict(50) == 1 and set(ev.calls) == {"new"}
-
-
-def test_tick_limit_bounds_one_pass_and_superseded_entries_are_skipped() -> None:
-    ev, clock = make({"id": "quiet", "kind": "silence", "seconds": 10, "target": "support"})
-    for n in range(50):
-        ev.on_call_event(call_event("start", f"c{n}", clock()))
-    # speech on c0 moves its deadline: its old heap entry must not fire
-    clock.advance(5)
-    now_ms = int(clock() * 1000)
-    ev.on_score(score("c0", 1, scored_at_ms=now_ms, speech_end_at_ms=now_ms))
-    clock.advance(5)
-    first = ev.tick(limit=20)
-    assert len(first) == 20 and ev.due_now()
-    rest = ev.tick()
-    assert len(rest) == 29 and not ev.due_now()
-    assert "c0" not in {d.call_sid for d in first + rest}
-    clock.advance(5)
-    assert [d.call_sid for d in ev.tick()] == ["c0"]

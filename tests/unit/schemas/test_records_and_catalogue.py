@@ -20,7 +20,7 @@ from schemas.topics import ALL_TOPICS, by_name, prefixed
 pytestmark = pytest.mark.unit
 
 
-def test_catalogue_names_six_topics_keyed_by_call() -> None:
+def test_catalogue_names_the_call_topics_and_the_workers_topic() -> None:
     names = [spec.name for spec in ALL_TOPICS]
     assert names == [
         "agentstream.audio",
@@ -29,8 +29,11 @@ def test_catalogue_names_six_topics_keyed_by_call() -> None:
         "agentstream.scores",
         "agentstream.decisions",
         "agentstream.deadletter",
+        "agentstream.call_summaries",
+        "agentstream.workers",
     ]
-    assert all("call SID" in spec.key for spec in ALL_TOPICS)
+    assert all("call SID" in spec.key for spec in ALL_TOPICS[:-1])
+    assert by_name("agentstream.workers").key == "worker id"
     assert by_name("agentstream.calls").value is CallEvent
     assert prefixed(by_name("agentstream.audio"), "t1.") == "t1.agentstream.audio"
     with pytest.raises(KeyError):

@@ -4,20 +4,42 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.scoring.callstate import FoldParams, fold_event, fold_utterance, similarity, slope
+from analytics.scoring.callstate import (
+    DEFAULT_REPEAT_SIMILARITY,
+    FoldParams,
+    content_words,
+    fold_event,
+    fold_utterance,
+    similarity,
+    slope,
+)
 from schemas.records import CallEvent, CallState, KeywordHit
+from schemas.rules import RepetitionRule
 
 pytestmark = pytest.mark.unit
 
-P = FoldParams(window_n=3, ewma_alpha=0.5, repeat_similarity=0.8, recent_texts=2)
+P = FoldParams(window_n=3, ewma_alpha=0.5, recent_texts=2)
 
 
 def feed(
-    state: CallState, score: float, text: str, start: int, end: int, kw: tuple[str, ...] = ()
+    state: CallState,
+    score: float,
+    text: str,
+    start: int,
+    end: int,
+    kw: tuple[str, ...] = (),
+    repetition: dict[str, float] | None = None,
 ) -> CallState:
     hits = [KeywordHit(category=c, phrase=c, matched=c, span=(0, 1)) for c in kw]
     return fold_utterance(
-        state, score=score, keywords=hits, text=text, start_ms=start, end_ms=end, params=P
+        state,
+        score=score,
+        keywords=hits,
+        text=text,
+        start_ms=start,
+        end_ms=end,
+        params=P,
+        repetition=repetition,
     )
 
 
@@ -59,6 +81,62 @@ def test_similarity() -> None:
     assert similarity("Agent!", "agent") == 1.0
     assert similarity("book an appointment", "what is the weather") < 0.5
     assert similarity("", "x") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("change my plan", "I want to change my plan"),
+        ("change my plan", "um change my plan please"),
+        ("I want to change my plan.", "i want to change my plane"),  # plane/plan: one stem
+        ("Change my plans!", "change the plan"),
+        ("I want to kick my order's status.", "I want to connect my order status."),  # real ASR
+        ("where is my refund", "where's my refund"),
+    ],
+)
+def test_repeats_survive_asr_noise(a: str, b: str) -> None:
+    assert similarity(a, b) >= DEFAULT_REPEAT_SIMILARITY
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("I want to check my balance", "I want to pay my bill"),  # same frame, other request
+        ("yes", "yes"),  # answering the bot's questions is not a loop
+        ("okay thank you", "okay thanks"),
+        ("change my plan", "cancel my order"),
+    ],
+)
+def test_different_requests_are_not_repeats(a: str, b: str) -> None:
+    assert similarity(a, b) < DEFAULT_REPEAT_SIMILARITY
+
+
+def test_content_words() -> None:
+    assert content_words("Um, I want to CHANGE my plans, please!") == ("change", "plans")
+    assert content_words("my order's [CARD]") == ("orders", "[card]")
+
+
+def test_the_rules_similarity_governs_each_repetition_rule() -> None:
+    said = ["change my plan", "I want to change my plan", "change my plane please"]
+    rules = {"loose": 0.5, "strict": 1.0, "never": 1.0}
+    s = CallState()
+    for n, text in enumerate(said):
+        s = feed(s, 0.0, text, n * 2000, n * 2000 + 1000, repetition=rules)
+    assert s.repeat_counts == {"loose": 2, "strict": 2, "never": 2}  # all 1.0 similar
+    s = feed(s, 0.0, "change my plan and my address", 7000, 8000, repetition=rules)
+    # content words {change, plan, address} vs {change, plane}: Dice 0.8
+    assert s.repeat_counts == {"loose": 3, "strict": 0, "never": 0}
+    assert s.repeat_count == 3  # the first rule's count
+    s = feed(s, 0.0, "what time is it", 9000, 9500, repetition=rules)
+    assert s.repeat_counts == {"loose": 0, "strict": 0, "never": 0}
+
+
+def test_without_repetition_rules_the_rules_file_default_counts() -> None:
+    assert RepetitionRule.model_fields["similarity"].default == DEFAULT_REPEAT_SIMILARITY
+    s = CallState()
+    for n in range(3):
+        s = feed(s, 0.0, ["change my plan", "change my plan please", "change my plane"][n], n, n)
+    assert s.repeat_count == 2 and s.repeat_counts == {}
 
 
 def test_slope() -> None:

@@ -6,9 +6,12 @@ import pytest
 
 from analytics.scoring.keywords import (
     DEFAULT_CATEGORIES,
+    EXACT,
     KeywordSpotter,
     categories_or_default,
+    edit_limits,
     stem,
+    tokenize,
 )
 from schemas.rules import PhraseCategory, RulesFile
 
@@ -32,8 +35,11 @@ def hits(text: str) -> list[tuple[str, str]]:
         ("I want to cancel my plan", "cancellation", "cancel"),
         ("cancelling my subscription now", "cancellation", "cancelling"),  # inflection
         ("please process the cancellation", "cancellation", "cancellation"),
-        ("I will see you in cort", "legal_threat", "cort"),
-        ("my lawer will call you", "legal_threat", "lawer"),
+        ("I will see you in court", "legal_threat", "court"),
+        ("my lawyers will call you", "legal_threat", "lawyers"),  # inflection of a short word
+        ("please send an ambulanse", "medical_emergency", "ambulanse"),  # one edit, 9 letters
+        ("I will sue you", "legal_threat", "sue"),
+        ("Sue! I will SUE you.", "legal_threat", "Sue"),
         ("you charged me twice", "payment_dispute", "charged me twice"),
         ("he is having chest pains", "medical_emergency", "chest pains"),
         ("no, he can't breathe", "medical_emergency", "can't breathe"),  # not negatable
@@ -85,6 +91,63 @@ def test_short_words_are_not_fuzzy() -> None:
     spotter = KeywordSpotter({"legal": PhraseCategory(phrases=["sue"])})
     assert spotter.find("I will sue you")
     assert spotter.find("I will see you") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the sun is out today",  # a mishearing of "soon"
+        "I sued nobody",
+        "I will pursue it myself",
+        "there is an issue with the app",
+        "that suits me, the suit fits",
+    ],
+)
+def test_a_one_word_phrase_of_up_to_4_letters_matches_the_exact_word_only(text: str) -> None:
+    spotter = KeywordSpotter({"legal_threat": PhraseCategory(phrases=["sue"])})
+    assert spotter.find(text) == []
+    assert SPOTTER.find(text) == []  # and not "suing" or any other default phrase
+
+
+@pytest.mark.parametrize(
+    ("phrase", "near_misses", "hits"),
+    [
+        ("sue", ["sun", "sued", "pursue", "issue", "suit", "suez", "sues", "s ue"], ["sue"]),
+        ("fire", ["fir", "fires", "fired", "hire", "afire"], ["fire"]),  # 4 letters: exact
+        ("court", ["count", "cort", "curt", "courtyard", "courtesy"], ["court", "courts"]),
+        ("lawyer", ["layer", "lawer", "flyer"], ["lawyer", "lawyers"]),
+        ("refund", ["refine", "rotund", "refuel"], ["refunds", "refunded"]),
+        ("cancel", ["camel", "cancer", "candle"], ["cancelled", "cancelling"]),
+        ("supervisor", ["supervised", "supervision", "superior"], ["supervisr", "super visor"]),
+        ("fed up", ["feed up", "fed us", "fled up"], ["fed up"]),
+    ],
+)
+def test_fuzzy_matching_tightens_as_phrases_get_shorter(
+    phrase: str, near_misses: list[str], hits: list[str]
+) -> None:
+    spotter = KeywordSpotter({"x": PhraseCategory(phrases=[phrase])})
+    for word in near_misses:
+        assert spotter.find(f"well {word} then") == [], (phrase, word)
+    for word in hits:
+        assert spotter.find(f"well {word} then"), (phrase, word)
+
+
+def test_edit_limits_by_phrase_length() -> None:
+    def limits(phrase: str, threshold: float = 0.8, fuzzy: bool = True) -> tuple[int, ...]:
+        return edit_limits(tuple(t.word for t in tokenize(phrase)), threshold, fuzzy)
+
+    assert limits("sue") == (EXACT,) and limits("help", fuzzy=False) == (EXACT,)
+    assert limits("court") == (0,) and limits("lawyer") == (0,)  # inflections only
+    assert limits("ambulance") == (1,) and limits("representative") == (2,)
+    assert limits("ambulance", threshold=1.0) == (0,)
+    assert limits("refund", fuzzy=False) == (0,)
+    assert limits("legal action") == (0, 1)
+
+
+def test_negation_still_applies_to_exact_short_phrases() -> None:
+    spotter = KeywordSpotter({"legal_threat": PhraseCategory(phrases=["sue"])})
+    assert spotter.find("I will not sue you") == []
+    assert spotter.find("I am not happy. I will sue you")
 
 
 def test_rules_file_categories_are_used() -> None:

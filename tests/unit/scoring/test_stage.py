@@ -81,3 +81,97 @@ async def test_text_redacted_upstream_is_not_redacted_again() -> None:
     out = await scoring.handle([transcript(0, "my card is [CARD]", ["CARD"])], T, fresh)
     assert scorer.seen == ["my card is [CARD]"]
     assert out.scores[0].pii_kinds == ["CARD"]
+
+
+def said(
+    index: int,
+    text: str,
+    *,
+    start_ms: int | None = None,
+    stream_sid: str = "ST1",
+    offset: int = 0,
+) -> SourceRecord:
+    """A final transcript as the ASR stage writes it: id and index from its audio position."""
+    start = index * 1000 if start_ms is None else start_ms
+    record = Transcript(
+        call_sid="CA1",
+        stream_sid=stream_sid,
+        utterance_id=f"CA1-{start}",
+        utterance_index=start,
+        is_final=True,
+        text=text,
+        start_ms=start,
+        end_ms=start + 700,
+        engine="fake",
+        speech_end_at_ms=900,
+        produced_at_ms=1000,
+        latency_ms=100.0,
+    )
+    return SourceRecord(T, 0, offset, b"CA1", record.to_bytes())
+
+
+class Table:
+    """The faust Table as the stage sees it: entries saved as bytes (the changelog's form)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[bytes, bytes] = {}
+
+    def load(self, key: bytes, partition: int) -> ScoringTableEntry:
+        raw = self.saved.get(key)
+        return ScoringTableEntry.from_bytes(raw) if raw else ScoringTableEntry(partition=partition)
+
+    def save(self, entries: dict[bytes, tuple[ScoringTableEntry, int]]) -> None:
+        for key, (entry, _) in entries.items():
+            self.saved[key] = entry.to_bytes()
+
+
+REPEAT_RULES = RulesFile.model_validate(
+    {
+        "agent_groups": {"g": {"numbers": ["+910000000000"]}},
+        "default": {
+            "categories": {"legal": {"phrases": ["lawyer"]}},
+            "rules": [
+                {"id": "loop", "kind": "repetition", "count": 2, "similarity": 0.6, "target": "g"}
+            ],
+        },
+    }
+)
+
+
+async def test_replays_add_no_scores_and_no_counts() -> None:
+    scoring = ScoringStage(
+        ScoringSettings(engine="vader", batch_max_wait_ms=0.0),
+        REPEAT_RULES,
+        FakeScorer(),
+        clock=lambda: 2.0,
+    )
+    table = Table()
+    lines = ["change my plan", "I want to change my plan", "my lawyer says change my plane"]
+    batch = [said(n, text, offset=n) for n, text in enumerate(lines)]
+    out = await scoring.handle(batch, T, table.load)
+    table.save(out.entries)
+    [last] = out.scores[-1:]
+    assert last.state.repeat_counts == {"loop": 2} and last.state.keyword_hits == {"legal": 1}
+    assert [s.utterance_id for s in out.scores] == ["CA1-0", "CA1-1000", "CA1-2000"]
+    # the same transcript twice, a replay of the whole partition after a restart (the entry
+    # read back from the changelog), and one utterance re-cut 16 ms later by a restarted VAD
+    for replay in ([batch[-1]], batch, [said(2, lines[2], start_ms=2016)]):
+        again = await scoring.handle(replay, T, table.load)
+        table.save(again.entries)
+        assert again.scores == []
+    state = ScoringTableEntry.from_bytes(table.saved[b"CA1"]).state
+    assert state.utterance_count == 3 and state.keyword_hits == {"legal": 1}
+    assert state.repeat_counts == {"loop": 2}
+    # new audio still counts; so does a second stream of the same call (positions restart)
+    more = await scoring.handle([said(3, "change my plan")], T, table.load)
+    assert more.scores[0].state.repeat_counts == {"loop": 3}
+    table.save(more.entries)
+    other = await scoring.handle([said(0, "hello", stream_sid="ST2")], T, table.load)
+    assert other.scores[0].state.utterance_count == 5
+
+
+async def test_dedupe_is_by_audio_position_not_arrival_order() -> None:
+    scoring, _ = stage()
+    table = Table()
+    out = await scoring.handle([said(5, "later"), said(2, "earlier arriving late")], T, table.load)
+    assert [s.text for s in out.scores] == ["later"]  # audio already past: a replay

@@ -1,0 +1,52 @@
+"""Watermark transcripts: what the ASR stage publishes besides utterances.
+
+A marker is a :class:`schemas.records.Transcript` with ``marker`` set, empty text and
+``is_final=False`` (a consumer that knows nothing of markers sees an empty partial and skips it).
+It travels on the call's transcripts partition behind the call's utterances, so whoever reads it
+has read everything before it:
+
+* ``progress``: the call's audio is transcribed up to ``end_ms`` (no utterance open before it);
+  published every ``progress_interval_ms`` of audio while the caller is not speaking. Routing
+  measures silence and call duration in this audio time, never in wall-clock time.
+* ``end``: the call stopped and its last utterance (flushed at ``stop``) is published.
+
+``speech_end_at_ms`` carries the wall clock at which ingest received the last frame the marker
+covers, so routing can tell whether audio received before a Passthru request is analysed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.records import Transcript
+
+
+def marker_transcript(
+    kind: Literal["progress", "end"],
+    *,
+    call_sid: str,
+    stream_sid: str,
+    tenant: str,
+    campaign: str,
+    audio_ms: int,
+    received_at_ms: int,
+    produced_at_ms: int,
+    engine: str,
+) -> Transcript:
+    return Transcript(
+        call_sid=call_sid,
+        stream_sid=stream_sid,
+        tenant=tenant,
+        campaign=campaign,
+        utterance_id=f"{call_sid}-{kind}-{audio_ms}",
+        utterance_index=audio_ms,
+        is_final=False,
+        text="",
+        start_ms=audio_ms,
+        end_ms=audio_ms,
+        engine=engine,
+        speech_end_at_ms=received_at_ms,
+        produced_at_ms=produced_at_ms,
+        latency_ms=float(max(0, produced_at_ms - received_at_ms)),
+        marker=kind,
+    )
