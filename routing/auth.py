@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 PRINCIPAL_KEY = "agentstream.principal"
+OPERATOR_PREFIXES = ("/dashboard",)  # every tenant's calls: not for tenant-bound credentials
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,14 @@ def auth_middleware(
                 status=result.status,
                 content_type="application/json",
                 headers=headers if result.status == 401 else None,
+            )
+        if result.bound and request.path.startswith(OPERATOR_PREFIXES):
+            # The dashboard shows every tenant's calls: operators' (unbound) credentials only.
+            refused(request.path, "tenant", request.remote)
+            return web.Response(
+                body=orjson.dumps({"error": "an operator credential is needed", "status": 403}),
+                status=403,
+                content_type="application/json",
             )
         request[PRINCIPAL_KEY] = result
         return await handler(request)

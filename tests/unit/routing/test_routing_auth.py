@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from routing.auth import RoutingAuth
+from routing.dashboard.board import Board
+from routing.dashboard.http import Broadcaster
 from routing.http import ROUTER_KEY, create_app
 from routing.router import ListPublisher, Router
 from routing.settings import RoutingSettings
@@ -140,3 +142,12 @@ async def test_refusals_are_counted_by_closed_labels(client: TestClient) -> None
     assert 'agentstream_routing_refused_total{path="other",reason="auth"} 30.0' in text
     assert 'path="/exotel/passthru",reason="auth"' in text
     assert "random-" not in text
+
+
+async def test_the_dashboard_needs_an_operator_credential() -> None:
+    auth = RoutingAuth(CREDS, tenants=TENANTS)
+    app = create_app(make_router(), auth, dashboard=Broadcaster(Board(RULES)))
+    async with TestClient(TestServer(app)) as c:
+        assert (await c.get("/dashboard/", headers=NONE)).status == 401
+        assert (await c.get("/dashboard/", headers=RIGHT_TENANT)).status == 403
+        assert (await c.get("/dashboard/", headers=OPERATOR)).status == 200
