@@ -38,6 +38,7 @@ from analytics.metrics import WorkerMetrics
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
+from schemas.cache import LruCache
 from schemas.deadletter import Source, dead_letter
 from schemas.records import AudioFrameMeta, CallEvent, DeadLetter, Transcript
 from schemas.rules import RulesFile, default_rules, parse_rules
@@ -100,13 +101,12 @@ def load_rules(settings: WorkerSettings) -> RulesFile:
 def make_redactor(rules: RulesFile) -> Redact:
     """PII redaction per tenant/campaign (``redact_pii`` in the rules file, on by default)."""
     on, off = Redactor(enabled=True), Redactor(enabled=False)
-    cache: dict[tuple[str, str], Redactor] = {}
+    cache: LruCache[tuple[str, str], Redactor] = LruCache(512)  # tenants come from the input
 
     def redact(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
-        redactor = cache.get((tenant, campaign))
-        if redactor is None:
-            redactor = on if rules.resolve(tenant, campaign).redact_pii else off
-            cache[(tenant, campaign)] = redactor
+        redactor = cache.get_or_make(
+            (tenant, campaign), lambda: on if rules.resolve(tenant, campaign).redact_pii else off
+        )
         return redactor.redact(text)
 
     return redact

@@ -9,7 +9,7 @@ from schemas.callbacks import (
     StartCallPlayback,
 )
 from schemas.records import Decision
-from schemas.rules import AgentGroup
+from schemas.rules import MAX_PARALLEL_RINGING, AgentGroup
 
 PLAYBACK_LIMIT = 400
 
@@ -34,7 +34,9 @@ def connect_answer(group: AgentGroup, decision: Decision | None) -> ConnectAnswe
     if group.parallel and destination.numbers and len(destination.numbers) > 1:
         parallel = ParallelRinging(
             activate=True,
-            max_parallel_attempts=min(group.max_parallel_attempts, len(destination.numbers)),
+            max_parallel_attempts=min(
+                group.max_parallel_attempts, len(destination.numbers), MAX_PARALLEL_RINGING
+            ),
         )
     playback = None
     if group.playback_to is not None:

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from schemas.cache import LruCache
 from schemas.records import CallEvent, CallState, Decision, Evidence, Score
 from schemas.rules import (
     DtmfRule,
@@ -49,6 +50,8 @@ from schemas.rules import (
 
 HISTORY_LIMIT = 64
 DECIDED_LIMIT = 256
+DIGITS_LIMIT = 64  # digits kept per call (Passthru can carry thousands)
+RESOLVED_LIMIT = 512  # (tenant, campaign) rule sets kept resolved
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class Evaluator:
         self._rules = rules
         self._clock = clock
         self._max_score_age_ms = None if max_score_age_s is None else int(max_score_age_s * 1000)
-        self._resolved: dict[tuple[str, str], ResolvedRules] = {}
+        self._resolved: LruCache[tuple[str, str], ResolvedRules] = LruCache(RESOLVED_LIMIT)
         self.calls: dict[str, CallRecord] = {}
 
     # --- rules ----------------------------------------------------------------------------------
@@ -144,11 +147,9 @@ class Evaluator:
         self._resolved.clear()
 
     def resolve(self, tenant: str, campaign: str) -> ResolvedRules:
-        key = (tenant, campaign)
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolved[key] = self._rules.resolve(tenant, campaign)
-        return resolved
+        return self._resolved.get_or_make(
+            (tenant, campaign), lambda: self._rules.resolve(tenant, campaign)
+        )
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class Evaluator:
             return None
         elif event.dtmf_digit:
             record.digits.append(event.dtmf_digit)
+            del record.digits[:-DIGITS_LIMIT]
         return self._evaluate(record, score=None, kinds=("dtmf", "max_duration"))
 
     def on_digits(
@@ -222,7 +224,8 @@ class Evaluator:
     ) -> Decision | None:
         """Digits from a Passthru callback (``digits="0"``): only ``dtmf`` rules apply."""
         record = self._record(call_sid, tenant, campaign, "")
-        record.digits.extend(ch for ch in digits if ch.strip())
+        record.digits.extend(ch for ch in digits[:DIGITS_LIMIT] if ch.strip())
+        del record.digits[:-DIGITS_LIMIT]  # bounded per call: the latest digits count
         return self._evaluate(record, score=None, kinds=("dtmf",))
 
     def on_score(self, score: Score) -> Decision | None:

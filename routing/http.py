@@ -2,11 +2,17 @@
 
 Thin: parameters are read from the query, a form or a JSON body (``schemas.callbacks``), the
 answer comes from the :class:`~routing.router.Router`'s memory, and every callback's parameters
-are recorded on ``agentstream.calls``. Bad input gets a 4xx JSON error, never a 500.
+are recorded on ``agentstream.calls``. Who may call is checked first (:mod:`routing.auth`).
+
+No callback answers a 5xx. Passthru answers only 200 or 302: input it cannot read, and any bug,
+gets the rules file's default branch, a (rate-limited) log line and a dead letter. Connect and
+status answer bad input with a 4xx JSON error; a bug in Connect answers the default agent group,
+in status ``{"ok": false}``; the traceback is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,16 +21,19 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from routing.auth import OPEN, Principal, RoutingAuth, auth_middleware, principal
 from routing.connect import connect_answer
 from routing.dashboard.http import BROADCASTER_KEY, Broadcaster, add_dashboard
 from routing.readiness import BOARD_KEY, WorkerBoard, readiness
+from routing.rejects import DeadLetterSink, RateLimitFilter, Rejects
 from routing.router import Router
 from routing.watermark import WATERMARKS_KEY, WaitResult, Watermarks, wait_for_analysis
-from schemas.basic_auth import authorized
 from schemas.callbacks import CallbackParams, flatten, parse_callback, parse_json_body
+from schemas.deadletter import error_text
 from schemas.errors import ProtocolError
 from schemas.records import CallEvent
 
@@ -32,12 +41,50 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 ROUTER_KEY = web.AppKey("router", Router)
+REPORTS_KEY = web.AppKey("rejects", Rejects)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+STREAM_START_EVENTS = frozenset({"stream-start", "stream_start", "streamstart", "start"})
+# Metric label values come from closed sets; anything else is "other".
+STATUS_LABELS = frozenset(
+    {
+        "completed",
+        "failed",
+        "busy",
+        "no-answer",
+        "canceled",
+        "cancelled",
+        "in-progress",
+        "ringing",
+        "queued",
+        "answered",
+        "free",
+    }
+)
+PATH_LABELS = frozenset(
+    {
+        "/exotel/passthru",
+        "/exotel/connect",
+        "/exotel/status",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/dashboard",
+    }
+)
+
+
+def status_label(value: str | None) -> str:
+    if not value:
+        return "unknown"
+    value = value.lower()
+    return value if value in STATUS_LABELS else "other"
+
+
+def path_label(path: str) -> str:
+    return path if path in PATH_LABELS else "other"
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# What Basic auth guards (when configured): Exotel's callbacks and the dashboard. Health,
-# readiness and metrics stay open for probes and Prometheus.
-PROTECTED_PREFIXES = ("/exotel/", "/dashboard")
 
 
 def _json(data: dict[str, Any], status: int = 200) -> web.Response:
@@ -53,32 +100,34 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProtocolError as exc:
-        logger.info("bad callback %s %s: %s", request.method, request.path, exc.reason)
+        request.app[REPORTS_KEY].log(
+            "bad callback %s %s: %s", request.method, request.path, exc.reason
+        )
         return _error(400, exc.reason)
     except (ValidationError, UnicodeDecodeError, ValueError) as exc:
-        logger.info("bad callback %s %s: %s", request.method, request.path, exc)
+        request.app[REPORTS_KEY].log("bad callback %s %s: %s", request.method, request.path, exc)
         return _error(400, f"malformed parameters: {exc}".splitlines()[0][:300])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason)
+        return _error(exc.status if exc.status < 500 else 400, exc.reason)
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path[:100])
+        return _after_bug(request)
 
 
-def _basic_auth(credentials: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(PROTECTED_PREFIXES) and not authorized(
-            request.headers.get("Authorization"), credentials
-        ):
-            logger.warning(
-                "refused %s %s: missing or wrong Basic auth", request.method, request.path
-            )
-            response = _error(401, "missing or wrong credentials")
-            response.headers["WWW-Authenticate"] = 'Basic realm="agentstream"'
-            return response
-        return await handler(request)
-
-    return check
+def _after_bug(request: web.Request) -> web.Response:
+    """What a callback answers when its handler failed: never a 5xx to Exotel."""
+    router = request.app[ROUTER_KEY]
+    if request.path == "/exotel/connect":
+        try:
+            body, _, _ = _connect_answer(router, None)
+        except LookupError:
+            return _error(404, "no agent group is configured in the rules file")
+        return web.Response(body=body, content_type="application/json")
+    if request.path == "/exotel/status":
+        return _json({"ok": False, "error": "internal error, logged"})
+    return _error(500, "internal error, logged")
 
 
 async def read_params(request: web.Request) -> dict[str, str]:
@@ -127,18 +176,56 @@ def _record(
 
 
 async def passthru(request: web.Request) -> web.Response:
+    """Passthru: only ever 200 or 302 (Exotel defines no other answer; see docs/routing.md)."""
     router = request.app[ROUTER_KEY]
     started = time.perf_counter()
-    params = await _callback(request)
-    if not params.call_sid:
-        raise ProtocolError("CallSid is missing")
-    wait = await wait_for_analysis(request.app, router.book, params.call_sid)
-    result = await router.passthru(params.call_sid, params.digits)
+    try:
+        params = await _callback(request)
+        if not params.call_sid and not _stream_start(params):
+            raise ProtocolError("CallSid is missing")
+    except (
+        ProtocolError,
+        ValidationError,
+        UnicodeDecodeError,
+        ValueError,
+        web.HTTPRequestEntityTooLarge,
+    ) as exc:
+        return await _passthru_default(request, "bad_request", exc)
+    try:
+        response = await passthru_answer(request.app, params, principal(request))
+    except Exception as exc:
+        logger.exception("passthru for %s failed: answering the default branch", params.call_sid)
+        return await _passthru_default(request, "error", exc)
+    router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
+    return response
+
+
+async def passthru_answer(
+    app: web.Application, params: CallbackParams, who: Principal = OPEN
+) -> web.Response:
+    """The answer to one well-formed Passthru (the call's first answer is repeated)."""
+    router = app[ROUTER_KEY]
+    view = router.book.get(params.call_sid) if params.call_sid else None
+    if view is not None and not who.may_access(view.tenant):
+        router.metrics.callbacks.labels("passthru", "forbidden").inc()
+        return _error(403, "this credential may not steer calls of this tenant")
+    if _stream_start(params) or not params.call_sid:
+        # Sent before the stream: nothing is decided yet, and the answer must not be pinned.
+        status = router.rules.passthru.continue_status
+        _record(router, "passthru", params, f"{status} before stream")
+        router.metrics.callbacks.labels("passthru", "stream_start").inc()
+        return _json({"call_sid": params.call_sid, "decision": "stream_start"}, status)
+    # A tenant-bound credential may not seed digits for a call whose tenant is not known yet.
+    digits = params.digits if view is not None or not who.bound else None
+    wait = await wait_for_analysis(app, router.book, params.call_sid)
+    result = await router.passthru(params.call_sid, digits)
     wait = WaitResult(wait.complete and result.complete, wait.waited_ms + result.waited_ms)
-    _record(router, "passthru", params, str(result.status), wait)
+    # Other instances pin a recorded numeric answer; an unknown call's default is not pinned.
+    unknown = result.outcome == "unknown"
+    answer = f"{result.status} unknown call" if unknown else str(result.status)
+    _record(router, "passthru", params, answer, wait)
     router.metrics.callbacks.labels("passthru", result.outcome).inc()
     router.metrics.passthru_answers.labels("true" if wait.complete else "false").inc()
-    router.metrics.callback_seconds.labels("passthru").observe(time.perf_counter() - started)
     escalation = result.view.escalation if result.view else None
     return _json(
         {
@@ -153,6 +240,26 @@ async def passthru(request: web.Request) -> web.Response:
     )
 
 
+def _stream_start(params: CallbackParams) -> bool:
+    return (params.event_type or "").lower() in STREAM_START_EVENTS
+
+
+async def _passthru_default(request: web.Request, outcome: str, exc: BaseException) -> web.Response:
+    """Exotel's default branch for a Passthru we cannot answer; logged and dead-lettered."""
+    router = request.app[ROUTER_KEY]
+    mapping = router.rules.passthru
+    status = mapping.unknown_status or mapping.continue_status
+    router.metrics.callbacks.labels("passthru", outcome).inc()
+    reason = error_text(exc)
+    raw = request.query_string.encode()
+    body = b""
+    if request.can_read_body:
+        with contextlib.suppress(web.HTTPException):
+            body = await request.read()  # read (and kept) already, unless it was too large
+    request.app[REPORTS_KEY].bad_passthru(reason, raw + b"\n" + body[:MAX_BODY_BYTES])
+    return _json({"decision": "default", "error": reason}, status)
+
+
 async def connect(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
     started = time.perf_counter()
@@ -160,20 +267,36 @@ async def connect(request: web.Request) -> web.Response:
     if not params.call_sid:
         raise ProtocolError("CallSid is missing")
     view = router.book.get(params.call_sid)
+    if view is not None and not principal(request).may_access(view.tenant):
+        router.metrics.callbacks.labels("connect", "forbidden").inc()
+        return _error(403, "this credential may not read calls of this tenant")
+    try:
+        body, name, escalated = _connect_answer(router, params.call_sid)
+    except LookupError:
+        router.metrics.callbacks.labels("connect", "no_group").inc()
+        return _error(404, "no agent group is configured in the rules file")
+    if not escalated:
+        request.app[REPORTS_KEY].log(
+            "connect for %s, which was not escalated: group %s",
+            params.call_sid,
+            name,
+            level=logging.INFO,
+        )
+    _record(router, "connect", params, name)
+    router.metrics.callbacks.labels("connect", "escalated" if escalated else "default").inc()
+    router.metrics.callback_seconds.labels("connect").observe(time.perf_counter() - started)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _connect_answer(router: Router, call_sid: str | None) -> tuple[bytes, str, bool]:
+    """The Connect JSON for ``call_sid`` (None: the default group's), its group, escalated."""
+    view = router.book.get(call_sid) if call_sid else None
     decision = view.escalation if view else None
     found = router.rules.agent_group(decision.target_group if decision else None)
     if found is None:
-        router.metrics.callbacks.labels("connect", "no_group").inc()
-        return _error(404, "no agent group is configured in the rules file")
+        raise LookupError("no agent group")
     name, group = found
-    if decision is None:
-        logger.warning("connect for %s, which was not escalated: group %s", params.call_sid, name)
-    _record(router, "connect", params, name)
-    router.metrics.callbacks.labels("connect", "escalated" if decision else "default").inc()
-    router.metrics.callback_seconds.labels("connect").observe(time.perf_counter() - started)
-    return web.Response(
-        body=connect_answer(group, decision).to_json(), content_type="application/json"
-    )
+    return connect_answer(group, decision).to_json(), name, decision is not None
 
 
 async def status(request: web.Request) -> web.Response:
@@ -182,8 +305,12 @@ async def status(request: web.Request) -> web.Response:
     params = await _callback(request)
     if not params.call_sid:
         raise ProtocolError("CallSid is missing")
+    view = router.book.get(params.call_sid)
+    if view is not None and not principal(request).may_access(view.tenant):
+        router.metrics.callbacks.labels("status", "forbidden").inc()
+        return _error(403, "this credential may not report on calls of this tenant")
     _record(router, "status", params, "ok")
-    router.metrics.callbacks.labels("status", params.status or "unknown").inc()
+    router.metrics.callbacks.labels("status", status_label(params.status)).inc()
     router.metrics.callback_seconds.labels("status").observe(time.perf_counter() - started)
     return _json({"ok": True, "call_sid": params.call_sid})
 
@@ -212,18 +339,35 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(
     router: Router,
+    auth: RoutingAuth | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    *,
     credentials: dict[str, str] | None = None,
     dashboard: Broadcaster | None = None,
     watermarks: Watermarks | None = None,
     board: WorkerBoard | None = None,
 ) -> web.Application:
-    """Exotel's callbacks and the operations endpoints; with ``credentials``, Basic auth on
-    ``/exotel/*`` and ``/dashboard*``; with ``dashboard``, the supervisor dashboard; with
-    ``watermarks``, Passthru waits for the call's analysis; with ``board``, ``/ready`` needs
-    the workers too."""
-    middlewares = [_basic_auth(credentials)] if credentials else []
-    app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY_BYTES)
+    """Exotel's callbacks and the operations endpoints.
+
+    ``auth`` (or just ``credentials``) guards ``/exotel/*`` and ``/dashboard*`` (None: open);
+    ``dead_letters`` receives bad Passthru input; with ``dashboard``, the supervisor dashboard;
+    with ``watermarks``, Passthru waits for the call's analysis; with ``board``, ``/ready``
+    needs the workers too.
+    """
+    if auth is None and credentials:
+        auth = RoutingAuth(credentials)
+    rejects = Rejects(dead_letters)
+
+    def refused(path: str, reason: str, remote: str | None) -> None:
+        router.metrics.refused.labels(path_label(path), reason).inc()
+        rejects.refused(path, reason, remote)
+
+    middlewares: list[Middleware] = [_errors]
+    if auth is not None:
+        middlewares.insert(0, auth_middleware(auth, refused))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = router
+    app[REPORTS_KEY] = rejects
     if watermarks is not None:
         app[WATERMARKS_KEY] = watermarks
     if board is not None:
@@ -246,7 +390,11 @@ def create_app(
 async def start_http_app(
     router: Router, host: str, port: int, **parts: Any
 ) -> tuple[web.AppRunner, int]:
-    """Start the app on ``host:port``; the runner (for cleanup) and the port it got."""
+    """Start the app on ``host:port`` (``parts``: :func:`create_app`'s keywords); the runner
+    (for cleanup) and the port it got."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, RateLimitFilter) for f in server_log.filters):
+        server_log.addFilter(RateLimitFilter())  # malformed requests must not flood the log
     runner = web.AppRunner(create_app(router, **parts), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

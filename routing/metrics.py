@@ -18,6 +18,12 @@ class RoutingMetrics:
             ["endpoint", "answer"],
             registry=r,
         )
+        self.refused = Counter(
+            "agentstream_routing_refused",
+            "requests refused before a handler ran, by path ('other' if unknown) and reason",
+            ["path", "reason"],
+            registry=r,
+        )
         self.callback_seconds = Histogram(
             "agentstream_routing_callback_seconds",
             "time to answer an Exotel callback",

@@ -196,9 +196,14 @@ class Router:
             tenant = view.tenant if view else "default"
             campaign = view.campaign if view else "default"
             if view is not None or self.evaluator.resolve(tenant, campaign).rules:
+                known = call_sid in self.evaluator.calls
                 decision = self.evaluator.on_digits(call_sid, digits, tenant, campaign)
                 if decision is not None:
                     self._publish(decision)
+                elif not known and view is None:
+                    # Digits of a call never heard of are judged alone: a flood of unknown
+                    # CallSids leaves no state behind.
+                    self.evaluator.calls.pop(call_sid, None)
                 view = self.book.get(call_sid)
         if view is None:
             status: int = self.rules.passthru.unknown_status or self.rules.passthru.continue_status

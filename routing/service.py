@@ -27,6 +27,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from routing.auth import RoutingAuth, warn_if_open
 from routing.dashboard.board import Board
 from routing.dashboard.feed import BoardFeed
 from routing.dashboard.http import Broadcaster
@@ -41,7 +42,7 @@ from routing.router import Router
 from routing.settings import RoutingSettings
 from routing.summaries import SummaryBook, SummaryTap
 from routing.watermark import Watermarks
-from schemas.rules import RulesError, RulesFile, default_rules, parse_rules
+from schemas.rules import RulesError, RulesFile, decode_rules, default_rules, parse_rules
 from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
@@ -71,10 +72,10 @@ class RulesSource:
             return default_rules()
         stamp = self._current_stamp()
         try:
-            text = self.path.read_text("utf-8")
+            data = self.path.read_bytes()
         except OSError as exc:
             raise RulesError(f"{self.path}: cannot read: {exc}") from exc
-        rules = parse_rules(text, str(self.path))
+        rules = parse_rules(decode_rules(data, str(self.path)), str(self.path))
         self._stamp = stamp
         return rules
 
@@ -170,6 +171,7 @@ class RoutingService:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.auth = RoutingAuth.from_settings(settings)
         self.http_port: int | None = None
         self.failed = asyncio.Event()
 
@@ -178,16 +180,13 @@ class RoutingService:
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         if serve_http:
-            if not s.basic_auth:
-                logger.warning(
-                    "Basic auth is OFF on /exotel/* and /dashboard: set "
-                    "AGENTSTREAM_ROUTING_BASIC_AUTH=KEY:TOKEN before exposing routing"
-                )
+            warn_if_open(self.auth)
             self._runner, self.http_port = await start_http_app(
                 self.router,
                 s.host,
                 s.port,
-                credentials=s.credentials(),
+                auth=self.auth,
+                dead_letters=self.publisher.publish_dead_letter,
                 dashboard=self.broadcaster if s.dashboard else None,
                 watermarks=self.watermarks,
                 board=self.board if s.ready_requires_workers else None,

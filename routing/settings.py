@@ -6,13 +6,19 @@ Built once in ``main()`` and passed down; nothing else reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.basic_auth import parse_credentials
+from schemas.auth import IpNetwork, parse_credentials, parse_networks
 from schemas.settings import KafkaFields
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class RoutingSettings(KafkaFields, BaseSettings):
@@ -74,10 +80,31 @@ class RoutingSettings(KafkaFields, BaseSettings):
     record_callbacks: bool = Field(
         True, description="publish every callback's parameters on agentstream.calls"
     )
+
+    # --- who may call (docs/security.md) ----------------------------------------------------
     basic_auth: SecretStr | None = Field(
         None,
-        description="'KEY:TOKEN[,KEY2:TOKEN2]' required on /exotel/* and /dashboard; unset = off",
+        description="'KEY:TOKEN[,KEY2:TOKEN2]' accepted as HTTP Basic auth (as ingest); "
+        "unset with no allow_ips = auth off",
     )
+    auth_tenants: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description='JSON {"KEY": ["tenant", ...]}: that credential reads and steers only the '
+        "calls of these tenants (a key not listed: every tenant)",
+    )
+    allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated IPs/CIDRs allowed to call; empty = any address"
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated IPs/CIDRs of TLS-terminating proxies whose "
+        "X-Forwarded-For names the client for the allow-list; empty = never read it",
+    )
+    auth_probes: bool = Field(
+        False, description="also require auth / allow-list for /health, /ready and /metrics"
+    )
+
+    # --- dashboard and summaries ------------------------------------------------------------
     dashboard: bool = Field(True, description="serve the supervisor dashboard at /dashboard")
     dashboard_lookback_s: float = Field(
         3600.0, gt=0, description="the dashboard starts reading this far back"
@@ -92,6 +119,17 @@ class RoutingSettings(KafkaFields, BaseSettings):
         900.0, gt=0, description="summarise a call that never stopped after this long unheard"
     )
 
+    @field_validator("allow_ips", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_ips(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("allow_ips", "trusted_proxies")
+    @classmethod
+    def _valid_ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
+
     @field_validator("basic_auth")
     @classmethod
     def _valid_auth(cls, value: SecretStr | None) -> SecretStr | None:
@@ -99,6 +137,19 @@ class RoutingSettings(KafkaFields, BaseSettings):
             parse_credentials(value.get_secret_value())
         return value
 
+    @model_validator(mode="after")
+    def _tenants_name_keys(self) -> RoutingSettings:
+        unknown = set(self.auth_tenants) - set(self.credentials())
+        if unknown:
+            raise ValueError(f"auth_tenants names keys with no credential: {sorted(unknown)}")
+        return self
+
     def credentials(self) -> dict[str, str]:
-        """The accepted key -> token pairs (empty when auth is off)."""
-        return parse_credentials(self.basic_auth.get_secret_value() if self.basic_auth else None)
+        """The accepted key -> token pairs (empty when Basic auth is off)."""
+        return parse_credentials(self.basic_auth.get_secret_value()) if self.basic_auth else {}
+
+    def networks(self) -> tuple[IpNetwork, ...]:
+        return parse_networks(self.allow_ips)
+
+    def proxies(self) -> tuple[IpNetwork, ...]:
+        return parse_networks(self.trusted_proxies)

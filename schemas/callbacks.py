@@ -9,8 +9,9 @@ applet sits, so every field is optional except what a handler decides it needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,8 @@ from schemas.errors import ProtocolError
 
 MAX_PARAMS = 200
 MAX_VALUE_CHARS = 8192
+MAX_DIGITS = 64  # digits kept from one callback (a Gather applet collects a few)
+MAX_INT = 10**12  # larger numbers (and inf, nan) read as absent
 
 
 class StreamInfo(BaseModel):
@@ -48,6 +51,10 @@ class CallbackParams(BaseModel):
     digits: str | None = None
     custom_field: str | None = None
     flow_id: str | None = None
+    account_sid: str | None = None
+    event_type: str | None = Field(
+        None, description="e.g. 'stream-start' (the newer POST-JSON Passthru, before the stream)"
+    )
     dial_call_duration_s: int | None = None
     stream: StreamInfo = Field(default_factory=StreamInfo)
     raw: dict[str, str] = Field(default_factory=dict)
@@ -72,14 +79,33 @@ def _unquote(value: str) -> str:
     return value
 
 
+# Flat spellings of stream fields (the POST-JSON Passthru: {"StreamSid": ..., "StreamUrl": ...}).
+_FLAT_STREAM_KEYS = {
+    "StreamSid": "stream_sid",
+    "StreamSID": "stream_sid",
+    "streamSid": "stream_sid",
+    "stream_sid": "stream_sid",
+    "StreamUrl": "stream_url",
+    "StreamURL": "stream_url",
+    "streamUrl": "stream_url",
+    "stream_url": "stream_url",
+}
+
+
 def _to_int(value: str | None) -> int | None:
+    """A whole number from text such as "12", "12.0" or '"12"'; None if absent or unreadable."""
     if value is None:
         return None
     text = _unquote(value)
+    if not text or len(text) > 64:
+        return None
     try:
-        return int(float(text)) if text else None
+        number = float(text)
     except ValueError:
         return None
+    if not math.isfinite(number) or abs(number) > MAX_INT:
+        return None
+    return int(number)
 
 
 def _stringify(value: Any) -> str:
@@ -133,6 +159,8 @@ def _stream_block(raw: Mapping[str, str]) -> StreamInfo:
             name = _STREAM_KEYS.get(key[7:-1].lower())
             if name:
                 fields.setdefault(name, value)
+        elif key in _FLAT_STREAM_KEYS and value:
+            fields.setdefault(_FLAT_STREAM_KEYS[key], _unquote(value))
     if "duration_s" in fields:
         fields["duration_s"] = _to_int(fields["duration_s"])
     return StreamInfo.model_validate(fields)
@@ -148,16 +176,19 @@ def parse_callback(raw: Mapping[str, str]) -> CallbackParams:
                 return _unquote(value)
         return None
 
+    digits = pick("digits", "Digits")
     return CallbackParams(
-        call_sid=pick("CallSid", "call_sid", "callSid"),
+        call_sid=pick("CallSid", "call_sid", "callSid", "CallSID"),
         call_from=pick("CallFrom", "From"),
         call_to=pick("CallTo", "To"),
         direction=pick("Direction"),
         call_type=pick("CallType"),
         status=pick("Status"),
-        digits=pick("digits", "Digits"),
+        digits=None if digits is None else digits[:MAX_DIGITS],
         custom_field=pick("CustomField"),
         flow_id=pick("flow_id"),
+        account_sid=pick("AccountSid", "account_sid", "accountSid"),
+        event_type=pick("EventType", "event_type", "eventType"),
         dial_call_duration_s=_to_int(pick("DialCallDuration")),
         stream=_stream_block(raw),
         raw=dict(raw),
@@ -178,13 +209,13 @@ class ParallelRinging(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     activate: bool = False
-    max_parallel_attempts: int = 1
+    max_parallel_attempts: int = Field(1, ge=1, le=5)
 
 
 class StartCallPlayback(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    playback_to: str = "callee"
+    playback_to: Literal["callee", "both"] = "callee"
     type: str = "text"
     value: str
 
@@ -201,7 +232,7 @@ class ConnectAnswer(BaseModel):
     recording_channels: str = "dual"
     max_ringing_duration: int = 45
     max_conversation_duration: int = 3600
-    music_on_hold: dict[str, str] | None = None
+    music_on_hold: dict[str, Literal["operator_tone", "default_tone"]] | None = None
     start_call_playback: StartCallPlayback | None = None
     parallel_ringing: ParallelRinging | None = None
     custom_params: str | None = None

@@ -25,15 +25,29 @@ Layout::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.errors import ProtocolError
+from schemas.tomllines import toml_line
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"
+MAX_PARALLEL_RINGING = 5  # Exotel rings at most 5 numbers at once
+MAX_RULES_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # the layout needs 8 levels; deeper is a mistake (or an attack on the parser)
+MAX_NODES = 200_000  # YAML aliases can make a small file expand into a huge document
 
 
 class RulesError(ProtocolError):
@@ -136,17 +150,28 @@ class AgentGroup(_Strict):
     numbers: list[str] = Field(default_factory=list)
     trunk: str | None = None
     caller_id: str | None = None
-    parallel: bool = False
-    max_parallel_attempts: int = Field(3, ge=1)
+    parallel: bool = Field(False, description=f"ring up to {MAX_PARALLEL_RINGING} numbers at once")
+    max_parallel_attempts: int = Field(3, ge=1, le=MAX_PARALLEL_RINGING)
     max_ringing_s: int = Field(45, ge=1)
     max_conversation_s: int = Field(3600, ge=1)
     record: bool = True
     recording_channels: Literal["single", "dual"] = "dual"
-    music_on_hold: Literal["operator_tone"] | None = "operator_tone"
-    playback_to: Literal["callee", "caller", "both"] | None = Field(
+    music_on_hold: Literal["operator_tone", "default_tone"] | None = "operator_tone"
+    playback_to: Literal["callee", "both"] | None = Field(
         "callee", description="who hears the escalation summary on pickup (None: nobody)"
     )
     custom_params: str | None = None
+
+    @field_validator("parallel")
+    @classmethod
+    def _parallel_cap(cls, value: bool, info: ValidationInfo) -> bool:
+        numbers = info.data.get("numbers") or []
+        if value and len(numbers) > MAX_PARALLEL_RINGING:
+            raise ValueError(
+                f"parallel ringing reaches at most {MAX_PARALLEL_RINGING} numbers, "
+                f"this group has {len(numbers)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_destination(self) -> AgentGroup:
@@ -249,32 +274,50 @@ def _line(node: yaml.Node | None) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
-def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise RulesError(f"{source}:{_line(key)}: duplicate key {key.value!r}")
-                seen.add(key.value)
-            _check_duplicate_keys(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, source)
+def _check_tree(node: yaml.Node, source: str) -> None:
+    """Duplicate keys, nesting depth and size (aliases included), before anything is built."""
+    budget = [MAX_NODES]
+
+    def walk(node: yaml.Node, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise RulesError(f"{source}: more than {MAX_NODES} values (YAML aliases?)")
+        if depth > MAX_DEPTH:
+            raise RulesError(f"{source}:{_line(node)}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise RulesError(f"{source}:{_line(key)}: duplicate key {key.value!r}")
+                    seen.add(key.value)
+                walk(value, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, depth + 1)
+
+    walk(node, 0)
 
 
-def _format_validation(exc: ValidationError, root: yaml.Node | None, source: str) -> RulesError:
+LineOf = Callable[[tuple[int | str, ...]], int | None]
+
+
+def _yaml_lines(root: yaml.Node | None) -> LineOf:
+    return lambda loc: _line(_node_at(root, loc)) if root is not None else None
+
+
+def _format_validation(exc: ValidationError, line_of: LineOf, source: str) -> RulesError:
     lines: list[str] = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line(_node_at(root, loc)) if root is not None else None
+        line = line_of(loc)
         prefix = f"{source}:{line}" if line is not None else source
-        lines.append(f"{prefix}: {where}: {error['msg']}")
+        lines.append(" ".join(f"{prefix}: {where}: {error['msg']}".split()))
     return RulesError("\n".join(lines))
 
 
-def _cross_check(rules: RulesFile, root: yaml.Node | None, source: str) -> None:
+def _cross_check(rules: RulesFile, line_of: LineOf, source: str) -> None:
     """References between sections: rule targets and keyword categories must exist."""
     known_categories = set(rules.default.categories)
     for tenant in rules.tenants.values():
@@ -289,9 +332,10 @@ def _cross_check(rules: RulesFile, root: yaml.Node | None, source: str) -> None:
     problems: list[str] = []
 
     def report(loc: tuple[str | int, ...], message: str) -> None:
-        line = _line(_node_at(root, loc)) if root is not None else None
+        line = line_of(loc)
         where = ".".join(str(p) for p in loc)
-        problems.append(f"{source}:{line}: {where}: {message}" if line else f"{source}: {message}")
+        text = f"{source}:{line}: {where}: {message}" if line else f"{source}: {message}"
+        problems.append(" ".join(text.split()))  # one line per problem, whatever the keys hold
 
     seen_ids: set[tuple[tuple[str | int, ...], str]] = set()
     for base, layer in layers:
@@ -312,7 +356,7 @@ def _cross_check(rules: RulesFile, root: yaml.Node | None, source: str) -> None:
         raise RulesError("\n".join(problems))
 
 
-def _validate(data: Any, root: yaml.Node | None, source: str) -> RulesFile:
+def _validate(data: Any, line_of: LineOf, source: str) -> RulesFile:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -320,37 +364,68 @@ def _validate(data: Any, root: yaml.Node | None, source: str) -> RulesFile:
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation(exc, root, source) from exc
-    _cross_check(rules, root, source)
+        raise _format_validation(exc, line_of, source) from exc
+    _cross_check(rules, line_of, source)
     return rules
 
 
 def parse_rules_yaml(text: str, source: str = "<rules>") -> RulesFile:
     """Parse and validate a YAML rules file; errors read ``file:line: message``."""
-    loader = yaml.SafeLoader(text)
+    _check_size(text, source)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        at = text[: exc.position].count("\n") + 1
+        raise RulesError(f"{source}:{at}: invalid YAML: character {exc.character!r}") from exc
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{source}: invalid YAML: {_first_line(exc)}") from exc
     try:
         root = loader.get_single_node()
         if root is not None:
-            _check_duplicate_keys(root, source)
+            _check_tree(root, source)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else "?"
-        raise RulesError(f"{source}:{line}: invalid YAML: {exc.problem or exc}") from exc
+        problem = exc.problem or _first_line(exc)
+        raise RulesError(f"{source}:{line}: invalid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: invalid YAML: {exc}") from exc
+        raise RulesError(f"{source}: invalid YAML: {_first_line(exc)}") from exc
+    except RecursionError as exc:
+        raise RulesError(f"{source}: nested too deeply to read") from exc
     finally:
         loader.dispose()
-    return _validate(data, root, source)
+    return _validate(data, _yaml_lines(root), source)
 
 
 def parse_rules_toml(text: str, source: str = "<rules>") -> RulesFile:
-    """Parse a TOML rules file (same layout); validation errors name the path, not the line."""
+    """Parse a TOML rules file (same layout); errors name the line of the key at fault."""
+    _check_size(text, source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{source}: invalid TOML: {exc}") from exc
-    return _validate(data, None, source)
+        raise RulesError(f"{source}: invalid TOML: {_first_line(exc)}") from exc
+    except RecursionError as exc:
+        raise RulesError(f"{source}: nested too deeply to read") from exc
+    return _validate(data, lambda loc: toml_line(text, loc), source)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_size(text: str, source: str) -> None:
+    if len(text) > MAX_RULES_BYTES:
+        raise RulesError(f"{source}: larger than {MAX_RULES_BYTES} characters")
+
+
+def decode_rules(data: bytes, source: str = "<rules>") -> str:
+    """The text of a rules file read as bytes; not UTF-8 -> :class:`RulesError` with the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RulesError(f"{source}:{line}: not UTF-8 (byte {exc.start})") from exc
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesFile:

@@ -84,7 +84,8 @@ def _serve(settings: RoutingSettings) -> int:
         print(
             f"routing listening on {base}: /exotel/passthru /exotel/connect /exotel/status "
             f"/health /ready /metrics (rules: {settings.rules_path or 'shipped example'}, "
-            f"kafka: {settings.bootstrap_servers})",
+            f"kafka: {settings.bootstrap_servers}, "
+            f"auth: {'on' if service.auth.enabled else 'OFF'})",
             flush=True,
         )
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(service.failed.wait())]

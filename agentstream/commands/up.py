@@ -11,6 +11,9 @@ import time
 import types
 from collections.abc import Callable
 
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.readiness import announce_ready, local_url, pipeline_ready
 from agentstream.stack.settings import BrokerSettings, UpSettings, worker_count
@@ -19,6 +22,7 @@ from agentstream.stack.topics import create_topics
 from analytics.settings import WorkerSettings
 from ingest.settings import IngestSettings
 from routing.settings import RoutingSettings
+from schemas.auth import parse_credentials
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,6 +95,29 @@ def _endpoints(services: list[str], workers: int = 1) -> list[tuple[str, str]]:
     return lines
 
 
+class SharedAuth(BaseSettings):
+    """``AGENTSTREAM_BASIC_AUTH``: one credential list for ingest and routing (``up`` only)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", frozen=True, extra="ignore")
+
+    basic_auth: SecretStr | None = None
+
+
+def _auth_env(services: list[str]) -> dict[str, str]:
+    """Each service's own ``*_BASIC_AUTH`` from ``AGENTSTREAM_BASIC_AUTH``, unless set itself."""
+    shared = SharedAuth().basic_auth
+    if shared is None:
+        return {}
+    value = shared.get_secret_value()
+    parse_credentials(value)  # ValueError: reported by run()
+    env: dict[str, str] = {}
+    if "ingest" in services and IngestSettings().basic_auth is None:
+        env["AGENTSTREAM_INGEST_BASIC_AUTH"] = value
+    if "routing" in services and RoutingSettings().basic_auth is None:
+        env["AGENTSTREAM_ROUTING_BASIC_AUTH"] = value
+    return env
+
+
 def _ready_checks(services: list[str], workers: int) -> tuple[list[str], list[Callable[[], bool]]]:
     """What ``ready:`` waits for: ingest's /health, routing's /ready counting every worker."""
     parts, checks = ["broker"], []
@@ -114,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     up = UpSettings(**({"workers": args.workers} if args.workers else {}))
     services = _selected(args.services)
+    try:
+        auth_env = _auth_env(services)
+    except ValueError as exc:
+        print(f"error: AGENTSTREAM_BASIC_AUTH: {exc}", file=sys.stderr)
+        return 2
     broker: EmbeddedBroker | None = None
     if args.bootstrap:
         bootstrap = args.bootstrap
@@ -136,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         create_topics(bootstrap)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, **auth_env}
         me = [sys.executable, "-m", "agentstream.cli"]
         workers = worker_count(up.workers)
         for name in services:

@@ -29,9 +29,12 @@ from analytics.scoring.keywords import KeywordSpotter, categories_or_default
 from analytics.scoring.redact import Redactor
 from analytics.scoring.sentiment import SentimentScorer
 from analytics.scoring.settings import ScoringSettings
+from schemas.cache import LruCache
 from schemas.deadletter import Source, dead_letter
 from schemas.records import CallEvent, CallState, DeadLetter, Score, Sentiment, Transcript
 from schemas.rules import RepetitionRule, RulesFile
+
+CACHE_SIZE = 512  # (tenant, campaign) pairs whose redactor / spotter stay compiled
 
 logger = logging.getLogger(__name__)
 
@@ -122,34 +125,34 @@ class TextAnalyser:
     def __init__(self, rules: RulesFile, fuzzy_threshold: float = 0.8) -> None:
         self.rules = rules
         self.fuzzy_threshold = fuzzy_threshold
-        self._spotters: dict[tuple[str, str], KeywordSpotter] = {}
-        self._redactors: dict[tuple[str, str], Redactor] = {}
-        self._repetition: dict[tuple[str, str], dict[str, float]] = {}
+        # Tenants come from the input: bounded, least recently used dropped (rebuilt if asked).
+        self._spotters: LruCache[tuple[str, str], KeywordSpotter] = LruCache(CACHE_SIZE)
+        self._redactors: LruCache[tuple[str, str], Redactor] = LruCache(CACHE_SIZE)
+        self._repetition: LruCache[tuple[str, str], dict[str, float]] = LruCache(CACHE_SIZE)
 
     def redactor(self, tenant: str, campaign: str) -> Redactor:
-        key = (tenant, campaign)
-        if key not in self._redactors:
-            self._redactors[key] = Redactor(self.rules.resolve(tenant, campaign).redact_pii)
-        return self._redactors[key]
+        return self._redactors.get_or_make(
+            (tenant, campaign), lambda: Redactor(self.rules.resolve(tenant, campaign).redact_pii)
+        )
 
     def spotter(self, tenant: str, campaign: str) -> KeywordSpotter:
-        key = (tenant, campaign)
-        if key not in self._spotters:
+        def make() -> KeywordSpotter:
             categories = categories_or_default(self.rules.resolve(tenant, campaign).categories)
-            self._spotters[key] = KeywordSpotter(categories, self.fuzzy_threshold)
-        return self._spotters[key]
+            return KeywordSpotter(categories, self.fuzzy_threshold)
+
+        return self._spotters.get_or_make((tenant, campaign), make)
 
     def repetition(self, tenant: str, campaign: str) -> dict[str, float]:
         """The call's repetition rules, id -> similarity, in priority order (the rules file is
         the one owner of the repeat similarity; routing compares the counts folded with it)."""
-        key = (tenant, campaign)
-        if key not in self._repetition:
-            self._repetition[key] = {
+        return self._repetition.get_or_make(
+            (tenant, campaign),
+            lambda: {
                 rule.id: rule.similarity
                 for rule in self.rules.resolve(tenant, campaign).rules
                 if isinstance(rule, RepetitionRule)
-            }
-        return self._repetition[key]
+            },
+        )
 
 
 class ScoringStage:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routing.dashboard.proximity import CallFacts, nearest
+from schemas.cache import LruCache
 from schemas.records import CallEvent, Decision, Score, Transcript
 from schemas.rules import ResolvedRules, RulesFile
 
@@ -101,7 +102,8 @@ class Board:
         max_decisions: int = 50,
     ) -> None:
         self._rules = rules
-        self._resolved: dict[tuple[str, str], ResolvedRules] = {}
+        # tenants come from the input: bounded, least recently used recomputed
+        self._resolved: LruCache[tuple[str, str], ResolvedRules] = LruCache(512)
         self._clock = clock
         self.linger_ms = linger_ms
         self.idle_ms = idle_ms
@@ -254,9 +256,7 @@ class Board:
             call.risk, call.near_rule = 1.0, call.escalation.rule_id
             return
         key = (call.tenant, call.campaign)
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolved[key] = self._rules.resolve(*key)
+        resolved = self._resolved.get_or_make(key, lambda: self._rules.resolve(*key))
         facts = CallFacts(
             sentiments=[s for _, s in call.sentiments],
             keyword_hits=call.keyword_hits,

@@ -73,6 +73,7 @@ def test_routing_command_serves_and_reloads_on_sighup(
         line = proc.stdout.readline().decode()
         match = re.search(r"routing listening on http://127\.0\.0\.1:(\d+)", line)
         assert match, line
+        assert "auth: OFF" in line and "routing auth is OFF" in log.read_text()  # loud
         base = f"http://127.0.0.1:{match.group(1)}"
         wait_until(lambda: http_status(f"{base}/ready") == 200, timeout=20)
         assert http_status(f"{base}/exotel/passthru?CallSid=CA1&digits=%220%22") == 302
@@ -83,6 +84,18 @@ def test_routing_command_serves_and_reloads_on_sighup(
         wait_until(lambda: "rules reloaded" in log.read_text(), timeout=10)
         assert http_status(f"{base}/exotel/passthru?CallSid=CA1") == 302  # state kept
         assert http_status(f"{base}/exotel/passthru?CallSid=CA3&digits=%229%22") == 302
+
+        # A rules file that is not UTF-8, or nested too deeply, keeps the current rules.
+        for bad in (b"version: 1\n# caf\xe9\n", b"a: " + b"[" * 3000 + b"]" * 3000):
+            failures = log.read_text(errors="replace").count("rules reload failed")
+            rules.write_bytes(bad)
+            proc.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda n=failures: log.read_text(errors="replace").count("rules reload failed") > n,
+                timeout=10,
+            )
+            assert proc.poll() is None
+            assert http_status(f"{base}/exotel/passthru?CallSid=CA4&digits=%229%22") == 302
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)

@@ -83,7 +83,7 @@ async def test_get_escalated_302_calm_200_unknown_default(env: Env) -> None:
     assert [(e.call_sid, e.answer) for e in recorded] == [
         ("CA-angry", "302"),
         ("CA-calm", "200"),
-        ("CA-never-seen", "200"),
+        ("CA-never-seen", "200 unknown call"),  # not a number: other instances do not pin it
     ]
     assert recorded[0].params["From"] == "+9198"
 
@@ -175,15 +175,19 @@ async def test_repeated_callbacks_give_the_first_answer(env: Env) -> None:
         ("post", {"data": b"\xff\xfe=\xff", "headers": {"Content-Type": "text/plain"}}, ""),
     ],
 )
-async def test_malformed_callbacks_get_4xx_json(
+async def test_malformed_callbacks_get_4xx_json_and_passthru_its_default_branch(
     env: Env, method: str, kwargs: dict[str, object], words: str
 ) -> None:
     client, _, _ = env
-    for path in ("/exotel/passthru", "/exotel/connect", "/exotel/status"):
+    for path in ("/exotel/connect", "/exotel/status"):
         r = await getattr(client, method)(path, **kwargs)
         assert 400 <= r.status < 500, (path, r.status)
         body = await r.json()
         assert words in body["error"]
+    r = await getattr(client, method)("/exotel/passthru", **kwargs)
+    assert r.status == 200  # Exotel's default branch: continue_status, never a 4xx
+    body = await r.json()
+    assert body["decision"] == "default" and words in body["error"]
     # and the service still answers everyone else
     assert (await client.get("/exotel/passthru?CallSid=CA-fine")).status == 200
 

@@ -132,3 +132,37 @@ def test_connect_answer_numbers_and_trunk() -> None:
     assert data["fetch_after_attempt"] is False
     trunk = orjson.loads(ConnectAnswer(destination=ConnectDestination(trunk="trunk-1")).to_json())
     assert trunk["destination"] == {"trunk": "trunk-1"}
+
+
+def test_post_json_stream_start_maps_onto_the_query_fields() -> None:
+    body = orjson.dumps(
+        {
+            "CallSid": "CA1",
+            "StreamSid": "ST1",
+            "StreamUrl": "wss://host/stream",
+            "AccountSid": "acct",
+            "EventType": "stream-start",
+        }
+    )
+    params = parse_callback(parse_json_body(body))
+    query = parse_callback(
+        {"CallSid": "CA1", "Stream[StreamSID]": "ST1", "Stream[StreamUrl]": "wss://host/stream"}
+    )
+    assert params.stream.stream_sid == query.stream.stream_sid == "ST1"
+    assert params.stream.stream_url == query.stream.stream_url
+    assert params.account_sid == "acct" and params.event_type == "stream-start"
+    # the Stream block wins over the flat spelling when both come
+    both = parse_callback({"Stream[StreamSID]": "A", "StreamSid": "B"})
+    assert both.stream.stream_sid == "A"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999", "9" * 100, "1e13", "abc"])
+def test_numbers_that_are_not_numbers_read_as_absent(value: str) -> None:
+    params = parse_callback({"DialCallDuration": value, "Stream[Duration]": value})
+    assert params.dial_call_duration_s is None and params.stream.duration_s is None
+    assert parse_callback({"DialCallDuration": '"42.0"'}).dial_call_duration_s == 42
+
+
+def test_digits_are_bounded_per_callback() -> None:
+    assert parse_callback({"digits": '"' + "1" * 5000 + '"'}).digits == "1" * 64
+    assert parse_callback({"digits": '""'}).digits == ""
