@@ -27,7 +27,7 @@ from routing.evaluator_loop import EvaluatorLoop
 from routing.http import start_http_app
 from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
-from routing.publisher import DecisionPublisher
+from routing.publisher import DecisionPublisher, start_producer
 from routing.reader import DecisionReader
 from routing.router import Router
 from routing.settings import RoutingSettings
@@ -135,8 +135,7 @@ class RoutingService:
         s = self.settings
         if serve_http:
             self._runner, self.http_port = await start_http_app(self.router, s.host, s.port)
-        self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
-        await self._producer.start()
+        self._producer = await start_producer(s, self._kafka)
         self.publisher.start(self._producer)
         for coro, name in (
             (self.reader.run(), "routing-reader"),
@@ -177,7 +176,8 @@ class RoutingService:
         last_evict = last_poll = time.monotonic()
         while True:
             await asyncio.sleep(s.tick_interval_ms / 1000)
-            if self.router.ready:
+            # Timers run only for owned calls, and not while a rebalance is in progress.
+            if self.router.ready and self.evaluator_loop.owned:
                 self.router.tick(_TICK_BATCH)
                 while self.router.evaluator.due_now():
                     await asyncio.sleep(0)  # let callbacks in between bursts of deadlines
