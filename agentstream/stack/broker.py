@@ -154,6 +154,11 @@ class EmbeddedBroker:
         return self._proc.wait()
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The broker process (``agentstream up`` watches it), None when not started."""
+        return self._proc
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

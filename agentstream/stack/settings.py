@@ -21,3 +21,7 @@ class UpSettings(BaseSettings):
     embedded_broker: bool = True
     workers: int = 1
     stop_timeout_s: float = 10.0
+    restart_backoff_s: float = 1.0  # first wait before a crashed service is restarted (doubles)
+    restart_backoff_max_s: float = 30.0
+    crash_loop_limit: int = 5  # this many crashes of one service ...
+    crash_loop_window_s: float = 60.0  # ... within this many seconds: give up, exit non-zero

@@ -64,12 +64,15 @@ def test_up_rejects_unknown_service() -> None:
     assert "unknown service" in result.stderr + result.stdout
 
 
-def test_supervisor_reports_a_dead_child_and_stops_the_rest() -> None:
-    sup = Supervisor(stop_timeout_s=5)
+def test_supervisor_restarts_a_crashing_child_then_reports_its_crash_loop() -> None:
+    sup = Supervisor(stop_timeout_s=5, backoff_s=0.05, backoff_max_s=0.05, crash_limit=3)
     sup.start(Child("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"]))
     sup.start(Child("crasher", [sys.executable, "-c", "raise SystemExit(3)"]))
+    sleeper = sup.children[0].proc
     try:
         assert sup.wait(poll_s=0.05) == 3
+        assert sup.children[1].restarts == 2
+        assert sleeper is not None and sleeper.poll() is None, "the others kept running"
     finally:
         sup.stop_all()
     assert all(c.proc is not None and c.proc.poll() is not None for c in sup.children)
