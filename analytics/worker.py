@@ -31,6 +31,7 @@ from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.delivery import deliver
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -101,22 +102,19 @@ def make_redactor(rules: RulesFile) -> Redact:
 
 
 class FaustSink:
-    """Publishes to the transcripts / dead-letter topics and waits for the broker's ack."""
+    """Publishes to the transcripts / dead-letter topics; returns once the broker acked
+    (a failed send is retried until it is, :mod:`analytics.delivery`)."""
 
     def __init__(self, transcripts: Any, deadletter: Any) -> None:
         self.transcripts = transcripts
         self.deadletter = deadletter
 
     async def publish(self, transcript: Transcript) -> None:
-        fut = await self.transcripts.send(
-            key=transcript.call_sid.encode(), value=transcript.to_bytes()
-        )
-        await fut
+        await deliver(self.transcripts, transcript.call_sid.encode(), transcript.to_bytes())
 
     async def dead_letter(self, record: DeadLetter) -> None:
         key = record.call_sid.encode() if record.call_sid else None
-        fut = await self.deadletter.send(key=key, value=record.to_bytes())
-        await fut
+        await deliver(self.deadletter, key, record.to_bytes())
 
 
 @dataclass

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic
+from analytics.delivery import deliver_all
 from analytics.scoring.engines import build_scorer
 from analytics.scoring.sentiment import SentimentScorer
 from analytics.scoring.settings import ScoringSettings
@@ -190,11 +191,20 @@ def attach_scoring(
             for m in (e.message for e in events)
         ]
         out = await stage.handle(records, transcripts_name, load)
-        for letter in out.dead_letters:
-            key = letter.call_sid.encode() if letter.call_sid else None
-            await deadletter_topic.send(key=key, value=letter.to_bytes())
-        for score in out.scores:
-            await scores_topic.send(key=score.call_sid.encode(), value=score.to_bytes())
+        # Until these are acknowledged the batch's events stay unacked (nothing committed).
+        await deliver_all(
+            [
+                *(
+                    (
+                        deadletter_topic,
+                        letter.call_sid.encode() if letter.call_sid else None,
+                        letter.to_bytes(),
+                    )
+                    for letter in out.dead_letters
+                ),
+                *((scores_topic, s.call_sid.encode(), s.to_bytes()) for s in out.scores),
+            ]
+        )
         for key, (entry, partition) in out.entries.items():
             entry.partition = partition
             value = entry.to_bytes()
