@@ -10,7 +10,8 @@ nothing more is consumed.
 Rebalance (:class:`_Rebalance`): before giving partitions up, the loop flushes and commits
 what it decided and owns nothing (the service ticks no timer) until the new assignment; then
 it drops the evaluator state (and so the silence / max-duration timers) of the calls on the
-partitions it lost, and adopts the live calls of its new partitions from the call
+partitions it lost, restarts the silence clock of the calls it keeps (no score was read
+during the pause), and adopts the live calls of its new partitions from the call
 book every reader keeps (start time, tenant), with their silence clock restarted at adoption,
 because the previous owner's last-speech time is not known here. Until it has an assignment it
 owns no call.
@@ -83,9 +84,9 @@ class EvaluatorLoop:
         finally:
             # Leaving: commit what is decided and acknowledged so the next owner does not
             # replay it (not if the flush did not finish: then the next owner replays).
-            with contextlib.suppress(KafkaError, asyncio.CancelledError):
+            with contextlib.suppress(KafkaError, asyncio.CancelledError, TimeoutError):
                 if await self.publisher.flush(_LEAVE_FLUSH_S):
-                    await group.commit()
+                    await asyncio.wait_for(group.commit(), _LEAVE_FLUSH_S)
 
     async def _consume(self, group: AIOKafkaConsumer) -> None:
         s = self.settings
@@ -146,8 +147,8 @@ class EvaluatorLoop:
         if group is not None and revoked:
             flushed = await self.publisher.flush(_LEAVE_FLUSH_S)
             if flushed:
-                with contextlib.suppress(KafkaError):
-                    await group.commit()
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    await asyncio.wait_for(group.commit(), _LEAVE_FLUSH_S)
         self._held |= self.owned
         self.owned = set()
 
@@ -165,6 +166,7 @@ class EvaluatorLoop:
         held, self._held = self._held | self.owned, set()
         dropped = self.drop(held - assigned)
         self.owned = set(assigned)
+        self.resume(assigned & held)
         adopted = self.adopt(assigned - held)
         logger.info(
             "partitions %s assigned: dropped %d calls of lost partitions, adopted %d live calls",
@@ -172,6 +174,16 @@ class EvaluatorLoop:
             dropped,
             adopted,
         )
+
+    def resume(self, partitions: set[int]) -> None:
+        """Kept calls: no score was read during the rebalance, so their silence clocks restart
+        now rather than count the pause as the caller's silence."""
+        evaluator = self.router.evaluator
+        now_ms = int(self.router.clock() * 1000)
+        for sid, record in evaluator.calls.items():
+            if record.owned and self._partition_of(sid) in partitions:
+                record.last_speech_at_ms = max(record.last_speech_at_ms or 0, now_ms)
+                evaluator._schedule(record)  # noqa: SLF001 - see adopt
 
     def adopt(self, partitions: set[int]) -> int:
         """Evaluator records for the live, not escalated calls of ``partitions`` (see module)."""

@@ -37,6 +37,7 @@ from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
 logger = logging.getLogger(__name__)
 
 _TICK_BATCH = 200
+_STOP_CLIENT_S = 10.0
 
 
 class RulesSource:
@@ -164,8 +165,9 @@ class RoutingService:
         await self.publisher.stop()
         for client in (self.reader.consumer, self.evaluator_loop.consumer, self._producer):
             if client is not None:
-                with contextlib.suppress(KafkaError, OSError):
-                    await client.stop()
+                # bounded: leaving a group of a broker that is gone must not hang the stop
+                with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                    await asyncio.wait_for(client.stop(), _STOP_CLIENT_S)
         if self._runner is not None:
             await self._runner.cleanup()
 
