@@ -126,9 +126,9 @@ class DecisionReader:
             count = 0
             for tp, records in batches.items():
                 for raw in records:
-                    self._apply(tp.topic, raw)
+                    applied = self._apply(tp.topic, raw)
                     count += 1
-                    if pending and tp.topic == self.topics["decisions"]:
+                    if applied and pending and tp.topic == self.topics["decisions"]:
                         rebuilt += 1
                     if count % YIELD_EVERY == 0:
                         await asyncio.sleep(0)
@@ -165,11 +165,12 @@ class DecisionReader:
             time.monotonic() - started,
         )
 
-    def _apply(self, topic: str, raw: Any) -> None:
+    def _apply(self, topic: str, raw: Any) -> bool:
+        """Apply one record; False when it was skipped (our own, or before the window)."""
         if self.publisher.is_own(raw.headers):
-            return  # applied when we published it
+            return False  # applied when we published it
         if raw.timestamp < self._window_start_ms and topic != self.topics["transcripts"]:
-            return  # before the rebuild window (a broker without a time index)
+            return False  # before the rebuild window (a broker without a time index)
         parse = self.parser.parse
         if topic == self.topics["decisions"]:
             decision = parse("decisions", Decision, raw)
@@ -185,3 +186,4 @@ class DecisionReader:
             transcript = parse("transcripts", Transcript, raw)
             if transcript is not None:
                 self.router.on_transcript(transcript)
+        return True
