@@ -29,9 +29,11 @@ from pydantic import ValidationError
 from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
+from analytics.asr.progress import CallProgress
 from analytics.asr.service import Redact, ServiceConfig, TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
 from analytics.delivery import deliver
+from analytics.resume import ProgressLoader
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -124,6 +126,7 @@ class Worker:
     tracker: OffsetTracker
     rules: RulesFile
     scoring: Any = None
+    progress: CallProgress | None = None
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -178,9 +181,14 @@ def build_worker(
     tracker = OffsetTracker()
     worker = Worker(app, service, tracker, rules)
     audio_name = prefixed(AUDIO, prefix)
+    # Per-call progress: a worker taking a partition over skips each call's published audio.
+    progress = CallProgress()
+    loader = ProgressLoader(settings.bootstrap_servers, prefixed(TRANSCRIPTS, prefix), progress)
+    worker.progress = progress
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == audio_name}
+        loader.forget(partitions)
         for partition in partitions:
             tracker.forget(audio_name, partition)
         if partitions:
@@ -211,7 +219,13 @@ def build_worker(
                     )
                     done()
                     continue
-                service.on_frame(meta, bytes(message.value or b""), done, message.partition)
+                pcm = bytes(message.value or b"")
+                if message.partition not in loader.done:
+                    await loader.ensure({message.partition})
+                if meta.call_sid not in service.sessions and progress.already_done(meta, len(pcm)):
+                    done()  # published before a restart or rebalance: resume after it
+                    continue
+                service.on_frame(meta, pcm, done, message.partition)
                 await service.wait_capacity()
         finally:
             await service.stop()
