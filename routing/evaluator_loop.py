@@ -194,25 +194,25 @@ class EvaluatorLoop:
         horizon_ms = now_ms - int(self.settings.state_idle_s * 1000)
         count = 0
         for sid, view in list(self.router.book.calls.items()):
-            if self._partition_of(sid) not in partitions or sid in evaluator.calls:
+            if self._partition_of(sid) not in partitions:
+                continue
+            record = evaluator.calls.get(sid)
+            if record is not None and (record.owned or record.escalation is not None):
                 continue
             started = view.started_at_ms
             if started is None or view.stopped_at_ms is not None or view.escalation is not None:
                 continue
             if started < horizon_ms:
                 continue  # its stop was lost long ago: not a live call
-            record = CallRecord(
-                sid,
-                first_seen_ms=now_ms,
-                stream_sid=view.stream_sid,
-                tenant=view.tenant,
-                campaign=view.campaign,
-                started_at_ms=started,
-                last_speech_at_ms=now_ms,
-                last_seen_ms=now_ms,
-                owned=True,
-            )
-            evaluator.calls[sid] = record
+            if record is None:
+                # (a record may exist already, not owned: made by a decision read back)
+                record = evaluator.calls[sid] = CallRecord(sid, first_seen_ms=now_ms)
+            record.stream_sid = view.stream_sid or record.stream_sid
+            record.tenant, record.campaign = view.tenant, view.campaign
+            record.started_at_ms = started
+            record.last_speech_at_ms = max(record.last_speech_at_ms or 0, now_ms)
+            record.last_seen_ms = now_ms
+            record.owned = True
             evaluator._schedule(record)  # noqa: SLF001 - the evaluator's own timer bookkeeping
             count += 1
         return count

@@ -137,12 +137,17 @@ async def test_lost_partitions_take_their_timers_and_new_ones_adopt_live_calls()
         if loop.owns(sid.encode(), 0):
             router.on_call_event(start)
     assert set(router.evaluator.calls) == {kept, lost}
+    # The other owner's decision for ``gained``, read back: an inert record here, not owned.
+    other = decision(0).model_copy(update={"call_sid": gained, "utterance_id": f"{gained}-0"})
+    router.on_decision_record(other)
+    assert not router.evaluator.calls[gained].owned
     clock.advance(8)
     await loop.on_revoked({0, 1})
     clock.advance(8)  # the rebalance pause: 16 s since the start, past the 10 s silence rule
     assert not loop.owned, "the service ticks timers only while the loop owns partitions"
     loop.on_assigned({0, 2}, 8)
     assert set(router.evaluator.calls) == {kept, gained}, "lost call kept or new call not adopted"
+    assert router.evaluator.calls[gained].owned
     clock.advance(9)
     assert router.tick() == [], "the pause or the adoption counted as the caller's silence"
     clock.advance(2)
