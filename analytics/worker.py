@@ -30,11 +30,14 @@ from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.ports import Redact, ServiceConfig
+from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
 from analytics.backlog import AudioBacklog, BacklogCollector
+from analytics.delivery import deliver
 from analytics.heartbeat import HeartbeatState
 from analytics.metrics import WorkerMetrics
+from analytics.resume import ProgressLoader
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
 from analytics.settings import WorkerSettings
@@ -113,7 +116,8 @@ def make_redactor(rules: RulesFile) -> Redact:
 
 
 class FaustSink:
-    """Publishes to the transcripts / dead-letter topics and waits for the broker's ack."""
+    """Publishes to the transcripts / dead-letter topics; returns once the broker acked
+    (a failed send is retried until it is, :mod:`analytics.delivery`)."""
 
     def __init__(self, transcripts: Any, deadletter: Any, metrics: WorkerMetrics) -> None:
         self.transcripts = transcripts
@@ -121,10 +125,7 @@ class FaustSink:
         self.metrics = metrics
 
     async def publish(self, transcript: Transcript) -> None:
-        fut = await self.transcripts.send(
-            key=transcript.call_sid.encode(), value=transcript.to_bytes()
-        )
-        await fut
+        await deliver(self.transcripts, transcript.call_sid.encode(), transcript.to_bytes())
         self.metrics.transcripts.labels("final" if transcript.is_final else "partial").inc()
         if transcript.is_final:
             self.metrics.transcript_latency.observe(transcript.latency_ms / 1000)
@@ -132,8 +133,7 @@ class FaustSink:
     async def dead_letter(self, record: DeadLetter) -> None:
         self.metrics.deadletters.labels(record.stage).inc()
         key = record.call_sid.encode() if record.call_sid else None
-        fut = await self.deadletter.send(key=key, value=record.to_bytes())
-        await fut
+        await deliver(self.deadletter, key, record.to_bytes())
 
 
 @dataclass
@@ -146,6 +146,7 @@ class Worker:
     scoring: Any = None
     heartbeat: HeartbeatState | None = None
     backlog: AudioBacklog = field(default_factory=AudioBacklog)
+    progress: CallProgress | None = None
 
 
 def service_config(settings: WorkerSettings) -> ServiceConfig:
@@ -216,9 +217,14 @@ def build_worker(
         lag_seconds=lag_s,
     )
     audio_name = prefixed(AUDIO, prefix)
+    # Per-call progress: a worker taking a partition over skips each call's published audio.
+    progress = CallProgress()
+    loader = ProgressLoader(settings.bootstrap_servers, prefixed(TRANSCRIPTS, prefix), progress)
+    worker.progress = progress
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == audio_name}
+        loader.forget(partitions)
         for partition in partitions:
             tracker.forget(audio_name, partition)
         if partitions:
@@ -254,7 +260,13 @@ def build_worker(
                     done()
                     continue
                 backlog.observe(meta.call_sid, meta.received_at_ms)
-                service.on_frame(meta, bytes(message.value or b""), done, message.partition)
+                pcm = bytes(message.value or b"")
+                if message.partition not in loader.done:
+                    await loader.ensure({message.partition})
+                if meta.call_sid not in service.sessions and progress.already_done(meta, len(pcm)):
+                    done()  # published before a restart or rebalance: resume after it
+                    continue
+                service.on_frame(meta, pcm, done, message.partition)
                 await service.wait_capacity()
         finally:
             await service.stop()

@@ -94,6 +94,9 @@ class CallRecord:
     # audio time: offsets (ms from stream start) of the call's audio analysed / last speech end
     audio_ms: int = 0
     last_speech_end_ms: int | None = None
+    # taken over mid-call (rebalance): earlier speech is unknown here, so silence counts from
+    # the first audio offset this instance analyses (late by at most one period, never early)
+    restart_silence: bool = False
     decided: deque[str] = field(default_factory=lambda: deque(maxlen=DECIDED_LIMIT))
 
     @property
@@ -280,6 +283,9 @@ class Evaluator:
     @staticmethod
     def _heard(record: CallRecord, end_ms: int, *, speech: bool) -> None:
         record.audio_ms = max(record.audio_ms, end_ms)
+        if record.restart_silence:
+            record.restart_silence = False
+            record.last_speech_end_ms = max(record.last_speech_end_ms or 0, end_ms)
         if speech:
             record.last_speech_end_ms = max(record.last_speech_end_ms or 0, end_ms)
 

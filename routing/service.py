@@ -35,7 +35,7 @@ from routing.evaluator_loop import EvaluatorLoop
 from routing.http import start_http_app
 from routing.metrics import RoutingMetrics
 from routing.parse import RecordParser
-from routing.publisher import DecisionPublisher
+from routing.publisher import DecisionPublisher, start_producer
 from routing.reader import DecisionReader
 from routing.readiness import WorkerBoard
 from routing.router import Router
@@ -48,6 +48,7 @@ from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefi
 logger = logging.getLogger(__name__)
 
 _TICK_BATCH = 200
+_STOP_CLIENT_S = 10.0
 
 
 class RulesSource:
@@ -191,8 +192,7 @@ class RoutingService:
                 watermarks=self.watermarks,
                 board=self.board if s.ready_requires_workers else None,
             )
-        self._producer = AIOKafkaProducer(**self._kafka, linger_ms=s.producer_linger_ms, acks="all")
-        await self._producer.start()
+        self._producer = await start_producer(s, self._kafka)
         self.publisher.start(self._producer)
         loops = [
             (self.reader.run(), "routing-reader"),
@@ -225,8 +225,9 @@ class RoutingService:
         await self.publisher.stop()
         for client in (self.reader.consumer, self.evaluator_loop.consumer, self._producer):
             if client is not None:
-                with contextlib.suppress(KafkaError, OSError):
-                    await client.stop()
+                # bounded: leaving a group of a broker that is gone must not hang the stop
+                with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                    await asyncio.wait_for(client.stop(), _STOP_CLIENT_S)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -237,8 +238,10 @@ class RoutingService:
         last_evict = last_poll = time.monotonic()
         while True:
             await asyncio.sleep(s.tick_interval_ms / 1000)
+            # Timers run only for owned calls, and not while a rebalance is in progress.
             if self.router.ready:
                 self._publish_summaries()
+            if self.router.ready and self.evaluator_loop.owned:
                 self.router.tick(_TICK_BATCH)
                 while self.router.evaluator.due_now():
                     await asyncio.sleep(0)  # let callbacks in between bursts of deadlines

@@ -71,7 +71,9 @@ class RoutingSettings(KafkaFields, BaseSettings):
         7200.0, gt=0, description="forget a call not heard of for this long"
     )
     rebuild_timeout_s: float = Field(
-        120.0, gt=0, description="give up rebuilding from agentstream.decisions after this"
+        120.0,
+        gt=0,
+        description="rebuild at most this long; then answer and decide from what was read",
     )
     producer_linger_ms: int = Field(2, ge=0)
     commit_interval_s: float = Field(
@@ -153,3 +155,29 @@ class RoutingSettings(KafkaFields, BaseSettings):
 
     def proxies(self) -> tuple[IpNetwork, ...]:
         return parse_networks(self.trusted_proxies)
+
+    # --- delivery and restart (issue 18) ---------------------------------------------------------
+    producer_idempotence: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="idempotent producer: auto = on unless the broker refuses it (embedded tansu)",
+    )
+    producer_delivery_timeout_ms: int = Field(
+        40000, ge=100, description="a send not acknowledged in this time fails and is retried"
+    )
+    publish_retry_backoff_ms: int = Field(
+        200, ge=1, description="first wait before a failed send is retried (doubles each time)"
+    )
+    publish_retry_backoff_max_ms: int = Field(
+        5000, ge=1, description="longest wait between retries of a failed send"
+    )
+    publish_max_pending: int = Field(
+        100_000,
+        ge=1,
+        description="callback records / dead letters waiting beyond this are dropped "
+        "(counted); decisions never are",
+    )
+    rebuild_window_h: float = Field(
+        6.0,
+        gt=0,
+        description="at start, rebuild from the decisions and call events of the last N hours",
+    )

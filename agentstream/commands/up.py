@@ -158,7 +158,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         bootstrap = broker.bootstrap
-    supervisor = Supervisor(stop_timeout_s=up.stop_timeout_s)
+    supervisor = Supervisor(
+        stop_timeout_s=up.stop_timeout_s,
+        backoff_s=up.restart_backoff_s,
+        backoff_max_s=up.restart_backoff_max_s,
+        crash_limit=up.crash_loop_limit,
+        crash_window_s=up.crash_loop_window_s,
+    )
+    if broker is not None and broker.process is not None:
+        # The embedded broker keeps its data in memory: its death ends the stack (exit != 0).
+        supervisor.watch(Child("broker", []), broker.process)
 
     def _stop(signum: int, frame: types.FrameType | None) -> None:
         supervisor.request_stop()
@@ -182,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"broker   {bootstrap}" + (" (embedded, memory only)" if broker else ""))
         for name, where in _endpoints(services, workers):
             print(f"{name:<8} {where}")
-        print("Ctrl-C stops everything.", flush=True)
+        print("Ctrl-C stops everything; a crashed service is restarted.", flush=True)
         parts, checks = _ready_checks(services, workers)
         threading.Thread(
             target=announce_ready,

@@ -158,6 +158,11 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The broker process (``agentstream up`` watches it), None when not started."""
+        return self._proc
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -29,6 +29,10 @@ class UpSettings(BaseSettings):
         "auto", description="analytics worker processes; auto: one per core (see worker_count)"
     )
     stop_timeout_s: float = 10.0
+    restart_backoff_s: float = 1.0  # first wait before a crashed service is restarted (doubles)
+    restart_backoff_max_s: float = 30.0
+    crash_loop_limit: int = 5  # this many crashes of one service ...
+    crash_loop_window_s: float = 60.0  # ... within this many seconds: give up, exit non-zero
 
 
 def cores() -> int:

@@ -1,4 +1,12 @@
-"""Run several child processes, stop them all together, report the first one that dies."""
+"""Run the services as child processes: restart one that dies, with backoff; give up (and stop
+them all) only when one crash-loops or a critical child (the embedded broker) dies.
+
+A child that exits, whatever its code, is restarted after ``backoff_s`` doubling per crash
+(capped at ``backoff_max_s``), and every restart is logged. ``crash_limit`` crashes of one child
+within ``crash_window_s`` is a crash loop: :meth:`Supervisor.wait` returns non-zero. A critical
+child is never restarted: the embedded broker keeps its data in memory, so its death ends the
+stack. :meth:`Supervisor.step` is one pass, driven by tests with fake children and a fake clock.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -25,30 +35,78 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class Process(Protocol):
+    """What the supervisor needs of a child process (``subprocess.Popen`` or a test fake)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+def spawn_process(child: Child) -> Process:
+    env = dict(os.environ)
+    env.update(child.env or {})
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+        list(child.argv), env=env, preexec_fn=_die_with_parent
+    )
+
+
 @dataclass
 class Child:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] | None = None
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    critical: bool = False  # its death stops the stack (never restarted)
+    proc: Process | None = field(default=None, init=False)
+    crashes: deque[float] = field(default_factory=deque, init=False)
+    restart_at: float | None = field(default=None, init=False)
+    restarts: int = field(default=0, init=False)
 
 
 class Supervisor:
-    """Start children, wait until one exits or a stop is requested, then stop the rest."""
+    """Start children, restart those that die, stop them all on request (see module)."""
 
-    def __init__(self, stop_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        stop_timeout_s: float = 10.0,
+        *,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        crash_limit: int = 5,
+        crash_window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[Child], Process] = spawn_process,
+    ) -> None:
         self.children: list[Child] = []
         self.stop_timeout_s = stop_timeout_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.crash_limit = crash_limit
+        self.crash_window_s = crash_window_s
+        self.clock = clock
+        self._spawn = spawn
         self._stop = threading.Event()
 
     def start(self, child: Child) -> None:
-        env = dict(os.environ)
-        env.update(child.env or {})
-        child.proc = subprocess.Popen(  # noqa: S603
-            list(child.argv), env=env, preexec_fn=_die_with_parent
-        )
+        child.proc = self._spawn(child)
         self.children.append(child)
         logger.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def watch(self, child: Child, proc: Process) -> None:
+        """Supervise a process started elsewhere (the embedded broker): critical, not restarted."""
+        child.proc = proc
+        child.critical = True
+        self.children.append(child)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -57,18 +115,76 @@ class Supervisor:
         return self._stop.is_set()
 
     def wait(self, poll_s: float = 0.2) -> int:
-        """Block until stop is requested (exit 0) or a child dies (its exit code, non-zero)."""
+        """Block until stop is requested (0), a child crash-loops or a critical one dies."""
         while not self._stop.wait(poll_s):
-            for child in self.children:
-                assert child.proc is not None
-                code = child.proc.poll()
-                if code is not None:
-                    logger.error("%s exited with code %d; stopping the rest", child.name, code)
-                    return code or 1
+            code = self.step()
+            if code is not None:
+                return code
         return 0
 
+    def step(self) -> int | None:
+        """One pass: note exits, schedule and perform restarts; an exit code to give up with."""
+        now = self.clock()
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.proc = self._spawn(child)
+                    child.restarts += 1
+                    logger.warning(
+                        "restarted %s (pid %d, restart %d)",
+                        child.name,
+                        child.proc.pid,
+                        child.restarts,
+                    )
+                continue
+            if child.proc is None:
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            given_up = self._crashed(child, code, now)
+            if given_up is not None:
+                return given_up
+        return None
+
+    def _crashed(self, child: Child, code: int, now: float) -> int | None:
+        if child.critical:
+            logger.error("%s exited with code %d; stopping everything", child.name, code)
+            return code or 1
+        child.crashes.append(now)
+        while child.crashes and child.crashes[0] < now - self.crash_window_s:
+            child.crashes.popleft()
+        count = len(child.crashes)
+        if count >= self.crash_limit:
+            logger.error(
+                "%s crashed %d times in %.0f s (last exit code %d): crash loop, stopping "
+                "everything",
+                child.name,
+                count,
+                self.crash_window_s,
+                code,
+            )
+            return code or 1
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (count - 1))
+        child.restart_at = now + delay
+        logger.error(
+            "%s exited with code %d; restarting in %.1f s (crash %d of %d allowed in %.0f s)",
+            child.name,
+            code,
+            delay,
+            count,
+            self.crash_limit - 1,
+            self.crash_window_s,
+        )
+        return None
+
     def stop_all(self) -> None:
-        running = [c for c in reversed(self.children) if c.proc and c.proc.poll() is None]
+        running = [
+            c
+            for c in reversed(self.children)
+            if not c.critical and c.proc and c.proc.poll() is None
+        ]
         for child in running:
             assert child.proc is not None
             child.proc.send_signal(signal.SIGTERM)

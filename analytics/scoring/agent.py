@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic
+from analytics.delivery import deliver_all
 from analytics.metrics import WorkerMetrics
 from analytics.scoring.engines import build_scorer
 from analytics.scoring.sentiment import SentimentScorer
@@ -247,15 +248,28 @@ def attach_scoring(
             for m in (e.message for e in events)
         ]
         out = await stage.handle(records, transcripts_name, load)
-        for letter in out.dead_letters:
-            key = letter.call_sid.encode() if letter.call_sid else None
-            await deadletter_topic.send(key=key, value=letter.to_bytes())
-            if metrics is not None:
-                metrics.deadletters.labels(letter.stage).inc()
         passed = marker_scores(records, transcripts_name, out.entries, load, stage.now_ms())
-        for score in [*out.scores, *passed]:
-            await scores_topic.send(key=score.call_sid.encode(), value=score.to_bytes())
-            if metrics is not None:
+        # Until these are acknowledged the batch's events stay unacked (nothing committed).
+        await deliver_all(
+            [
+                *(
+                    (
+                        deadletter_topic,
+                        letter.call_sid.encode() if letter.call_sid else None,
+                        letter.to_bytes(),
+                    )
+                    for letter in out.dead_letters
+                ),
+                *(
+                    (scores_topic, s.call_sid.encode(), s.to_bytes())
+                    for s in [*out.scores, *passed]
+                ),
+            ]
+        )
+        if metrics is not None:
+            for letter in out.dead_letters:
+                metrics.deadletters.labels(letter.stage).inc()
+            for score in out.scores:
                 metrics.scores.inc()
                 metrics.score_latency.observe(score.latency_ms / 1000)
         for key, (entry, partition) in out.entries.items():
