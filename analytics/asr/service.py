@@ -1,7 +1,6 @@
 """The transcription engine of the worker: per-call sessions, VAD, batched decoding, publishing.
 
-Plain asyncio (no faust import): the faust agent in :mod:`analytics.worker` only routes records
-here, so the logic is tested with a fake recogniser and a fake sink.
+Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; tested with fakes.
 
 * Each call has a :class:`CallTranscriber` with its own queue and task: a call's frames are
   processed in order, calls are independent.
@@ -23,8 +22,7 @@ here, so the logic is tested with a fake recogniser and a fake sink.
   timeout also ends a session (no marker). Per-call state is then dropped.
 * While the caller is silent a ``progress`` marker is published every ``progress_interval_ms``
   of audio: downstream time is the call's audio time.
-* A recogniser error on one call is logged and dead-lettered; that call's stream is reopened
-  and every other call goes on.
+* A recogniser error on one call is dead-lettered; its stream is reopened, other calls go on.
 """
 
 from __future__ import annotations
