@@ -219,7 +219,9 @@ async def passthru_answer(
     digits = params.digits if view is not None or not who.bound else None
     wait = await wait_for_analysis(app, router.book, params.call_sid)
     result = await router.passthru(params.call_sid, digits)
-    wait = WaitResult(wait.complete and result.complete, wait.waited_ms + result.waited_ms)
+    # While routing is still rebuilding its state (start, restart) the answer may miss history.
+    complete = wait.complete and result.complete and router.ready
+    wait = WaitResult(complete, wait.waited_ms + result.waited_ms)
     # Other instances pin a recorded numeric answer; an unknown call's default is not pinned.
     unknown = result.outcome == "unknown"
     answer = f"{result.status} unknown call" if unknown else str(result.status)
@@ -395,7 +397,14 @@ async def start_http_app(
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RateLimitFilter) for f in server_log.filters):
         server_log.addFilter(RateLimitFilter())  # malformed requests must not flood the log
-    runner = web.AppRunner(create_app(router, **parts), access_log=None)
+    # aiohttp refuses a request line or header over 8 KiB with its own 400; let callbacks up to
+    # 64 KiB reach the handlers, whose own limits answer Exotel's default branch instead.
+    runner = web.AppRunner(
+        create_app(router, **parts),
+        access_log=None,
+        max_line_size=65536,
+        max_field_size=65536,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
