@@ -18,6 +18,7 @@ from schemas.partition import partition_for
 from schemas.records import CallEvent, Decision
 from tests.helpers import async_wait_until
 from tests.unit.routing.routing_fakes import FakeClock, call_event, rules_with
+from tests.unit.routing.test_routing_watermark import marker
 
 
 class FlakyProducer:
@@ -148,8 +149,17 @@ async def test_lost_partitions_take_their_timers_and_new_ones_adopt_live_calls()
     loop.on_assigned({0, 2}, 8)
     assert set(router.evaluator.calls) == {kept, gained}, "lost call kept or new call not adopted"
     assert router.evaluator.calls[gained].owned
-    clock.advance(9)
-    assert router.tick() == [], "the pause or the adoption counted as the caller's silence"
-    clock.advance(2)
-    fired = {d.call_sid for d in router.tick()}
-    assert fired == {kept, gained}  # a true silence still escalates, one period after adoption
+
+    # Silence is the call's own audio time: the 16 s of wall clock above count for nothing.
+    def heard(sid: str, audio_ms: int) -> set[str]:
+        before = len(router.publisher.decisions)  # type: ignore[attr-defined]
+        loop.on_score(marker(sid, audio_ms, int(clock.t * 1000), "progress"))
+        return {d.call_sid for d in router.publisher.decisions[before:]}  # type: ignore[attr-defined]
+
+    assert heard(kept, 9_000) == set(), "the rebalance pause counted as the caller's silence"
+    assert heard(kept, 11_000) == {kept}  # 11 s of its own audio without speech
+    # ``gained`` was taken over mid-call: its earlier speech is unknown here, so its silence
+    # counts from the first offset this instance analyses (late by one period, never early).
+    assert heard(gained, 16_000) == set()
+    assert heard(gained, 25_000) == set(), "the adoption counted as the caller's silence"
+    assert heard(gained, 27_000) == {gained}
