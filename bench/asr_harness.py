@@ -1,0 +1,147 @@
+"""Shared by the ASR benchmarks: corpus rows, channel audio and the worker's streaming path.
+
+``stream_call`` sends one recording through :class:`TranscriptionService` exactly as the worker
+receives a call (100 ms PCM16 frames with their headers, per-frame resampling, VAD, speculative
+decode, batch decoder), with an in-memory sink. Calls run one at a time, so no utterance is ever
+batched with another call's and the text depends on the audio alone (the WER is repeatable).
+
+Decode cost is CPU time (``time.process_time``) around each ``finish_batch``: with one call at a
+time nothing else runs meanwhile, and CPU time is far less disturbed by other work on a shared
+machine than wall time.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from channel import Channel, apply_channel
+
+from analytics.asr import Hypothesis, Recognizer, RecognizerStream
+from analytics.audio import FloatAudio, chunks, float_to_pcm16, read_audio
+from analytics.transcription import ServiceConfig, TranscriptionService
+from analytics.vad import SileroVad, Utterance
+from schemas.records import AudioFrameMeta, DeadLetter, Transcript
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "speech" / "corpus.tsv"
+FRAME_MS = 100
+
+
+def corpus_rows(corpus: Path, tiers: Sequence[str]) -> list[dict[str, str]]:
+    return [r for r in csv.DictReader(corpus.open(), delimiter="\t") if r["tier"] in tiers]
+
+
+def channel_audio(path: Path, channel: Channel) -> tuple[FloatAudio, int]:
+    """The file as the worker would receive it through ``channel`` (``none``: as recorded)."""
+    audio, rate = read_audio(path)
+    return apply_channel(audio, rate, channel)
+
+
+class TimedRecognizer:
+    """Delegates to a recogniser and records CPU seconds and utterances per ``finish_batch``."""
+
+    def __init__(self, inner: Recognizer) -> None:
+        self.inner = inner
+        self.engine = inner.engine
+        self.streaming = inner.streaming
+        self.max_batch = inner.max_batch
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+        self.utterances = 0
+        self.audio_s = 0.0
+
+    def open_stream(self) -> RecognizerStream:
+        return self.inner.open_stream()
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = self.inner.finish_batch(items)
+        self.cpu_s += time.process_time() - c0
+        self.wall_s += time.perf_counter() - t0
+        self.utterances += len(items)
+        self.audio_s += sum(u.audio.shape[0] / 16_000 for _, u in items)
+        return out
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.finals: list[Transcript] = []
+        self.dead: list[DeadLetter] = []
+
+    async def publish(self, transcript: Transcript) -> None:
+        if transcript.is_final:
+            self.finals.append(transcript)
+
+    async def dead_letter(self, record: DeadLetter) -> None:
+        self.dead.append(record)
+
+
+@dataclass
+class StreamPath:
+    """A TranscriptionService fed like the worker; one call at a time."""
+
+    recognizer: Recognizer
+    config: ServiceConfig
+    vad: SileroVad | None
+    redact: Callable[[str, str, str], tuple[str, list[str]]] | None = None
+    calls: int = 0
+    _service: TranscriptionService | None = field(default=None, repr=False)
+    _sink: ListSink = field(default_factory=ListSink, repr=False)
+
+    async def start(self) -> None:
+        kwargs: dict[str, Any] = {"vad": self.vad}
+        if self.redact is not None:
+            kwargs["redact"] = self.redact
+        self._service = TranscriptionService(self.recognizer, self._sink, self.config, **kwargs)
+        await self._service.start()
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+
+    async def call(
+        self, audio: FloatAudio, rate_hz: int, call_sid: str = "", tenant: str = "default"
+    ) -> list[Transcript]:
+        """Final transcripts of one recording sent as one call (frames, then ``stop``)."""
+        assert self._service is not None, "start() first"
+        self.calls += 1
+        sid = call_sid or f"CA{self.calls:05d}"
+        service = self._service
+        self._sink.finals = []
+        now = int(time.time() * 1000)
+        for k, frame in enumerate(chunks(float_to_pcm16(audio), rate_hz, FRAME_MS)):
+            meta = AudioFrameMeta(
+                call_sid=sid,
+                stream_sid=f"ST{sid}",
+                tenant=tenant,
+                sequence_number=k + 1,
+                sample_rate_hz=rate_hz,
+                received_at_ms=now + k * FRAME_MS,
+                offset_ms=k * FRAME_MS,
+            )
+            service.on_frame(meta, frame, lambda: None)
+        session = service.sessions[sid]
+        session.end()
+        await session.task
+        return sorted(self._sink.finals, key=lambda t: t.start_ms)
+
+
+def text_of(transcripts: Sequence[Transcript]) -> str:
+    return " ".join(t.text for t in transcripts if t.is_final).strip()
+
+
+def wer_table_row(errors: int, words: int) -> str:
+    return f"{errors / words:7.2%}" if words else "    n/a"
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
