@@ -26,6 +26,7 @@ from asr_harness import CORPUS, ROOT, StreamPath, TimedRecognizer, channel_audio
 from asr_variants import (
     DecodeOptions,
     FrontEndOptions,
+    SileroVad62,
     VariantDecoder,
     VariantRecognizer,
     install_front_end,
@@ -60,6 +61,7 @@ class Variant:
     settings: dict[str, Any] = field(default_factory=dict)
     decode: DecodeOptions = DecodeOptions()
     front: FrontEndOptions = FrontEndOptions()
+    vad: str = "faster-whisper"  # faster-whisper (silero v6, 16 kHz) | silero-6.2 (package)
 
 
 FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -98,6 +100,18 @@ VARIANTS: dict[str, Variant] = {
     ),
     "preemph": V("pre-emphasis 0.97", front=FrontEndOptions(pre_emphasis=0.97)),
     "gain+20": V("fixed +20 dB (diagnostic)", front=FrontEndOptions(gain_db=20.0)),
+    "vad62": V("Silero VAD 6.2 (silero-vad package)", vad="silero-6.2"),
+    "vad62+agc": V("Silero 6.2 + AGC", vad="silero-6.2", front=FrontEndOptions(agc=True)),
+    "vad62+rs": V(
+        "Silero 6.2 + streaming resampler",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream"),
+    ),
+    "vad62+rs+agc": V(
+        "Silero 6.2 + streaming resampler + AGC",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+    ),
     "base": V("whisper base (multilingual, en)", tier="accurate"),
     "base-beam5": V("whisper base, beam 5", tier="accurate", settings={"whisper_beam_size": 5}),
 }
@@ -120,6 +134,10 @@ def recognizer_for(variant: Variant) -> tuple[VariantRecognizer, WorkerSettings]
     return VariantRecognizer(config, variant.decode), settings
 
 
+def vad_for(variant: Variant) -> Any:
+    return SileroVad62() if variant.vad == "silero-6.2" else SileroVad()
+
+
 def false_hits(spotter: KeywordSpotter, reference: str, text: str) -> int:
     ref = {h.category for h in spotter.find(reference)}
     return sum(1 for h in spotter.find(text) if h.category not in ref)
@@ -132,7 +150,7 @@ async def run_one(
     recognizer = TimedRecognizer(inner)
     spotter = KeywordSpotter({p: PhraseCategory(phrases=[p]) for p in RULES_PHRASES})
     undo = install_front_end(variant.front)
-    path = StreamPath(recognizer, service_config(settings), SileroVad())
+    path = StreamPath(recognizer, service_config(settings), vad_for(variant))
     VariantDecoder.fallbacks = VariantDecoder.dropped = 0
     acc: dict[str, list[int]] = {}
     audio_s = 0.0

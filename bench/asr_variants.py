@@ -12,6 +12,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -247,3 +248,48 @@ def install_front_end(options: FrontEndOptions | None) -> Callable[[], None]:
         transcription.CallSession._segment = original  # type: ignore[method-assign]
 
     return undo
+
+
+# --- the VAD model ---------------------------------------------------------------------------
+
+
+def silero_package_model() -> str:
+    """silero_vad.onnx of the ``silero-vad`` package (v6.2, 8 and 16 kHz), not imported (torch)."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pip install --no-deps silero-vad")
+    return str(Path(spec.origin).parent / "data" / "silero_vad.onnx")
+
+
+class SileroVad62:
+    """The silero-vad package's model behind SileroVad's interface (16 kHz, 512-sample windows).
+
+    Its recurrent state is one (2, 1, 128) tensor; it is kept in ``VadState.h`` (``c`` unused).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        import onnxruntime  # noqa: PLC0415
+
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session: Any = onnxruntime.InferenceSession(
+            path or silero_package_model(), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        self._sr = np.array(RATE_HZ, dtype=np.int64)
+
+    def probabilities(self, windows: FloatAudio, state: Any) -> np.ndarray[Any, Any]:
+        if state.h.shape != (2, 1, 128):
+            state.h = np.zeros((2, 1, 128), dtype=np.float32)
+        out = np.empty(windows.shape[0], dtype=np.float32)
+        previous = state.context
+        for i in range(windows.shape[0]):
+            x = np.concatenate([previous, windows[i]])[None, :].astype(np.float32)
+            p, state.h = self._session.run(None, {"input": x, "state": state.h, "sr": self._sr})
+            out[i] = float(p[0, 0])
+            previous = windows[i, -64:]
+        state.context = np.array(previous, dtype=np.float32)
+        return out

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from asr_experiments import VARIANTS, Variant, recognizer_for
+from asr_experiments import VARIANTS, Variant, recognizer_for, vad_for
 from asr_harness import ROOT, StreamPath, TimedRecognizer
 from asr_variants import install_front_end
 from channel import Channel, apply_channel
@@ -30,7 +30,6 @@ from channel import Channel, apply_channel
 from analytics.asr_metrics import word_errors
 from analytics.audio import read_audio
 from analytics.keywords import KeywordSpotter, categories_or_default
-from analytics.vad import SileroVad
 from analytics.worker import service_config
 from schemas.rules import RuleSet, default_rules
 
@@ -47,7 +46,7 @@ async def run_variant(name: str, variant: Variant, channel: Channel) -> dict[str
     recognizer, settings = recognizer_for(variant)
     timed = TimedRecognizer(recognizer)
     undo = install_front_end(variant.front)
-    path = StreamPath(timed, service_config(settings), SileroVad())
+    path = StreamPath(timed, service_config(settings), vad_for(variant))
     per_cat: dict[str, Counter[str]] = {}
     calls: list[dict[str, Any]] = []
     errors = words = 0
