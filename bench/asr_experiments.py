@@ -34,11 +34,11 @@ from asr_variants import (
 from channel import Channel
 from tiers import Tier, tier_model_path
 
-from analytics.asr_metrics import word_errors
-from analytics.asr_whisper import WhisperConfig
-from analytics.keywords import KeywordSpotter
+from analytics.asr.vad import SileroVad
+from analytics.asr.wer import word_errors
+from analytics.asr.whisper import WhisperConfig
+from analytics.scoring.keywords import KeywordSpotter
 from analytics.settings import WorkerSettings
-from analytics.vad import SileroVad
 from analytics.worker import service_config
 from schemas.rules import PhraseCategory, default_rules
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from channel import Channel, apply_channel
 
-from analytics.asr import Hypothesis, Recognizer, RecognizerStream
-from analytics.audio import FloatAudio, chunks, float_to_pcm16, read_audio
-from analytics.transcription import ServiceConfig, TranscriptionService
-from analytics.vad import SileroVad, Utterance
+from analytics.asr.audio import FloatAudio, chunks, float_to_pcm16, read_audio
+from analytics.asr.base import Hypothesis, Recognizer, RecognizerStream
+from analytics.asr.service import ServiceConfig, TranscriptionService
+from analytics.asr.vad import SileroVad, SpeechSegment
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,9 @@ class TimedRecognizer:
     def warm_up(self) -> None:
         self.inner.warm_up()
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         c0, t0 = time.process_time(), time.perf_counter()
         out = self.inner.finish_batch(items)
         self.cpu_s += time.process_time() - c0

@@ -19,11 +19,11 @@ import numpy as np
 from frontend import Agc, StreamResampler
 from scipy.signal import lfilter
 
-from analytics import transcription
-from analytics.asr import Hypothesis, RecognizerStream
-from analytics.asr_whisper import WhisperConfig, WhisperRecognizer, WhisperStream, _Decoder
-from analytics.audio import FloatAudio, pcm16_to_float, resample
-from analytics.vad import RATE_HZ, Utterance
+from analytics.asr import service as transcription
+from analytics.asr.audio import FloatAudio, pcm16_to_float, resample
+from analytics.asr.base import Hypothesis, RecognizerStream
+from analytics.asr.vad import RATE_HZ, SpeechSegment
+from analytics.asr.whisper import WhisperConfig, WhisperRecognizer, WhisperStream, _Decoder
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,9 @@ class VariantRecognizer(WhisperRecognizer):
         context = [*bias[:limit], *previous][-limit:] if previous else bias[:limit]
         return [decoder.tokenizer.sot_prev, *context, *decoder.prompt]
 
-    def finish_batch(self, items: Sequence[tuple[RecognizerStream, Utterance]]) -> list[Hypothesis]:
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
         if not items:
             return []
         decoder = self.decoder()
@@ -231,7 +233,7 @@ class FrontEnd:
 
 def install_front_end(options: FrontEndOptions | None) -> Callable[[], None]:
     """Patch CallSession._segment to condition each call's audio; returns the undo."""
-    original = transcription.CallSession._segment
+    original = transcription.CallTranscriber._segment
     if options is None or options == FrontEndOptions():
         return lambda: None
 
@@ -242,10 +244,10 @@ def install_front_end(options: FrontEndOptions | None) -> Callable[[], None]:
             self._front_end = fe
         return self.segmenter.feed(fe(pcm16_to_float(pcm)))
 
-    transcription.CallSession._segment = _segment  # type: ignore[method-assign]
+    transcription.CallTranscriber._segment = _segment  # type: ignore[method-assign]
 
     def undo() -> None:
-        transcription.CallSession._segment = original  # type: ignore[method-assign]
+        transcription.CallTranscriber._segment = original  # type: ignore[method-assign]
 
     return undo
 

@@ -29,10 +29,10 @@ from asr_harness import CORPUS, ROOT, StreamPath, TimedRecognizer, channel_audio
 from channel import CHANNELS, Channel
 from tiers import TIERS, Tier, tier_model_path
 
-from analytics.asr import load_recognizer
-from analytics.asr_metrics import word_errors
+from analytics.asr.engines import load_recognizer
+from analytics.asr.vad import SileroVad
+from analytics.asr.wer import word_errors
 from analytics.settings import WorkerSettings
-from analytics.vad import SileroVad
 from analytics.worker import service_config
 
 

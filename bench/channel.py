@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import firwin, oaconvolve
 
-from analytics.audio import FloatAudio, resample
+from analytics.asr.audio import FloatAudio, resample
 
 Channel = Literal["none", "plain", "band", "mulaw", "telephone"]
 CHANNELS: tuple[str, ...] = get_args(Channel)

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import firwin, upfirdn
 
-from analytics.audio import FloatAudio
+from analytics.asr.audio import FloatAudio
 
 
 class StreamResampler:

@@ -27,9 +27,9 @@ from asr_harness import ROOT, StreamPath, TimedRecognizer
 from asr_variants import install_front_end
 from channel import Channel, apply_channel
 
-from analytics.asr_metrics import word_errors
-from analytics.audio import read_audio
-from analytics.keywords import KeywordSpotter, categories_or_default
+from analytics.asr.audio import read_audio
+from analytics.asr.wer import word_errors
+from analytics.scoring.keywords import KeywordSpotter, categories_or_default
 from analytics.worker import service_config
 from schemas.rules import RuleSet, default_rules
 
