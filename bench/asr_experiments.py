@@ -31,9 +31,9 @@ from asr_variants import (
     VariantRecognizer,
     install_front_end,
 )
-from channel import Channel
 from tiers import Tier, tier_model_path
 
+from agentstream.sim.channel import Channel
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors
 from analytics.asr.whisper import WhisperConfig
@@ -111,6 +111,50 @@ VARIANTS: dict[str, Variant] = {
         "Silero 6.2 + streaming resampler + AGC",
         vad="silero-6.2",
         front=FrontEndOptions(resampler="stream", agc=True),
+    ),
+    "best": V(
+        "Silero 6.2 + streaming resampler + AGC (= vad62+rs+agc)",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+    ),
+    "best+beam5": V(
+        "best, beam 5",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+        settings={"whisper_beam_size": 5},
+    ),
+    "best+pad300": V(
+        "best, VAD pad 300 ms",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+        settings={"vad_speech_pad_ms": 300},
+    ),
+    "best+fallback": V(
+        "best, temperature fallback",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+        decode=DecodeOptions(temperatures=FALLBACK),
+    ),
+    "best+bias": V(
+        "best, rules phrases as prompt",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+        decode=DecodeOptions(bias_text=BIAS),
+    ),
+    "best+agc-12": V(
+        "best, AGC target -12 dBFS",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True, agc_target_dbfs=-12.0),
+    ),
+    "best-base": V(
+        "best front end, whisper base",
+        tier="accurate",
+        vad="silero-6.2",
+        front=FrontEndOptions(resampler="stream", agc=True),
+    ),
+    "rs+agc-fwvad": V(
+        "streaming resampler + AGC -12, faster-whisper's VAD",
+        front=FrontEndOptions(resampler="stream", agc=True, agc_target_dbfs=-12.0),
     ),
     "base": V("whisper base (multilingual, en)", tier="accurate"),
     "base-beam5": V("whisper base, beam 5", tier="accurate", settings={"whisper_beam_size": 5}),

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from channel import Channel, apply_channel
 
+from agentstream.sim.channel import Channel, apply_channel
 from analytics.asr.audio import FloatAudio, chunks, float_to_pcm16, read_audio
 from analytics.asr.base import Hypothesis, Recognizer, RecognizerStream
 from analytics.asr.service import ServiceConfig, TranscriptionService

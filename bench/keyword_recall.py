@@ -25,8 +25,8 @@ import yaml
 from asr_experiments import VARIANTS, Variant, recognizer_for, vad_for
 from asr_harness import ROOT, StreamPath, TimedRecognizer
 from asr_variants import install_front_end
-from channel import Channel, apply_channel
 
+from agentstream.sim.channel import Channel, apply_channel
 from analytics.asr.audio import read_audio
 from analytics.asr.wer import word_errors
 from analytics.scoring.keywords import KeywordSpotter, categories_or_default

@@ -11,20 +11,25 @@ same way, deterministically (no dither, no randomness), with numpy/scipy only:
 * ``telephone``: band-pass, -3 dB of headroom (so the band-pass never clips), then mu-law:
   ``sox in.flac -r 8000 -e mu-law out.wav sinc 300-3400 gain -3`` without sox.
 
-The output is float32 in [-1, 1] at 8 kHz, to be sent as PCM16 like an Exotel stream.
+The output is float32 in [-1, 1] at 8 kHz, to be sent as PCM16 like an Exotel stream. Used by
+``agentstream simulate --channel``, ``bench/e2e.py --channel`` and the ASR benchmarks; like the
+rest of the simulator it does not import ``analytics`` (its resampler is the simulator's own).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import firwin, oaconvolve
 
-from analytics.asr.audio import FloatAudio, resample
+from agentstream.sim.audio import read_mono, resample
+from agentstream.sim.audio import to_pcm16 as float_to_pcm16
 
+FloatAudio = NDArray[np.float32]
 Channel = Literal["none", "plain", "band", "mulaw", "telephone"]
 CHANNELS: tuple[str, ...] = get_args(Channel)
 RATE_HZ = 8_000
@@ -107,3 +112,14 @@ def apply_channel(audio: FloatAudio, rate_hz: int, channel: Channel) -> tuple[Fl
     if channel in ("mulaw", "telephone"):
         out = mulaw_round_trip(out)
     return out, RATE_HZ
+
+
+def load_channel_pcm16(path: Path, rate_hz: int, channel: Channel = "none") -> bytes:
+    """The whole file through ``channel`` as mono PCM16 LE at the stream's ``rate_hz``.
+
+    A 16 kHz stream of a telephone channel carries 8 kHz-band audio upsampled, as a wideband
+    leg bridged to a narrowband one would.
+    """
+    mono, rate = read_mono(path)
+    degraded, degraded_rate = apply_channel(mono, rate, channel)
+    return float_to_pcm16(resample(degraded, degraded_rate, rate_hz))
