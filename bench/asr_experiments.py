@@ -31,9 +31,9 @@ from asr_variants import (
     VariantRecognizer,
     install_front_end,
 )
-from tiers import Tier, tier_model_path
 
 from agentstream.sim.channel import Channel
+from analytics.asr.models import Tier, tier_model_path
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors
 from analytics.asr.whisper import WhisperConfig

@@ -26,10 +26,10 @@ from typing import Any, cast
 
 import soundfile as sf
 from asr_harness import CORPUS, ROOT, StreamPath, TimedRecognizer, channel_audio, corpus_rows
-from tiers import TIERS, Tier, tier_model_path
 
 from agentstream.sim.channel import CHANNELS, Channel
 from analytics.asr.engines import load_recognizer
+from analytics.asr.models import TIERS, Tier, tier_model_path
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors
 from analytics.settings import WorkerSettings

