@@ -1,9 +1,10 @@
 """Shared by the ASR benchmarks: corpus rows, channel audio and the worker's streaming path.
 
-``stream_call`` sends one recording through :class:`TranscriptionService` exactly as the worker
-receives a call (100 ms PCM16 frames with their headers, per-frame resampling, VAD, speculative
-decode, batch decoder), with an in-memory sink. Calls run one at a time, so no utterance is ever
-batched with another call's and the text depends on the audio alone (the WER is repeatable).
+``StreamPath.call`` sends one recording through the worker's :class:`TranscriptionService`
+(via ``analytics.asr.offline``, the same path as ``agentstream transcribe``): 100 ms PCM16
+frames with their headers, the per-call front end, VAD, speculative decode, batch decoder, with
+an in-memory sink. Calls run one at a time, so no utterance is ever batched with another call's
+and the text depends on the audio alone (the WER is repeatable).
 
 Decode cost is CPU time (``time.process_time``) around each ``finish_batch``: with one call at a
 time nothing else runs meanwhile, and CPU time is far less disturbed by other work on a shared
@@ -17,16 +18,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from agentstream.sim.channel import Channel, apply_channel
-from analytics.asr.audio import FloatAudio, chunks, float_to_pcm16, read_audio
+from analytics.asr.audio import FloatAudio, read_audio
 from analytics.asr.base import Hypothesis, Recognizer, RecognizerStream
-from analytics.asr.service import ServiceConfig, TranscriptionService
+from analytics.asr.offline import OfflineTranscriber
+from analytics.asr.service import ServiceConfig
 from analytics.asr.vad import SileroVad, SpeechSegment
-from schemas.records import AudioFrameMeta, DeadLetter, Transcript
+from schemas.records import Transcript
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "speech" / "corpus.tsv"
@@ -74,67 +75,31 @@ class TimedRecognizer:
         return out
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.finals: list[Transcript] = []
-        self.dead: list[DeadLetter] = []
-
-    async def publish(self, transcript: Transcript) -> None:
-        if transcript.is_final:
-            self.finals.append(transcript)
-
-    async def dead_letter(self, record: DeadLetter) -> None:
-        self.dead.append(record)
-
-
 @dataclass
 class StreamPath:
-    """A TranscriptionService fed like the worker; one call at a time."""
+    """The worker's streaming path for recordings (analytics.asr.offline.OfflineTranscriber)."""
 
     recognizer: Recognizer
     config: ServiceConfig
     vad: SileroVad | None
     redact: Callable[[str, str, str], tuple[str, list[str]]] | None = None
-    calls: int = 0
-    _service: TranscriptionService | None = field(default=None, repr=False)
-    _sink: ListSink = field(default_factory=ListSink, repr=False)
+    _offline: OfflineTranscriber | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        kwargs: dict[str, Any] = {"vad": self.vad}
-        if self.redact is not None:
-            kwargs["redact"] = self.redact
-        self._service = TranscriptionService(self.recognizer, self._sink, self.config, **kwargs)
-        await self._service.start()
+        self._offline = OfflineTranscriber(self.recognizer, self.vad, self.config, self.redact)
+        await self._offline.__aenter__()
 
     async def stop(self) -> None:
-        if self._service is not None:
-            await self._service.stop()
+        if self._offline is not None:
+            await self._offline.__aexit__(None, None, None)
 
     async def call(
         self, audio: FloatAudio, rate_hz: int, call_sid: str = "", tenant: str = "default"
     ) -> list[Transcript]:
         """Final transcripts of one recording sent as one call (frames, then ``stop``)."""
-        assert self._service is not None, "start() first"
-        self.calls += 1
-        sid = call_sid or f"CA{self.calls:05d}"
-        service = self._service
-        self._sink.finals = []
-        now = int(time.time() * 1000)
-        for k, frame in enumerate(chunks(float_to_pcm16(audio), rate_hz, FRAME_MS)):
-            meta = AudioFrameMeta(
-                call_sid=sid,
-                stream_sid=f"ST{sid}",
-                tenant=tenant,
-                sequence_number=k + 1,
-                sample_rate_hz=rate_hz,
-                received_at_ms=now + k * FRAME_MS,
-                offset_ms=k * FRAME_MS,
-            )
-            service.on_frame(meta, frame, lambda: None)
-        session = service.sessions[sid]
-        session.end()
-        await session.task
-        return sorted(self._sink.finals, key=lambda t: t.start_ms)
+        assert self._offline is not None, "start() first"
+        records = await self._offline.transcribe(audio, rate_hz, call_sid, tenant)
+        return [t for t in records if t.is_final]
 
 
 def text_of(transcripts: Sequence[Transcript]) -> str:

@@ -29,7 +29,7 @@ from asr_harness import CORPUS, ROOT, StreamPath, TimedRecognizer, channel_audio
 
 from agentstream.sim.channel import CHANNELS, Channel
 from analytics.asr.engines import load_recognizer
-from analytics.asr.models import TIERS, Tier, tier_model_path
+from analytics.asr.models import TIERS, Tier
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors
 from analytics.settings import WorkerSettings
@@ -39,7 +39,7 @@ from analytics.worker import service_config
 def settings_for(tier: str | None, base: WorkerSettings) -> WorkerSettings:
     if tier is None:
         return base
-    return base.model_copy(update={"whisper_model_path": tier_model_path(cast(Tier, tier))})
+    return base.model_copy(update={"whisper_tier": cast(Tier, tier)})
 
 
 async def run_condition(
@@ -52,7 +52,7 @@ async def run_condition(
 ) -> dict[str, Any]:
     recognizer = TimedRecognizer(load_recognizer(settings))
     config = service_config(settings)
-    path = StreamPath(recognizer, config, SileroVad())
+    path = StreamPath(recognizer, config, SileroVad(model=settings.vad_model))
     await path.start()
     per_tier: dict[str, list[int]] = {}
     audio_s = 0.0
