@@ -57,11 +57,10 @@ def test_per_frame_resampling_clicks_at_frame_edges_and_the_stream_does_not() ->
     streamed = np.concatenate(
         [front.process(float_to_pcm16(x[i : i + 800])) for i in range(0, 8000, 800)]
     )
-    delay = front.resampler.half if front.resampler else 0  # output lags by the filter's half
     core = slice(1000, 15000)
     assert np.max(np.abs(framewise - whole)[core]) > 0.01  # a dip at every 100 ms edge
-    lagged = np.concatenate([np.zeros(delay), whole])[: streamed.shape[0]]
-    assert np.max(np.abs(streamed - lagged)[core]) < 1e-3
+    # the same samples as resampling the whole call (the last few come with the next frame)
+    assert np.max(np.abs(streamed - whole[: streamed.shape[0]])[1000:]) < 1e-3
 
 
 def test_agc_lifts_quiet_speech_within_its_limit_and_never_attenuates() -> None:
