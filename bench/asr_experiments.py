@@ -157,6 +157,11 @@ VARIANTS: dict[str, Variant] = {
         front=FrontEndOptions(resampler="stream", agc=True, agc_target_dbfs=-12.0),
     ),
     "shipped": V("the engine's defaults now (stream resampler, AGC, Silero 6.2)", vad="engine"),
+    "shipped+bias": V(
+        "the engine's defaults, the rules' phrases as prompt",
+        vad="engine",
+        decode=DecodeOptions(bias_text=BIAS),
+    ),
     "shipped-base": V("the engine's defaults, accurate tier (base)", vad="engine", tier="accurate"),
     "base": V("whisper base (multilingual, en)", tier="accurate"),
     "base-beam5": V("whisper base, beam 5", tier="accurate", settings={"whisper_beam_size": 5}),

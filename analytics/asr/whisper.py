@@ -277,7 +277,18 @@ class WhisperRecognizer:
     ) -> list[Hypothesis]:
         if not items:
             return []
-        decoded = self.decoder().decode([utterance.audio for _, utterance in items])
+        decoder = self.decoder()
+        # One encoder pass per window size: an utterance is padded to its own window only, so
+        # its text does not depend on which other calls' utterances share the batch (the
+        # offline path, one call at a time, then gives the worker's text).
+        groups: dict[int, list[int]] = {}
+        for i, (_, utterance) in enumerate(items):
+            groups.setdefault(decoder.window_frames(utterance.audio), []).append(i)
+        decoded: list[tuple[str, float]] = [("", 0.0)] * len(items)
+        for indices in groups.values():
+            texts = decoder.decode([items[i][1].audio for i in indices])
+            for i, result in zip(indices, texts, strict=True):
+                decoded[i] = result
         hypotheses: list[Hypothesis] = []
         for (stream, utterance), (text, confidence) in zip(items, decoded, strict=True):
             if isinstance(stream, WhisperStream):

@@ -163,3 +163,16 @@ def test_whisper_partials_when_enabled() -> None:
     assert partials[-1].end_ms > partials[0].end_ms
     final = stream.finish(SpeechSegment(audio, 100, 100 + audio.shape[0] // 16))
     assert final.is_final and "wait" in final.text.lower()
+
+
+def test_whisper_text_does_not_depend_on_the_batch(vad: SileroVad) -> None:
+    recognizer = WhisperRecognizer()
+    short = resample(read_audio(SPEECH / FILES[1], 8000)[0], 8000, 16000)
+    long = resample(read_audio(SPEECH / "audio/jfk_inaugural.flac", 8000)[0], 8000, 16000)
+    a = SpeechSegment(short, 0, short.shape[0] // 16)
+    b = SpeechSegment(long, 0, long.shape[0] // 16)
+    alone = recognizer.finish_batch([(recognizer.open_stream(), a)])[0].text
+    batched = recognizer.finish_batch(
+        [(recognizer.open_stream(), b), (recognizer.open_stream(), a)]
+    )
+    assert batched[1].text == alone and batched[0].text
