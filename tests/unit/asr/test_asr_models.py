@@ -3,8 +3,9 @@
 WER bound: bench/asr_wer.py measured 4.9 % on tier A and 6.8 % on tiers A+B at 8 kHz with the
 default settings (docs/asr.md). These six utterances (four LibriSpeech test-clean, JFK 1961, a
 CMU ARCTIC sentence; 29 s, 120 words) decode at about 5 % here; the bound of 12 % leaves room
-for a couple of extra word errors (a different CPU's int8 kernels, a VAD cut shifted by a window) while still
-failing on any real regression (a broken resampler, VAD or decode loop costs far more).
+for a couple of extra word errors (a different CPU's int8 kernels, a VAD cut shifted by a
+window) while still failing on any real regression (a broken resampler, VAD or decode loop costs
+far more).
 """
 
 from __future__ import annotations
