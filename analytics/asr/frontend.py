@@ -141,16 +141,25 @@ class FrontEnd:
     """One call's conditioning: PCM16 frames at ``rate_hz`` to 16 kHz float (VAD and ASR)."""
 
     def __init__(self, rate_hz: int, config: FrontEndConfig, out_hz: int = 16_000) -> None:
-        self.rate_hz = rate_hz
+        self.config = config
         self.out_hz = out_hz
-        self.resampler = StreamResampler(rate_hz, out_hz) if config.resampler == "stream" else None
         self.agc = (
             Agc(target_dbfs=config.agc_target_dbfs, max_gain_db=config.agc_max_gain_db)
             if config.agc
             else None
         )
+        self._set_rate(rate_hz)
 
-    def process(self, pcm: bytes) -> FloatAudio:
+    def _set_rate(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self.resampler = (
+            StreamResampler(rate_hz, self.out_hz) if self.config.resampler == "stream" else None
+        )
+
+    def process(self, pcm: bytes, rate_hz: int | None = None) -> FloatAudio:
+        """One frame; ``rate_hz`` (the frame's) restarts the resampler if the rate changed."""
+        if rate_hz is not None and rate_hz != self.rate_hz:
+            self._set_rate(rate_hz)
         audio = pcm16_to_float(pcm)
         if self.resampler is not None:
             audio = self.resampler.process(audio)

@@ -4,9 +4,8 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 
 * Each call has a :class:`CallTranscriber` with its own queue and task: a call's frames are
   processed in order, calls are independent.
-* Frame -> per-call front end (:mod:`analytics.asr.frontend`: streaming resampler to 16 kHz,
-  automatic gain) -> VAD (energy gate first: silence is nearly free) runs in a small executor;
-  streaming recognisers (Vosk) get the speech chunks in the inference executor.
+* Frame -> front end (:mod:`analytics.asr.frontend`) -> VAD (energy gate first: silence is nearly
+  free) runs in a small executor; streaming recognisers get speech chunks in the inference one.
 * Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
   an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
   ``finish_batch`` call.
@@ -144,9 +143,7 @@ class CallTranscriber:
             done()
 
     def _segment(self, pcm: bytes, rate_hz: int) -> SegmentResult:
-        if rate_hz != self.front.rate_hz:  # the stream's rate changed: a fresh front end
-            self.front = FrontEnd(rate_hz, self.service.config.front, RATE_HZ)
-        return self.segmenter.feed(self.front.process(pcm))
+        return self.segmenter.feed(self.front.process(pcm, rate_hz))
 
     async def _progress(self) -> None:
         position = self.segmenter.position_ms
