@@ -205,11 +205,11 @@ class DecisionReader:
                 self.watermarks.on_event(event)
                 return True
             self.router.on_observed_call_event(event)
-            if self.owns(raw.key, raw.partition):
-                if event.kind in _WANTED_BY_EVALUATOR:
-                    self.router.on_call_event(event)
-                if self.summaries is not None:
-                    self.summaries.on_call_event(event)
+            if event.kind in _WANTED_BY_EVALUATOR and self.owns(raw.key, raw.partition):
+                self.router.on_call_event(event)
+            if self.summaries is not None:
+                # every call's facts: the owner at publishing time may not own it yet
+                self.summaries.on_call_event(event)
             self.watermarks.poke(event.call_sid)
         elif topic == self.topics["workers"]:
             heartbeat = parse("workers", WorkerHeartbeat, raw)

@@ -114,7 +114,9 @@ def _children(pid: int) -> dict[int, str]:
 
 def _workers(pid: int) -> set[int]:
     return {
-        c for c, cmd in _children(pid).items() if cmd.rstrip().endswith("agentstream.cli worker")
+        c
+        for c, cmd in _children(pid).items()
+        if "agentstream.cli worker" in cmd  # + its options
     }
 
 
