@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from analytics.asr.frontend import Agc, StreamResampler
+from frontend import Agc, StreamResampler
 from scipy.signal import lfilter
 
 from analytics.asr import service as transcription
