@@ -38,7 +38,10 @@ async def dashboard(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[tu
         await producer.flush()
     finally:
         await producer.stop()
-    board = Board(default_rules(), linger_ms=10**9)
+    # The board ages calls out by the records' own times against its clock: pin the clock to
+    # just after the capture, so these recorded calls are live whenever the test runs.
+    newest_s = max(r.timestamp_ms for rows in records.values() for r in rows) / 1000
+    board = Board(default_rules(), clock=lambda: newest_s + 1.0, linger_ms=10**9)
     feed = BoardFeed(board, bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
     app = web.Application()
     add_dashboard(app, Broadcaster(board, interval_s=0.05))
