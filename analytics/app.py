@@ -34,6 +34,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.times import Seconds, want_seconds
 
+from analytics.gapless import GaplessMixin
 from analytics.settings import WorkerSettings
 from schemas.fetchwait import FetchPacer
 from schemas.topics import TopicSpec, prefixed
@@ -145,7 +146,7 @@ def _transport_class(
         },
     )
 
-    class AgentstreamConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    class AgentstreamConsumer(GaplessMixin, faust_aiokafka.Consumer):  # type: ignore[misc]
         thread_class = thread_cls
 
         def _new_consumer_thread(self) -> Any:
@@ -191,6 +192,12 @@ def make_app(settings: WorkerSettings) -> faust.App:
         broker_session_timeout=settings.session_timeout_ms / 1000.0,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000.0,
         broker_commit_interval=settings.commit_interval_s,
+        # The audio agent holds a frame unacknowledged while its utterance is open, and an open
+        # utterance only closes on more audio: waiting for every event to be acked before a
+        # rebalance would stall it until each live call's idle timeout. Revoked partitions'
+        # calls are dropped instead, and their unfinished frames (never committed) replayed by
+        # the next owner, which skips what was published (analytics.asr.progress).
+        stream_wait_empty=False,
         consumer_auto_offset_reset=settings.auto_offset_reset,
         producer_linger_ms=settings.producer_linger_ms,
         key_serializer="raw",

@@ -262,10 +262,24 @@ def build_worker(
                 backlog.observe(meta.call_sid, meta.received_at_ms)
                 pcm = bytes(message.value or b"")
                 if message.partition not in loader.done:
+                    logger.info(
+                        "audio partition %d: reading from offset %d",
+                        message.partition,
+                        message.offset,
+                    )
                     await loader.ensure({message.partition})
-                if meta.call_sid not in service.sessions and progress.already_done(meta, len(pcm)):
-                    done()  # published before a restart or rebalance: resume after it
-                    continue
+                if meta.call_sid not in service.sessions:
+                    if progress.already_done(meta, len(pcm)):
+                        done()  # published before a restart or rebalance: resume after it
+                        continue
+                    logger.info(
+                        "call %s: audio from %d ms (partition %d offset %d, published to %s ms)",
+                        meta.call_sid,
+                        meta.offset_ms,
+                        message.partition,
+                        message.offset,
+                        progress.marker(meta.call_sid),
+                    )
                 service.on_frame(meta, pcm, done, message.partition)
                 await service.wait_capacity()
         finally:

@@ -79,7 +79,6 @@ class CallTranscriber:
         self.held: list[Done] = []
         # a decode started at the first silence: (start_ms, end_ms, result)
         self.speculative: tuple[int, int, asyncio.Future[Hypothesis]] | None = None
-        self.utterance_index = 0
         self.last_speech_received_at_ms = meta.received_at_ms
         self.last_frame_at = service.clock()
         self.last_received_at_ms = meta.received_at_ms
@@ -220,7 +219,6 @@ class CallTranscriber:
                 )
             if hypothesis.text:
                 await self._publish(hypothesis)
-            self.utterance_index += 1
 
     def _drop_speculative(self) -> None:
         if self.speculative is not None:

@@ -6,7 +6,7 @@ hash (Kafka's murmur2 partitioner, as ingest uses) to partitions of each worker.
 SIGKILLed right after it published a transcript of one of its calls: the worst moment, since
 the frames of that utterance may not be committed yet and its successor replays them.
 
-"No lost": every stretch of speech in each call's audio is covered by a final transcript.
+"No lost": every stretch of speech in each call's audio is (mostly) inside final transcripts.
 "No duplicate": no utterance is transcribed, scored or decided twice, at most one escalation per
 call, and each call's expected decision is reached exactly once.
 """
@@ -19,6 +19,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,11 +108,27 @@ def _assign_sids(runs: list[CallRun], owners: dict[str, set[int]]) -> dict[str, 
     return owner_of
 
 
+def coverage(span: tuple[int, int], finals: list[Any]) -> float:
+    """The share of a speech span inside the audio of the final transcripts (a resumed call
+    that skipped frames it never transcribed has only part of the span)."""
+    start, end = span
+    covered, cursor = 0, start
+    for t in sorted(finals, key=lambda t: t.start_ms):
+        lo, hi = max(t.start_ms, cursor), min(t.end_ms, end)
+        if hi > lo:
+            covered += hi - lo
+            cursor = hi
+    return covered / max(1, end - start)
+
+
+MIN_COVERAGE = 0.6  # of each speech stretch; VAD edges and joined pauses make it under 1
+
+
 def _covered(run: CallRun, watcher: TopicWatcher) -> bool:
     records = watcher.calls[run.call_sid]
     finals = records.finals
     spans = speech_spans_ms(run.spec.path)
-    heard = all(any(t.start_ms < e and t.end_ms > s for t in finals) for s, e in spans)
+    heard = all(coverage(span, finals) >= MIN_COVERAGE for span in spans)
     escalated = any(d.decision == "escalate" for d in records.decisions)
     return heard and (escalated or run.spec.expected != "escalate")
 
@@ -213,8 +230,8 @@ async def test_two_workers_share_calls_and_survive_a_kill(
         assert max(decided.values()) == 1, f"{label}: duplicated decisions {decided}"
         # No loss: every stretch of speech in the audio overlaps a final transcript.
         for start, end in speech_spans_ms(run.spec.path):
-            assert any(t.start_ms < end and t.end_ms > start for t in finals), (
-                f"{label}: speech at {start}-{end} ms has no transcript: "
+            assert coverage((start, end), finals) >= MIN_COVERAGE, (
+                f"{label}: speech at {start}-{end} ms is not (all) transcribed: "
                 f"{[(t.start_ms, t.end_ms, t.text) for t in finals]}"
             )
         escalations = [d for d in records.decisions if d.decision == "escalate"]
