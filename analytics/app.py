@@ -14,6 +14,8 @@
 * our catalogue topics are never declared by faust (they are created beforehand with
   ``agentstream.stack.topics.create_topics``; :func:`catalogue_topic` marks them non-internal),
   and the leader-election topic is disabled;
+* no record is skipped around a rebalance (:class:`analytics.gapless.GaplessMixin` on the
+  consumer), and a rebalance does not wait for held events (``stream_wait_empty=False``);
 * the web server is off by default (or on a configurable port) and each process gets its own
   temporary datadir, so several workers run side by side on one machine.
 

@@ -1,28 +1,30 @@
 """Never let a record be skipped: the worker's faust consumer reads each partition without gaps.
 
-faust-streaming drops fetched records in a few places (a batch cut short when its flow stops or
-the group generation changes during a rebalance, a partition not yet active again after one),
-while the client's fetch position has already moved past them. The next record it delivers is
-then further on, and faust books the offsets in between as a "gap" that counts as acknowledged:
-the next commit passes records that no agent ever saw. Seen on a two-worker kill: the survivor
-took a partition over at committed offset 6, was handed offset 236 first, and the 230 frames in
-between (two calls' speech) were committed unread.
+faust-streaming drops fetched records in a few places: a batch cut short when its flow stops
+or the group generation changes during a rebalance, records of a partition not yet active again
+while its recovery runs. The client's fetch position has already moved past them. The next
+record faust is handed is further on, and faust books the offsets in between as a "gap" that
+counts as acknowledged: the next commit passes records that no agent ever saw. Seen on a
+two-worker kill: the survivor took a partition over at committed offset 6, was handed offset
+236 first, and the 230 frames in between (two calls' speech) were committed unread.
 
 Our topics are neither compacted nor transactional, so a gap in them is never real. This mixin
-keeps the offset each stream partition must deliver next (from the committed offsets faust
-seeks to, then from each delivered record): a record beyond it is not delivered, the partition
-is sought back to it and the skipped records come again; a record before it (a replay of one
-already delivered) is dropped. Table changelogs, which faust's recovery seeks on its own, are
-left alone.
+checks each record against faust's own read offset (the last record handed to the agents, or
+the committed offset after a seek) before faust sees it: a record beyond the next expected
+offset is withheld, the partition is sought back to that offset and the skipped records come
+again, in order. Table changelogs, which faust's recovery seeks on its own, are left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+STRANDED_S = 1.0  # how long faust may hold a partition's fetched records before a re-read
 
 
 def _tracked(tp: Any) -> bool:
@@ -32,53 +34,98 @@ def _tracked(tp: Any) -> bool:
 class GaplessMixin:
     """Mix into a faust ``Consumer`` (before it in the bases)."""
 
-    _next_offsets: dict[Any, int]
     gaps_refetched: int = 0
 
-    def _expected(self) -> dict[Any, int]:
-        if not hasattr(self, "_next_offsets"):
-            self._next_offsets = {}
-        return self._next_offsets
+    def _gapless_state(self) -> tuple[dict[Any, int], dict[Any, int], dict[Any, int]]:
+        """Per partition: the last offset passed to faust, the last one faust took (its read
+        offset moved to it), and the offset being read again after a gap."""
+        if not hasattr(self, "_gapless_passed"):
+            self._gapless_passed: dict[Any, int] = {}
+            self._gapless_taken: dict[Any, int] = {}
+            self._gapless_refetch: dict[Any, int] = {}
+        return self._gapless_passed, self._gapless_taken, self._gapless_refetch
+
+    def _next_expected(self, tp: Any) -> int | None:
+        """The offset faust must be handed next: one past the last record it took, or the
+        offset it was sought to (its read offset holds either)."""
+        read = self._read_offset.get(tp)  # type: ignore[attr-defined]
+        if read is None:
+            return None
+        passed, taken, _ = self._gapless_state()
+        if passed.get(tp) == read:
+            taken[tp] = read  # faust took the last record passed to it
+        return int(read) + 1 if taken.get(tp) == read else int(read)
+
+    def _fetch_positions(self) -> dict[Any, int]:
+        """The client's fetch position of each assigned partition (aiokafka internals, read
+        only; empty when unavailable)."""
+        try:
+            client = self._thread._consumer  # type: ignore[attr-defined]
+            assignment = client._subscription.subscription.assignment
+            return {
+                tp: assignment.state_value(tp).position
+                for tp in client.assignment()
+                if assignment.state_value(tp) is not None
+            }
+        except AttributeError:
+            return {}
+
+    async def _read_again(self, tp: Any, want: int, got: int, why: str) -> None:
+        passed, taken, refetch = self._gapless_state()
+        refetch[tp] = want
+        self.gaps_refetched += 1
+        logger.warning(
+            "%s[%d]: %s %d, expected %d: reading %d records again",
+            tp.topic,
+            tp.partition,
+            why,
+            got,
+            want,
+            got - want,
+        )
+        passed.pop(tp, None)
+        taken.pop(tp, None)
+        await self.seek(tp, want)  # type: ignore[attr-defined]
+
+    async def _check_stranded(self) -> None:
+        """Records the client returned but faust discarded at a partition's end: no later record
+        comes to show the gap, so compare faust's read offset with the fetch position (equal
+        between batches) twice, ``STRANDED_S`` apart."""
+        now = time.monotonic()
+        if now - getattr(self, "_gapless_checked_at", 0.0) < STRANDED_S:
+            return
+        self._gapless_checked_at = now
+        seen: dict[Any, tuple[int, int]] = getattr(self, "_gapless_stranded", {})
+        stranded: dict[Any, tuple[int, int]] = {}
+        for tp, position in self._fetch_positions().items():
+            want = self._next_expected(tp) if _tracked(tp) else None
+            if want is None or position is None or position <= want:
+                continue
+            if seen.get(tp) == (want, position):
+                await self._read_again(tp, want, position, "fetched up to")
+            else:
+                stranded[tp] = (want, position)
+        self._gapless_stranded = stranded
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - faust API
-        expected = self._expected()
-        refetching: set[Any] = set()
+        passed, _, refetch = self._gapless_state()
+        await self._check_stranded()
         async for tp, message in super().getmany(timeout):  # type: ignore[misc]
-            if not _tracked(tp):
-                yield tp, message
-                continue
-            want = expected.get(tp)
-            offset = message.offset
-            if want is not None and offset != want:
-                if offset > want and tp not in refetching:
-                    refetching.add(tp)
-                    self.gaps_refetched += 1
-                    logger.warning(
-                        "%s[%d]: handed offset %d, expected %d: reading %d records again",
-                        tp.topic,
-                        tp.partition,
-                        offset,
-                        want,
-                        offset - want,
-                    )
-                    await self.seek(tp, want)  # type: ignore[attr-defined]
-                continue  # beyond a gap (re-read after the seek) or already delivered
-            expected[tp] = offset + 1
+            if _tracked(tp):
+                want = self._next_expected(tp)
+                offset = message.offset
+                if want is not None and offset > want:
+                    if refetch.get(tp) != want:
+                        await self._read_again(tp, want, offset, "handed offset")
+                    continue  # withheld: it comes again after the records before it
+                if want is not None and offset < want:
+                    continue  # faust took it already (a seek went back over it)
+                refetch.pop(tp, None)
+                passed[tp] = offset
             yield tp, message
 
-    async def perform_seek(self) -> None:
-        """faust seeks every partition to its committed offset (after an assignment, or when a
-        fetch came while its flow was stopped): expect that offset, except where this
-        assignment already delivered further (those records are in flight in the agents, so a
-        second delivery would be a duplicate)."""
-        await super().perform_seek()  # type: ignore[misc]
-        expected = self._expected()
-        for tp, offset in self._read_offset.items():  # type: ignore[attr-defined]
-            if offset is not None and _tracked(tp) and tp not in expected:
-                expected[tp] = offset
-
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        expected = self._expected()
-        for tp in revoked:
-            expected.pop(tp, None)
+        for state in self._gapless_state():
+            for tp in revoked:
+                state.pop(tp, None)
         await super().on_partitions_revoked(revoked)  # type: ignore[misc]

@@ -116,6 +116,7 @@ class LocalStack:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",  # each log line reaches its file at once, even at SIGKILL
             "TRANSFORMERS_OFFLINE": "1",
             "AGENTSTREAM_INGEST_HOST": self.host,
             "AGENTSTREAM_INGEST_PORT": str(self.ingest_port),

@@ -91,6 +91,7 @@ class CallTranscriber:
         self.partition: int | None = None
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self._run(), name=f"call-{self.call_sid}")
+        self.task.add_done_callback(self._finished)
 
     def put(self, meta: AudioFrameMeta, pcm: bytes, done: Done) -> None:
         self.last_frame_at = self.service.clock()
@@ -103,37 +104,38 @@ class CallTranscriber:
             self.queue.put_nowait(_END)
 
     async def _run(self) -> None:
-        try:
-            while True:
-                item = await self.queue.get()
-                if item is _END:
-                    await self._finish_call()
-                    self._release()
-                    return
-                if item is _CHECK_STOP:
-                    if self.stop_sequence is not None and (
-                        self.last_sequence >= self.stop_sequence - 1
-                    ):
-                        self.end()
-                    continue
-                meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
-                self.service.queued -= 1
-                self.service.capacity_changed()
-                self.held.append(done)
-                try:
-                    await self._process(meta, pcm)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one call's failure must not stop others
-                    await self._failed(meta, exc)
-                if not self.segmenter.in_speech:
-                    await self._progress()
-                    self._release()
+        while True:
+            item = await self.queue.get()
+            if item is _END:
+                await self._finish_call()
+                self._release()
+                return
+            if item is _CHECK_STOP:
                 if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
-                    self.end()  # every frame before the stop is in: flush now, no silence wait
-        finally:
-            # Cancelled (worker shutdown): held frames stay unacknowledged, so uncommitted.
-            self.service.forget(self)
+                    self.end()
+                continue
+            meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
+            self.service.queued -= 1
+            self.service.capacity_changed()
+            self.held.append(done)
+            try:
+                await self._process(meta, pcm)
+            except Exception as exc:  # noqa: BLE001 - one call's failure must not stop others
+                await self._failed(meta, exc)
+            if not self.segmenter.in_speech:
+                await self._progress()
+                self._release()
+            if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
+                self.end()  # every frame before the stop is in: flush now, no silence wait
+
+    def _finished(self, _: object) -> None:
+        """The task ended, failed or was cancelled (even before it ran: worker shutdown, a revoked
+        partition): held and queued frames stay unacknowledged, so uncommitted, and free their
+        capacity."""
+        while not self.queue.empty():
+            self.service.queued -= isinstance(self.queue.get_nowait(), tuple)
+        self.service.capacity_changed()
+        self.service.forget(self)
 
     def _release(self) -> None:
         held, self.held = self.held, []
@@ -416,7 +418,13 @@ class TranscriptionService:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
         self.calls_ended += 1
-        logger.info("call %s ended; %d calls active", session.call_sid, len(self.sessions))
+        logger.info(
+            "call %s ended at %d ms of its audio (frame %d); %d calls active",
+            session.call_sid,
+            session.segmenter.position_ms,
+            session.last_sequence,
+            len(self.sessions),
+        )
 
     def capacity_changed(self) -> None:
         if self.queued < self.config.max_queued_frames:

@@ -230,3 +230,32 @@ async def test_partials_redaction_and_tenant() -> None:
         assert finals[0].tenant == "acme"
     finally:
         await service.stop()
+
+
+async def test_dropped_calls_leave_no_frames_counted_against_capacity() -> None:
+    clock, acked = FakeClock(), {}
+    sink = FakeSink(acked)
+    service = make_service(FakeRecognizer(), sink, clock)
+    await service.start()
+    try:
+        for sid, partition in (("CA1", 1), ("CA2", 2)):
+            frames = chunks(call_pcm([0.2, 0.3, 0.4]), 8000, 100)
+            for i, frame in enumerate(frames):
+                meta = AudioFrameMeta(
+                    call_sid=sid,
+                    stream_sid=f"S-{sid}",
+                    sequence_number=i + 1,
+                    sample_rate_hz=8000,
+                    received_at_ms=int(clock.now * 1000) + i * 100,
+                    offset_ms=i * 100,
+                )
+                service.on_frame(meta, frame, lambda: None, partition)
+        assert service.queued > 0
+        # A rebalance takes both partitions away before their frames were processed: nothing
+        # was acknowledged, and the dropped frames must not hold the consumer back afterwards.
+        assert service.drop_partitions({1, 2}) == 2
+        await async_wait_until(lambda: service.calls_ended == 2, timeout=10)  # tasks wound down
+        assert not acked
+        assert service.queued == 0
+    finally:
+        await service.stop()

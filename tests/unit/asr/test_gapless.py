@@ -1,11 +1,14 @@
-"""The worker's consumer never delivers past a gap: it seeks back and reads the records again."""
+"""The worker's consumer never hands faust a record past a gap: it seeks back and reads again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from analytics import gapless
 from analytics.gapless import GaplessMixin
 
 
@@ -22,8 +25,9 @@ class Message:
 
 @dataclass
 class FakeConsumer:
-    """Stands in for faust's Consumer: a log per partition and a fetch position that a test can
-    push ahead (as faust does when it drops a fetched batch)."""
+    """Stands in for faust's Consumer: a log per partition, an aiokafka-like fetch position
+    (moved past each batch as it is returned) and faust's read offset (set by the drain loop
+    for each record it hands on, and by seeks)."""
 
     logs: dict[TP, int]
     positions: dict[TP, int] = field(default_factory=dict)
@@ -34,7 +38,7 @@ class FakeConsumer:
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         batches = {}
-        for tp, end in self.logs.items():  # as aiokafka: the position moves past the batch
+        for tp, end in self.logs.items():
             start = self.positions.get(tp, 0)
             batches[tp] = range(start, min(end, start + self.batch))
             self.positions[tp] = max(start, batches[tp].stop)
@@ -52,6 +56,7 @@ class FakeConsumer:
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
         self.positions[tp] = offset
+        self._read_offset[tp] = offset
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
@@ -59,18 +64,29 @@ class FakeConsumer:
 
 
 class Consumer(GaplessMixin, FakeConsumer):
-    pass
+    def _fetch_positions(self) -> dict[Any, int]:
+        return dict(self.positions)
 
 
 AUDIO = TP("agentstream.audio", 2)
 CHANGELOG = TP("app-agentstream-callstate-changelog", 2)
 
 
-async def drain(consumer: Any, rounds: int = 40) -> list[tuple[TP, int]]:
+async def drain(
+    consumer: Any, rounds: int = 40, drop: Callable[[int], bool] = lambda _: False
+) -> list[tuple[TP, int]]:
+    """faust's drain loop: hands each record on and moves its read offset (unless ``drop``:
+    a record faust discards, as in a flow stop mid-batch)."""
     got: list[tuple[TP, int]] = []
     for _ in range(rounds):
         async for tp, message in consumer.getmany(timeout=0):
+            read = consumer._read_offset.get(tp)
+            if read is not None and message.offset < read:
+                continue  # faust drops what is behind its read offset
+            if drop(message.offset):
+                continue
             got.append((tp, message.offset))
+            consumer._read_offset[tp] = message.offset
     return got
 
 
@@ -79,25 +95,32 @@ async def test_a_jump_past_unread_records_is_read_again_in_order() -> None:
     await consumer.perform_seek()
     got = [o for _, o in await drain(consumer, rounds=1)]
     assert got == [6, 7, 8]
-    consumer.positions[AUDIO] = 15  # records 9..14 fetched and dropped upstream
+    consumer.positions[AUDIO] = 15  # the client moved on past 9..14
     got += [o for _, o in await drain(consumer)]
     assert got == list(range(6, 20))
     assert consumer.seeks == [(AUDIO, 9)]
     assert consumer.gaps_refetched == 1
 
 
-async def test_a_record_delivered_again_is_dropped() -> None:
-    consumer = Consumer(logs={AUDIO: 10}, committed={AUDIO: 0})
+async def test_records_faust_dropped_are_read_again() -> None:
+    consumer = Consumer(logs={AUDIO: 12}, committed={AUDIO: 0})
     await consumer.perform_seek()
-    got = [o for _, o in await drain(consumer, rounds=1)]
-    consumer.positions[AUDIO] = 1  # faust seeks back to the committed offset mid-assignment
-    await consumer.perform_seek()  # ... and so does a flow-stopped fetch
-    consumer.positions[AUDIO] = 1
-    got += [o for _, o in await drain(consumer)]
-    assert got == list(range(10))
+    dropped = {3, 4, 5}
+    seen: list[int] = []
+
+    def drop_once(offset: int) -> bool:
+        if offset in dropped:
+            dropped.discard(offset)  # faust discarded it once (its flow stopped)
+            return True
+        return False
+
+    for _ in range(40):
+        seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
+    assert seen == list(range(12))
+    assert consumer.seeks == [(AUDIO, 3), (AUDIO, 4), (AUDIO, 5)]  # each drop read again
 
 
-async def test_after_a_revoke_the_next_owner_position_is_expected() -> None:
+async def test_the_first_record_after_a_seek_is_the_sought_one() -> None:
     consumer = Consumer(logs={AUDIO: 10}, committed={AUDIO: 0})
     await consumer.perform_seek()
     await drain(consumer, rounds=2)
@@ -105,14 +128,37 @@ async def test_after_a_revoke_the_next_owner_position_is_expected() -> None:
     consumer.committed[AUDIO] = 4  # the partition comes back, committed at 4
     await consumer.perform_seek()
     assert [o for _, o in await drain(consumer)] == list(range(4, 10))
+    assert consumer.seeks == []
 
 
-async def test_changelogs_and_partitions_without_commits_are_passed_through() -> None:
+async def test_changelogs_and_partitions_without_a_read_offset_pass_through() -> None:
     consumer = Consumer(logs={CHANGELOG: 10, AUDIO: 5})
     await consumer.perform_seek()  # nothing committed: the first record read sets the pace
     consumer.positions[CHANGELOG] = 7  # recovery seeks changelogs on its own
+    consumer._read_offset[CHANGELOG] = 2
     consumer.positions[AUDIO] = 2
     got = await drain(consumer)
     assert [o for tp, o in got if tp == CHANGELOG] == [7, 8, 9]
     assert [o for tp, o in got if tp == AUDIO] == [2, 3, 4]
     assert consumer.seeks == []
+
+
+async def test_records_dropped_at_a_partition_end_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gapless, "STRANDED_S", 0.0)
+    consumer = Consumer(logs={AUDIO: 10}, committed={AUDIO: 0})
+    await consumer.perform_seek()
+    dropped = {7, 8, 9}  # the last records: nothing comes after them to show the gap
+
+    def drop_once(offset: int) -> bool:
+        if offset in dropped:
+            dropped.discard(offset)
+            return True
+        return False
+
+    seen: list[int] = []
+    for _ in range(10):
+        seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
+    assert seen == list(range(10))
+    assert consumer.seeks[0] == (AUDIO, 7)
