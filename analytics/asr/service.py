@@ -418,13 +418,8 @@ class TranscriptionService:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
         self.calls_ended += 1
-        logger.info(
-            "call %s ended at %d ms of its audio (frame %d); %d calls active",
-            session.call_sid,
-            session.segmenter.position_ms,
-            session.last_sequence,
-            len(self.sessions),
-        )
+        at = (session.segmenter.position_ms, session.last_sequence, len(self.sessions))
+        logger.info("call %s ended at %d ms of its audio (frame %d); %d active", session.call_sid, *at)
 
     def capacity_changed(self) -> None:
         if self.queued < self.config.max_queued_frames:
