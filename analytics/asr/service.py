@@ -419,7 +419,7 @@ class TranscriptionService:
             del self.sessions[session.call_sid]
         self.calls_ended += 1
         at = (session.segmenter.position_ms, session.last_sequence, len(self.sessions))
-        logger.info("call %s ended at %d ms of its audio (frame %d); %d active", session.call_sid, *at)
+        logger.info("call %s ended at %d ms of audio (frame %d); %d active", session.call_sid, *at)
 
     def capacity_changed(self) -> None:
         if self.queued < self.config.max_queued_frames:
