@@ -57,18 +57,19 @@ class GaplessMixin:
         return int(read) + 1 if taken.get(tp) == read else int(read)
 
     def _fetch_positions(self) -> dict[Any, int]:
-        """The client's fetch position of each assigned partition (aiokafka internals, read
-        only; empty when unavailable)."""
+        """The client's fetch position of each assigned partition that has one (aiokafka
+        internals, read only; empty when unavailable)."""
+        positions: dict[Any, int] = {}
         try:
             client = self._thread._consumer  # type: ignore[attr-defined]
             assignment = client._subscription.subscription.assignment
-            return {
-                tp: assignment.state_value(tp).position
-                for tp in client.assignment()
-                if assignment.state_value(tp) is not None
-            }
-        except AttributeError:
+            for tp in client.assignment():
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    positions[tp] = int(state.position)
+        except (AttributeError, AssertionError):
             return {}
+        return positions
 
     async def _read_again(self, tp: Any, want: int, got: int, why: str) -> None:
         passed, taken, refetch = self._gapless_state()
