@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,18 @@ class _Pending:
     essential: bool  # a decision: never dropped
 
 
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence one library logger for the duration (the probe's refusal is expected)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 async def start_producer(settings: RoutingSettings, kafka: dict[str, Any]) -> AIOKafkaProducer:
     """An ``acks=all`` producer, idempotent where the broker supports it (see module docstring)."""
     s = settings
@@ -61,7 +74,8 @@ async def start_producer(settings: RoutingSettings, kafka: dict[str, Any]) -> AI
     if s.producer_idempotence != "off":
         producer = AIOKafkaProducer(**common, enable_idempotence=True)
         try:
-            await producer.start()
+            with _quiet("aiokafka.producer.sender"):  # its refusal is logged below, once
+                await producer.start()
             return producer
         except KafkaError as exc:
             with contextlib.suppress(KafkaError, OSError):
