@@ -83,7 +83,10 @@ class IngestSettings(KafkaFields, BaseSettings):
     linger_ms: float = Field(5.0, ge=0)
     batch_max_bytes: int = Field(256 * 1024, ge=1024)
     acks: str = "all"
-    enable_idempotence: bool = False
+    enable_idempotence: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="idempotent producer: auto = on unless the broker refuses it (embedded tansu)",
+    )
     request_timeout_ms: int = Field(30_000, ge=500)
     retry_backoff_ms: int = Field(200, ge=10)
     connect_timeout_s: float = Field(30.0, gt=0, description="wait for Kafka at start")
@@ -98,6 +101,15 @@ class IngestSettings(KafkaFields, BaseSettings):
     )
     handoff_enabled: bool = True
     upstream_open_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("enable_idempotence", mode="before")
+    @classmethod
+    def _idempotence(cls, value: Any) -> Any:
+        """The former boolean spellings still work: true -> on, false -> off."""
+        flags = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return flags.get(str(value).strip().lower(), value)
 
     @field_validator("allow_ips", "stream_url_params", mode="before")
     @classmethod

@@ -20,9 +20,10 @@ with ``send_batch()`` and waits for the ack before taking the next one, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -40,6 +41,18 @@ from schemas.topics import DEADLETTER as DEADLETTER_TOPIC
 from schemas.topics import TopicSpec, prefixed
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence one library logger for the duration (an expected refusal is logged once)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class SinkError(RuntimeError):
@@ -85,23 +98,35 @@ class RecordSink:
     async def start(self) -> None:
         s = self.settings
         deadline = self.clock() + s.connect_timeout_s
+        idempotent = s.enable_idempotence != "off"
         while True:
             producer = AIOKafkaProducer(
                 bootstrap_servers=s.bootstrap_servers,
                 client_id=f"{s.client_id}-ingest",
-                acks="all" if s.acks == "all" else int(s.acks),
-                enable_idempotence=s.enable_idempotence,
+                acks="all" if s.acks == "all" or idempotent else int(s.acks),
+                enable_idempotence=idempotent,
                 max_batch_size=s.batch_max_bytes,
                 request_timeout_ms=s.request_timeout_ms,
                 retry_backoff_ms=s.retry_backoff_ms,
                 linger_ms=0,
             )
             try:
-                await producer.start()
+                with _quiet("aiokafka.producer.sender"):  # a refusal is logged below, once
+                    await producer.start()
                 for spec in (AUDIO_TOPIC, CALLS_TOPIC, DEADLETTER_TOPIC):
                     await self._learn_partitions(producer, spec)
             except (KafkaError, OSError) as exc:
                 await producer.stop()
+                refused = isinstance(exc, KafkaError) and not exc.retriable
+                if idempotent and refused and s.enable_idempotence == "auto":
+                    idempotent = False  # e.g. the embedded tansu broker refuses InitProducerId
+                    logger.warning(
+                        "the broker refuses idempotent producers (%r): sending with acks=%s "
+                        "only; a retried send may then be written twice",
+                        exc,
+                        s.acks,
+                    )
+                    continue
                 if self.clock() >= deadline:
                     raise SinkError(f"Kafka at {s.bootstrap_servers} not usable: {exc}") from exc
                 logger.warning("waiting for Kafka at %s: %s", s.bootstrap_servers, exc)
