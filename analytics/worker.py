@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import Recognizer
 from analytics.asr.engines import load_recognizer
+from analytics.asr.frontend import FrontEndConfig
 from analytics.asr.ports import Redact, ServiceConfig
 from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
@@ -160,6 +161,12 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
             max_utterance_ms=settings.max_utterance_ms,
             early_end_ms=settings.vad_early_end_ms,
         ),
+        front=FrontEndConfig(
+            resampler=settings.resampler,
+            agc=settings.agc,
+            agc_target_dbfs=settings.agc_target_dbfs,
+            agc_max_gain_db=settings.agc_max_gain_db,
+        ),
         executor_workers=settings.executor_workers,
         idle_timeout_s=settings.call_idle_timeout_s,
         stop_grace_s=settings.stop_grace_s,
@@ -198,7 +205,7 @@ def build_worker(
         recognizer or load_recognizer(settings),
         sink,
         service_config(settings),
-        vad=(vad or SileroVad()) if use_vad_model else None,
+        vad=(vad or SileroVad(model=settings.vad_model)) if use_vad_model else None,
         redact=make_redactor(rules),
         clock=clock,
     )

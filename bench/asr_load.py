@@ -163,7 +163,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = WorkerSettings()
     frames = call_audio(args.tiers, args.max_utterance_s)
-    vad = SileroVad()
+    vad = SileroVad(model=settings.vad_model)
     print(
         f"engine {settings.asr_engine}, {settings.executor_workers} inference threads, "
         f"batch <= {settings.whisper_batch_max}, window >= {settings.whisper_min_window_s} s, "

@@ -1,107 +1,163 @@
-"""WER per corpus tier at 8 and 16 kHz, and the real-time factor, through the worker's ASR path.
+"""WER per corpus tier, per channel and per model tier, through the worker's streaming path.
 
-Each file goes through what a live call goes through: (8 kHz resampling,) 100 ms PCM16 frames,
-Silero VAD utterance cutting, the configured recogniser. Both sides are normalised (case,
-punctuation, numbers) by analytics.asr.wer before scoring.
+Each file is sent as one call through what a live call goes through (see asr_harness.py): the
+channel (``plain``: 8 kHz; ``telephone``: 8 kHz, 300-3400 Hz band, G.711 mu-law round trip; see
+channel.py), 100 ms PCM16 frames, per-frame resampling to 16 kHz, Silero VAD utterance cutting,
+the configured recogniser with the worker's settings. Both sides are normalised (case,
+punctuation, numbers) by analytics.asr_metrics before scoring. Everything is deterministic: the
+same command gives the same WER (timings are CPU time and vary a little).
 
-    .venv/bin/python bench/asr_wer.py                     # tiers A+B, 8 and 16 kHz
-    .venv/bin/python bench/asr_wer.py --tiers A,B,C --rates 8000
-    AGENTSTREAM_WORKER_WHISPER_MIN_WINDOW_S=30 .venv/bin/python bench/asr_wer.py   # stock padding
+    .venv/bin/python bench/asr_wer.py                                 # tiers A+B, plain + telephone
+    .venv/bin/python bench/asr_wer.py --channel telephone --model-tiers fast,accurate
+    .venv/bin/python bench/asr_wer.py --channel none,plain,band,mulaw,telephone
+    .venv/bin/python bench/asr_wer.py --write-audio /tmp/tel   # also save the degraded set (WAV)
+    AGENTSTREAM_WORKER_WHISPER_BEAM_SIZE=5 .venv/bin/python bench/asr_wer.py   # any setting
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import asyncio
 import json
 import os
 import time
 from pathlib import Path
+from typing import Any, cast
 
+import soundfile as sf
+from asr_harness import CORPUS, ROOT, StreamPath, TimedRecognizer, channel_audio, corpus_rows
+
+from agentstream.sim.channel import CHANNELS, Channel
 from analytics.asr.engines import load_recognizer
-from analytics.asr.offline import transcribe_file
+from analytics.asr.models import TIERS, Tier
 from analytics.asr.vad import SileroVad
 from analytics.asr.wer import word_errors
 from analytics.settings import WorkerSettings
 from analytics.worker import service_config
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "speech" / "corpus.tsv"
+
+def settings_for(tier: str | None, base: WorkerSettings) -> WorkerSettings:
+    if tier is None:
+        return base
+    return base.model_copy(update={"whisper_tier": cast(Tier, tier)})
+
+
+async def run_condition(
+    settings: WorkerSettings,
+    rows: list[dict[str, str]],
+    base: Path,
+    channel: Channel,
+    show_errors: float,
+    write_audio: Path | None,
+) -> dict[str, Any]:
+    recognizer = TimedRecognizer(load_recognizer(settings))
+    config = service_config(settings)
+    path = StreamPath(recognizer, config, SileroVad(model=settings.vad_model))
+    await path.start()
+    per_tier: dict[str, list[int]] = {}
+    audio_s = 0.0
+    texts: dict[str, str] = {}
+    wall0 = time.perf_counter()
+    try:
+        for row in rows:
+            audio, rate = channel_audio(base / row["file"], channel)
+            if write_audio is not None:
+                out = write_audio / channel / (Path(row["file"]).stem + ".wav")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(out), audio, rate, subtype="PCM_16")
+            transcripts = await path.call(audio, rate, call_sid=Path(row["file"]).stem)
+            text = " ".join(t.text for t in transcripts).strip()
+            texts[row["file"]] = text
+            errors, words = word_errors(row["transcript"], text)
+            for key in (row["tier"], "all"):
+                acc = per_tier.setdefault(key, [0, 0, 0])
+                acc[0] += errors
+                acc[1] += words
+                acc[2] += 1
+            audio_s += audio.shape[0] / rate
+            if words and errors / words > show_errors:
+                print(f"    {errors}/{words} {row['file']}: {text[:90]!r}")
+    finally:
+        await path.stop()
+    utts = max(1, recognizer.utterances)
+    return {
+        "channel": channel,
+        "wer": {k: v[0] / v[1] for k, v in per_tier.items() if v[1]},
+        "errors_words": {k: v[:2] for k, v in per_tier.items()},
+        "audio_s": round(audio_s, 1),
+        "utterances": recognizer.utterances,
+        "decode_cpu_rtf": recognizer.cpu_s / audio_s if audio_s else 0.0,
+        "decode_cpu_ms_per_utt": 1000 * recognizer.cpu_s / utts,
+        "decode_wall_ms_per_utt": 1000 * recognizer.wall_s / utts,
+        "wall_s": round(time.perf_counter() - wall0, 1),
+        "texts": texts,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--tiers", default="A,B", help="comma-separated tiers (A,B,C)")
-    parser.add_argument("--rates", default="8000,16000", help="comma-separated sample rates")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--tiers", default="A,B", help="comma-separated corpus tiers (A,B,C)")
+    parser.add_argument(
+        "--channel",
+        default="plain,telephone",
+        help=f"comma-separated channels: {', '.join(CHANNELS)} (none = the 16 kHz originals)",
+    )
+    parser.add_argument(
+        "--model-tiers",
+        default="",
+        help=f"comma-separated model tiers ({', '.join(TIERS)}); default: the worker's settings",
+    )
     parser.add_argument("--limit", type=int, default=0, help="first N utterances only")
     parser.add_argument("--show-errors", type=float, default=0.5, help="print utts above this WER")
+    parser.add_argument("--write-audio", type=Path, help="save each channel's audio here (WAV)")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "asr_wer.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    settings = WorkerSettings()
-    recognizer = load_recognizer(settings)
-    t0 = time.perf_counter()
-    recognizer.warm_up()
-    load_s = time.perf_counter() - t0
-    vad = SileroVad()
-    vad_config = service_config(settings).vad
-    tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
-    rows = [r for r in csv.DictReader(args.corpus.open(), delimiter="\t") if r["tier"] in tiers]
+    base_settings = WorkerSettings()
+    corpus_tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
+    rows = corpus_rows(args.corpus, corpus_tiers)
     if args.limit:
         rows = rows[: args.limit]
-    base = args.corpus.parent
-    report: dict[str, object] = {
-        "engine": recognizer.engine,
+    channels = [cast(Channel, c.strip()) for c in args.channel.split(",") if c.strip()]
+    for channel in channels:
+        if channel not in CHANNELS:
+            parser.error(f"unknown channel {channel!r}")
+    model_tiers: list[str | None] = [t.strip() for t in args.model_tiers.split(",") if t.strip()]
+    if not model_tiers:
+        model_tiers = [None]
+    report: dict[str, Any] = {
+        "label": args.label,
         "settings": {
             k: str(v)
-            for k, v in settings.model_dump().items()
+            for k, v in base_settings.model_dump().items()
             if k.startswith(("whisper", "vosk", "vad", "asr"))
         },
-        "load_s": round(load_s, 2),
-        "results": [],
+        "corpus_tiers": corpus_tiers,
+        "runs": [],
     }
-    print(f"engine {recognizer.engine}, {len(rows)} utterances, tiers {'+'.join(tiers)}")
-    print(f"{'rate':>6} {'tier':>4} {'utts':>5} {'words':>6} {'WER':>7} {'audio s':>8} {'RTF':>6}")
-    for rate in (int(r) for r in args.rates.split(",")):
-        per_tier: dict[str, list[int]] = {}
-        audio_s = elapsed_s = 0.0
-        total = [0, 0]
-        for row in rows:
-            result = transcribe_file(base / row["file"], recognizer, vad, vad_config, rate)
-            errors, words = word_errors(row["transcript"], result.text)
-            acc = per_tier.setdefault(row["tier"], [0, 0, 0])
-            acc[0] += errors
-            acc[1] += words
-            acc[2] += 1
-            total[0] += errors
-            total[1] += words
-            audio_s += result.audio_s
-            elapsed_s += result.elapsed_s
-            if words and errors / words > args.show_errors:
-                print(f"    {errors}/{words} {row['file']}: {result.text[:90]!r}")
-        for tier, (errors, words, n) in sorted(per_tier.items()):
-            print(f"{rate:>6} {tier:>4} {n:>5} {words:>6} {errors / words:>7.2%}")
-            report["results"].append(  # type: ignore[attr-defined]
-                {"rate": rate, "tier": tier, "utterances": n, "words": words, "wer": errors / words}
+    order = [*corpus_tiers, "all"]
+    print(f"{len(rows)} utterances, corpus tiers {'+'.join(corpus_tiers)}")
+    header = " ".join(f"{t if t != 'all' else '+'.join(corpus_tiers):>7}" for t in order)
+    print(f"{'model':>9} {'channel':>9} {header} {'utts':>5} {'cpu RTF':>7} {'ms/utt':>6}")
+    for tier in model_tiers:
+        settings = settings_for(tier, base_settings)
+        for channel in channels:
+            result = asyncio.run(
+                run_condition(
+                    settings, rows, args.corpus.parent, channel, args.show_errors, args.write_audio
+                )
             )
-        rtf = elapsed_s / audio_s if audio_s else 0.0
-        print(
-            f"{rate:>6} {'all':>4} {len(rows):>5} {total[1]:>6} {total[0] / total[1]:>7.2%} "
-            f"{audio_s:>8.1f} {rtf:>6.3f}"
-        )
-        report["results"].append(  # type: ignore[attr-defined]
-            {
-                "rate": rate,
-                "tier": "+".join(tiers),
-                "utterances": len(rows),
-                "words": total[1],
-                "wer": total[0] / total[1],
-                "audio_s": audio_s,
-                "rtf": rtf,
-            }
-        )
+            result["model_tier"] = tier or str(settings.whisper_model_path or "default")
+            wers = " ".join(f"{result['wer'].get(t, 0.0):>7.2%}" for t in order)
+            print(
+                f"{tier or 'settings':>9} {channel:>9} {wers} {result['utterances']:>5} "
+                f"{result['decode_cpu_rtf']:>7.3f} {result['decode_cpu_ms_per_utt']:>6.0f}",
+                flush=True,
+            )
+            report["runs"].append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

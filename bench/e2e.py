@@ -21,6 +21,7 @@ Results go to bench/results/e2e-<time>.json.
 
     .venv/bin/python bench/e2e.py --calls 1 10
     .venv/bin/python bench/e2e.py --find-max --start 4 --step 4
+    .venv/bin/python bench/e2e.py --calls 1 10 --channel telephone   # as the phone network delivers
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ async def run_level(
         ramp_ms=args.spread_s * 1000 / max(1, n),
         passthru_delay_ms=args.passthru_delay_ms,
         wait_ready_s=180.0,
+        channel=args.channel,
     )
     # Each of the n concurrent "lines" plays `rounds` calls back to back.
     runs = plan_calls(specs, n * args.rounds, options)
@@ -305,6 +307,12 @@ def main() -> int:
         default=5.0,
         help="start the N calls evenly over this many seconds (0 = all at once, the worst "
         "case: the demo calls' utterances then end together)",
+    )
+    parser.add_argument(
+        "--channel",
+        choices=("none", "plain", "band", "mulaw", "telephone"),
+        default="none",
+        help="play the calls through this channel (telephone: 8 kHz, 300-3400 Hz, mu-law)",
     )
     parser.add_argument("--settle", type=float, default=20.0)
     parser.add_argument(

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="both",
         help="sample rates to rotate through (default both)",
     )
+    parser.add_argument(
+        "--channel",
+        choices=("none", "plain", "band", "mulaw", "telephone"),
+        default="none",
+        help="degrade the audio as the phone network would (telephone: 8 kHz, 300-3400 Hz, "
+        "G.711 mu-law)",
+    )
     parser.add_argument("--ramp-ms", type=float, default=0.0, help="delay between call starts")
     parser.add_argument("--ingest", help="ingest base URL (AGENTSTREAM_SIMULATOR_INGEST_URL)")
     parser.add_argument("--routing", help="routing base URL (AGENTSTREAM_SIMULATOR_ROUTING_URL)")
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         ramp_ms=args.ramp_ms,
         passthru=not args.no_passthru,
         passthru_delay_ms=args.passthru_delay_ms,
+        channel=args.channel,
     )
     try:
         runs = plan_calls(specs, args.calls, options)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analytics.asr.offline import FileResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--engine", choices=["whisper", "vosk"], help="ASR engine (AGENTSTREAM_WORKER_ASR_ENGINE)"
     )
     parser.add_argument("--model", help="model directory for the chosen engine")
+    parser.add_argument(
+        "--tier",
+        choices=["fast", "accurate"],
+        help="Whisper model tier (AGENTSTREAM_WORKER_WHISPER_TIER): fast = tiny.en, "
+        "accurate = base (multilingual)",
+    )
     parser.add_argument("--no-redact", action="store_true", help="print text without redaction")
     parser.set_defaults(func=run)
 
@@ -30,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # `agentstream --help` and the other commands stay fast.
     from analytics.asr.base import AsrError
     from analytics.asr.engines import load_recognizer
-    from analytics.asr.offline import transcribe_file
+    from analytics.asr.offline import transcribe_files
     from analytics.asr.vad import SileroVad
     from analytics.settings import WorkerSettings
     from analytics.worker import load_rules, make_redactor, service_config
@@ -41,28 +51,34 @@ def run(args: argparse.Namespace) -> int:
     engine = args.engine or WorkerSettings().asr_engine
     if args.model:
         overrides["vosk_model_path" if engine == "vosk" else "whisper_model_path"] = args.model
+    if args.tier:
+        overrides["whisper_tier"] = args.tier
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    redact = None if args.no_redact else make_redactor(load_rules(settings))
+    code = 0
     try:
         recognizer = load_recognizer(settings)
-        recognizer.warm_up()
+        vad = SileroVad(model=settings.vad_model)
+        # The worker's own path: each file is one call through the TranscriptionService.
+        results = transcribe_files(
+            args.files, recognizer, vad, service_config(settings), args.rate, redact
+        )
+        for path, result in zip(args.files, results, strict=True):
+            code = max(code, _print(path, result, args.json))
     except AsrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    redact = None if args.no_redact else make_redactor(load_rules(settings))
-    vad = SileroVad()
-    config = service_config(settings).vad
-    code = 0
-    for path in args.files:
-        try:
-            result = transcribe_file(path, recognizer, vad, config, args.rate, redact)
-        except (OSError, RuntimeError, ValueError) as exc:
-            print(f"{path}\terror: {exc}", file=sys.stderr)
-            code = 1
-            continue
-        if args.json:
-            for transcript in result.transcripts:
-                sys.stdout.write(transcript.to_bytes().decode() + "\n")
-        else:
-            sys.stdout.write(f"{path}\t{result.text}\n")
-        sys.stdout.flush()
     return code
+
+
+def _print(path: str, result: FileResult | Exception, as_json: bool) -> int:
+    if isinstance(result, Exception):
+        print(f"{path}\terror: {result}", file=sys.stderr)
+        return 1
+    if as_json:
+        for transcript in result.transcripts:
+            sys.stdout.write(transcript.to_bytes().decode() + "\n")
+    else:
+        sys.stdout.write(f"{path}\t{result.text}\n")
+    sys.stdout.flush()
+    return 0

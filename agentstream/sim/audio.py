@@ -31,11 +31,16 @@ def resample(samples: np.ndarray, rate_from: int, rate_to: int) -> np.ndarray:
     return np.asarray(resample_poly(samples, rate_to // g, rate_from // g), dtype=np.float32)
 
 
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """The whole file as mono float32 samples and its sample rate."""
+    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return np.asarray(samples.mean(axis=1), dtype=np.float32), int(rate)
+
+
 def load_pcm16(path: Path, rate_hz: int) -> bytes:
     """The whole file as mono PCM16 LE at ``rate_hz``."""
-    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    return to_pcm16(resample(mono, int(rate), rate_hz))
+    mono, rate = read_mono(path)
+    return to_pcm16(resample(mono, rate, rate_hz))
 
 
 def frames(pcm16: bytes, rate_hz: int, frame_ms: int = 100) -> Iterator[bytes]:

@@ -33,7 +33,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agentstream.sim.audio import expand_inputs, frames, load_pcm16
+from agentstream.sim.audio import expand_inputs, frames
+from agentstream.sim.channel import Channel, load_channel_pcm16
 from agentstream.sim.messages import (
     Variant,
     connected_message,
@@ -123,6 +124,7 @@ class SimOptions:
     connect_timeout_s: float = 10.0
     account_sid: str = "simaccount"
     to_number: str = "08047112345"
+    channel: Channel = "none"  # what the phone network does first (agentstream.sim.channel)
 
     @classmethod
     def from_settings(cls, settings: SimulatorSettings, **play: Any) -> SimOptions:
@@ -398,7 +400,8 @@ class Simulator:
     def audio(self, run: CallRun) -> bytes:
         key = (run.spec.path, run.variant.sample_rate_hz)
         if key not in self._audio:
-            self._audio[key] = load_pcm16(run.spec.path, run.variant.sample_rate_hz)
+            rate, channel = run.variant.sample_rate_hz, self.options.channel
+            self._audio[key] = load_channel_pcm16(run.spec.path, rate, channel)
         return self._audio[key]
 
     async def run(self) -> list[CallRun]:

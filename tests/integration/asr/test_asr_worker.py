@@ -42,6 +42,8 @@ class WorkerProc:
             "AGENTSTREAM_WORKER_STOP_GRACE_S": "0.5",
             "AGENTSTREAM_WORKER_IDLE_SWEEP_INTERVAL_S": "0.2",
             "AGENTSTREAM_WORKER_COMMIT_INTERVAL_S": "0.5",
+            # the fake recogniser reads tone amplitudes back as text: keep the level as sent
+            "AGENTSTREAM_WORKER_AGC": "false",
         }
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
