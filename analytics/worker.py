@@ -35,6 +35,7 @@ from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
 from analytics.backlog import AudioBacklog, BacklogCollector
+from analytics.contiguity import Contiguity
 from analytics.delivery import deliver
 from analytics.heartbeat import HeartbeatState
 from analytics.metrics import WorkerMetrics
@@ -229,7 +230,10 @@ def build_worker(
     loader = ProgressLoader(settings.bootstrap_servers, prefixed(TRANSCRIPTS, prefix), progress)
     worker.progress = progress
 
+    order = Contiguity()  # the agent sees each audio partition's offsets in order
+
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        order.forget(tp for tp in revoked if tp.topic == audio_name)
         partitions = {tp.partition for tp in revoked if tp.topic == audio_name}
         loader.forget(partitions)
         for partition in partitions:
@@ -247,6 +251,16 @@ def build_worker(
         try:
             async for event in stream.noack().events():
                 message = event.message
+                committed = app.consumer._committed_offset.get(message.tp)
+                verdict, want = order.check(message.tp, message.offset, committed)
+                if verdict != "ok":
+                    if verdict == "gap":  # faust took records it never passed on: again
+                        logger.warning(
+                            "audio partition %d: got offset %d, expected %d: reading again",
+                            *(message.partition, message.offset, want),
+                        )
+                        await app.consumer.seek(message.tp, want)
+                    continue  # not processed (and not acknowledged): it comes again in order
                 done = tracker.add(
                     message.topic, message.partition, message.offset, event, read_at_s=clock()
                 )
