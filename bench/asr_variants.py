@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from frontend import Agc, StreamResampler
 from scipy.signal import lfilter
 
 from analytics.asr import service as transcription
 from analytics.asr.audio import FloatAudio, pcm16_to_float, resample
 from analytics.asr.base import Hypothesis, RecognizerStream
+from analytics.asr.frontend import Agc, StreamResampler
 from analytics.asr.vad import RATE_HZ, SpeechSegment
 from analytics.asr.whisper import WhisperConfig, WhisperRecognizer, WhisperStream, _Decoder
 

@@ -33,6 +33,7 @@ from agentstream.sim.results import TopicWatcher
 from agentstream.stack.broker import free_port
 from tests.e2e.test_scaleout import MIN_COVERAGE, coverage, partition_of, speech_spans_ms
 from tests.helpers import async_wait_until, wait_until
+from tests.integration.foundation.test_up import _workers
 
 # One rerun, as for the other e2e tests with real recognisers on a shared 2-core machine.
 pytestmark = [
@@ -44,20 +45,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = 8
-
-
-def _children(pid: int) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-                found[int(child)] = cmd.decode(errors="replace")
-    return found
-
-
-def _workers(pid: int) -> set[int]:
-    return {c for c, cmd in _children(pid).items() if "agentstream.cli worker" in cmd}
 
 
 @contextlib.contextmanager
