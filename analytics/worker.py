@@ -27,13 +27,14 @@ import orjson
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
-from analytics.asr.base import Recognizer
+from analytics.asr.base import AsrError, Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.frontend import FrontEndConfig
-from analytics.asr.ports import Redact, ServiceConfig
+from analytics.asr.ports import LanguageOf, Redact, Redaction, ServiceConfig
 from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.asr.whisper import unsupported_languages
 from analytics.backlog import AudioBacklog, BacklogCollector
 from analytics.contiguity import Contiguity
 from analytics.delivery import deliver
@@ -108,13 +109,27 @@ def make_redactor(rules: RulesFile) -> Redact:
     on, off = Redactor(enabled=True), Redactor(enabled=False)
     cache: LruCache[tuple[str, str], Redactor] = LruCache(512)  # tenants come from the input
 
-    def redact(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
+    def redact(tenant: str, campaign: str, text: str) -> Redaction:
         redactor = cache.get_or_make(
             (tenant, campaign), lambda: on if rules.resolve(tenant, campaign).redact_pii else off
         )
-        return redactor.redact(text)
+        return Redaction(*redactor.redact_spans(text))
 
     return redact
+
+
+def make_language(rules: RulesFile, settings: WorkerSettings) -> LanguageOf:
+    """The callers' language per tenant/campaign (``language`` in the rules file; unset: the
+    recogniser's ``whisper_language``). Whisper refuses, at start-up, a code it does not know."""
+    if settings.asr_engine == "whisper":
+        bad = unsupported_languages({*rules.languages(), settings.whisper_language})
+        if bad:
+            raise AsrError(f"Whisper knows no language {', '.join(map(repr, bad))} (rules file)")
+
+    def language(tenant: str, campaign: str) -> str | None:
+        return rules.resolve(tenant, campaign).language
+
+    return language
 
 
 class FaustSink:
@@ -208,6 +223,7 @@ def build_worker(
         service_config(settings),
         vad=(vad or SileroVad(model=settings.vad_model)) if use_vad_model else None,
         redact=make_redactor(rules),
+        language=make_language(rules, settings),
         clock=clock,
     )
     tracker = OffsetTracker()
