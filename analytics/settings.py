@@ -40,6 +40,13 @@ class WorkerSettings(KafkaFields, BaseSettings):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets commit")
     producer_linger_ms: int = Field(5, ge=0)
+    producer_idempotence: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "idempotent producer (transcripts, scores): auto = on unless the broker refuses "
+            "InitProducerId (the embedded tansu), on = refuse to start without it"
+        ),
+    )
 
     # --- ASR engine ------------------------------------------------------------------------------
     asr_engine: Literal["whisper", "vosk"] = "whisper"

@@ -200,13 +200,14 @@ def build_worker(
     use_vad_model: bool = True,
     with_scoring: bool | None = None,
     clock: Callable[[], float] = time.time,
+    idempotent: bool = False,
 ) -> Worker:
     """The worker's app with the transcription agents (and scoring, when available).
 
     ``recognizer`` overrides the configured engine (tests pass a fake); ``use_vad_model=False``
     replaces Silero by the energy gate alone (tests with synthetic audio).
     """
-    app = make_app(settings)
+    app = make_app(settings, idempotent)
     rules = load_rules(settings)
     prefix = settings.topic_prefix
     audio_topic = catalogue_topic(app, AUDIO, prefix)
