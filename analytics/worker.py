@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
@@ -272,7 +273,11 @@ def build_worker(
                 if committed is None and not order.knows(message.tp):
                     # nothing committed yet (a worker killed before its first commit): the
                     # partition starts at its first offset, wherever the reset policy put us
-                    committed = (await app.consumer.earliest_offsets(message.tp)).get(message.tp)
+                    try:
+                        first = await app.consumer.earliest_offsets(message.tp)
+                    except KafkaError:  # go on from here: the check resumes at the next record
+                        first = {}
+                    committed = first.get(message.tp)
                 verdict, want = order.check(message.tp, message.offset, committed)
                 if verdict != "ok":
                     if verdict == "gap":  # faust took records it never passed on: again
