@@ -24,7 +24,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
@@ -273,11 +272,7 @@ def build_worker(
                 if committed is None and not order.knows(message.tp):
                     # nothing committed yet (a worker killed before its first commit): the
                     # partition starts at its first offset, wherever the reset policy put us
-                    try:
-                        first = await app.consumer.earliest_offsets(message.tp)
-                    except KafkaError:  # go on from here: the check resumes at the next record
-                        first = {}
-                    committed = first.get(message.tp)
+                    committed = (await app.consumer.earliest_offsets(message.tp)).get(message.tp)
                 verdict, want = order.check(message.tp, message.offset, committed)
                 if verdict != "ok":
                     if verdict == "gap":  # faust took records it never passed on: again
