@@ -4,8 +4,7 @@
 lose a record after taking it: a record taken while its flow stops for a rebalance is never
 passed on to the agent. Only the agent knows what it really received, so it checks too: per
 partition, the next offset it must see (from the committed offset at the first record after an
-assignment, or the partition's first offset when nothing was ever committed there, then from
-each record). A record past it is not processed; the partition is sought
+assignment, then from each record). A record past it is not processed; the partition is sought
 back once and the agent skips what was already in flight until the missing offset arrives. A
 record before it (one already processed, delivered again after a seek) is skipped. Plain class,
 no I/O; the agent does the seek.
@@ -52,10 +51,6 @@ class Contiguity:
         self._waited[key] = 0
         self.gaps += 1
         return "gap", want
-
-    def knows(self, key: Hashable) -> bool:
-        """Whether the partition's next offset is known (a record was taken since assignment)."""
-        return key in self._next
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         """Partitions were revoked: the next assignment starts from its committed offsets."""

@@ -269,10 +269,6 @@ def build_worker(
             async for event in stream.noack().events():
                 message = event.message
                 committed = app.consumer._committed_offset.get(message.tp)
-                if committed is None and not order.knows(message.tp):
-                    # nothing committed yet (a worker killed before its first commit): the
-                    # partition starts at its first offset, wherever the reset policy put us
-                    committed = (await app.consumer.earliest_offsets(message.tp)).get(message.tp)
                 verdict, want = order.check(message.tp, message.offset, committed)
                 if verdict != "ok":
                     if verdict == "gap":  # faust took records it never passed on: again

@@ -43,15 +43,3 @@ def test_a_gap_that_never_fills_is_given_up_after_a_bound() -> None:
     assert [c.check(P, o, committed=10)[0] for o in (51, 52, 53)] == ["wait"] * 3
     assert c.check(P, 54, committed=10)[0] == "ok"
     assert c.abandoned == 1
-
-
-def test_a_partition_never_committed_is_read_from_its_first_offset() -> None:
-    """The agent passes the partition's first offset when nothing was committed: a first record
-    past it (the reset policy put the consumer at the end) is a gap to read again."""
-    order = Contiguity()
-    assert not order.knows("p")
-    assert order.check("p", 552, 0) == ("gap", 0)
-    assert order.check("p", 0, 0) == ("ok", 0)
-    assert order.knows("p")
-    order.forget(["p"])
-    assert not order.knows("p")
