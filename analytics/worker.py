@@ -52,6 +52,8 @@ from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, WORKERS, prefi
 
 logger = logging.getLogger(__name__)
 
+REREAD_AFTER_S = 3.0  # a partition re-read that has not started within this is asked again
+
 
 @dataclass
 class _Entry:
@@ -260,6 +262,17 @@ def build_worker(
             logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
 
     app.on_partitions_revoked.connect(on_revoked)
+
+    @app.timer(interval=REREAD_AFTER_S / 2)  # type: ignore[untyped-decorator]
+    async def reread_overdue() -> None:
+        """A re-read that has not come is asked again (see :mod:`analytics.contiguity`)."""
+        for tp, want in order.overdue(clock(), REREAD_AFTER_S):
+            tp_: Any = tp
+            logger.warning(
+                "audio partition %d: offset %d not read yet: asking again", tp_.partition, want
+            )
+            await app.consumer.seek_in_thread(tp, want)
+
     worker.heartbeat = _attach_heartbeat(app, settings, service)
 
     @app.agent(audio_topic, name="agentstream-asr")  # type: ignore[untyped-decorator]
@@ -268,15 +281,16 @@ def build_worker(
         try:
             async for event in stream.noack().events():
                 message = event.message
-                committed = app.consumer._committed_offset.get(message.tp)
-                verdict, want = order.check(message.tp, message.offset, committed)
+                if not order.started(message.tp):  # first record since the assignment
+                    order.begin(message.tp, await app.consumer.broker_start_offset(message.tp))
+                verdict, want = order.check(message.tp, message.offset, now=clock())
                 if verdict != "ok":
                     if verdict == "gap":  # faust took records it never passed on: again
                         logger.warning(
                             "audio partition %d: got offset %d, expected %d: reading again",
                             *(message.partition, message.offset, want),
                         )
-                        await app.consumer.seek(message.tp, want)
+                        await app.consumer.seek_in_thread(message.tp, want)
                     continue  # not processed (and not acknowledged): it comes again in order
                 done = tracker.add(
                     message.topic, message.partition, message.offset, event, read_at_s=clock()
