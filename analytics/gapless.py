@@ -50,7 +50,12 @@ class GaplessMixin:
             self._gapless_taken: dict[Any, int] = {}
             self._gapless_refetch: dict[Any, int] = {}
             self._gapless_sought: dict[Any, int] = {}
-        return self._gapless_passed, self._gapless_taken, self._gapless_refetch, self._gapless_sought
+        return (
+            self._gapless_passed,
+            self._gapless_taken,
+            self._gapless_refetch,
+            self._gapless_sought,
+        )
 
     def _next_expected(self, tp: Any) -> int | None:
         """The offset faust must be handed next: the offset of a seek not served yet, else one
