@@ -8,10 +8,12 @@ read from the worker when Prometheus scrapes (``watch``): active calls, the ASR 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
@@ -78,3 +80,31 @@ class WorkerMetrics:
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """``/metrics`` on ``host:port`` in a daemon thread (prometheus_client's own server)."""
         return start_http_server(port, addr=host, registry=self.registry)
+
+
+class DecodeCollector(Collector):
+    """The recogniser's decode counters, read at each scrape: batches and utterances decoded
+    (their ratio is the mean batch), and speculative decodes by outcome (``shed``: refused
+    under load, see :mod:`analytics.asr.decoder`)."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts()
+        yield CounterMetricFamily(
+            "agentstream_worker_decode_batches", "final decode batches run", counts["batches"]
+        )
+        yield CounterMetricFamily(
+            "agentstream_worker_decoded_utterances",
+            "utterances decoded in those batches (speculative ones included)",
+            counts["decoded"],
+        )
+        speculative = CounterMetricFamily(
+            "agentstream_worker_speculative_decodes",
+            "decodes started before the end of speech was certain, by outcome",
+            labels=["outcome"],
+        )
+        for outcome in ("started", "used", "shed"):
+            speculative.add_metric([outcome], counts[f"speculative_{outcome}"])
+        yield speculative

@@ -39,7 +39,7 @@ from analytics.backlog import AudioBacklog, BacklogCollector
 from analytics.contiguity import Contiguity
 from analytics.delivery import deliver
 from analytics.heartbeat import HeartbeatState
-from analytics.metrics import WorkerMetrics
+from analytics.metrics import DecodeCollector, WorkerMetrics
 from analytics.resume import ProgressLoader
 from analytics.scoring.agent import attach_scoring
 from analytics.scoring.redact import Redactor
@@ -232,6 +232,7 @@ def build_worker(
     tracker = OffsetTracker()
     backlog = AudioBacklog(clock)
     metrics.registry.register(BacklogCollector(backlog))
+    metrics.registry.register(DecodeCollector(lambda: decode_counts(service)))
     worker = Worker(app, service, tracker, rules, metrics, backlog=backlog)
 
     def lag_s() -> float:
@@ -361,6 +362,17 @@ def build_worker(
             metrics=metrics,
         )
     return worker
+
+
+def decode_counts(service: TranscriptionService) -> dict[str, int]:
+    decoder = service.decoder
+    return {
+        "batches": decoder.batches,
+        "decoded": decoder.decoded,
+        "speculative_started": service.speculative_started,
+        "speculative_used": service.speculative_used,
+        "speculative_shed": decoder.speculative_shed,
+    }
 
 
 def _attach_heartbeat(

@@ -128,7 +128,7 @@ async def run_level(
     cpu = cpu_s() - c0
     backlog = service.queued
     rss1 = rss_mb()
-    sizes = service.decoder.batch_sizes
+    mean_batch = service.decoder.mean_batch
     await service.stop()
     # skip the first 5 s (model warm-up, calls starting mid-utterance)
     lat = np.array(
@@ -147,7 +147,7 @@ async def run_level(
         "cpu_per_call_pct": 100 * cpu / wall / n_calls,
         "rss_mb": rss1,
         "rss_growth_mb": rss1 - rss0,
-        "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+        "mean_batch": mean_batch,
         "backlog_frames": backlog,
         "late_frames": late_frames,
         "errors": len(sink.dead),

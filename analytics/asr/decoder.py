@@ -5,6 +5,11 @@ thread is free it takes every waiting one (up to the recogniser's ``max_batch``)
 ``finish_batch`` call in the executor. An ``urgent`` utterance (a call's last one, cut at
 ``stop``: a Passthru answer waits for it) goes ahead of every non-urgent one. A failing batch is
 retried one utterance at a time, so the error reaches only the call it belongs to.
+
+Under load, speculation goes first: :meth:`BatchDecoder.speculate` (a decode started before the
+end of speech is certain) is refused while utterances wait or every inference thread is busy,
+so a decode that may be thrown away never delays a final one. The refusals are counted
+(``speculative_shed``); the final decode then starts when the end is certain.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class BatchDecoder:
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
-        self.batch_sizes: list[int] = []
+        self.decoded = 0  # utterances in all batches (mean batch = decoded / batches)
+        self.speculative_shed = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="asr-batcher")
@@ -66,6 +72,19 @@ class BatchDecoder:
             self._waiting.append(item)
         self._wakeup.set()
         return future
+
+    def speculate(
+        self, stream: RecognizerStream, utterance: SpeechSegment
+    ) -> asyncio.Future[Hypothesis] | None:
+        """A decode started before the end is certain, or ``None`` (shed) when it would wait."""
+        if self._waiting or self._slots.locked():
+            self.speculative_shed += 1
+            return None
+        return self.decode(stream, utterance)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.decoded / self.batches if self.batches else 0.0
 
     async def _dispatch(self) -> None:
         while True:
@@ -100,7 +119,7 @@ class BatchDecoder:
         try:
             items = [(stream, utt) for stream, utt, _ in batch]
             self.batches += 1
-            self.batch_sizes.append(len(items))
+            self.decoded += len(items)
             try:
                 results = await loop.run_in_executor(
                     self.executor, self.recognizer.finish_batch, items

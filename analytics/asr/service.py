@@ -191,9 +191,10 @@ class CallTranscriber:
                 utt = event.utterance
                 if utt.keep and not service.recognizer.streaming:
                     self._drop_speculative()
-                    future = service.decoder.decode(self.stream, utt)
-                    self.speculative = (utt.start_ms, utt.end_ms, future)
-                    service.speculative_started += 1
+                    future = service.decoder.speculate(self.stream, utt)  # None: shed (load)
+                    if future is not None:
+                        self.speculative = (utt.start_ms, utt.end_ms, future)
+                        service.speculative_started += 1
                 continue
             if isinstance(event, SpeechChunk):
                 if not service.recognizer.streaming:
