@@ -29,6 +29,9 @@ COMMANDS = (
 )
 
 
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentstream",
@@ -52,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models load from local files only: no hub lookups at run time, whoever starts us.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # One BLAS/OpenMP thread per process (before numpy loads): the services get their parallelism
+    # from processes and executor threads; OpenBLAS's own helper thread (one per extra core) spun
+    # on every small product (Whisper's mel filter bank) and cost a worker ~13 % of its CPU.
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -136,7 +136,10 @@ class QuietStream(faust.Stream):  # type: ignore[misc]
 
 
 def _transport_class(
-    fetch_max_wait_ms: int, idle_fetch_max_wait_ms: int, fetch_idle_after_s: float
+    fetch_max_wait_ms: int,
+    idle_fetch_max_wait_ms: int,
+    fetch_idle_after_s: float,
+    idempotent: bool = False,
 ) -> type[Any]:
     thread_cls = type(
         "AgentstreamConsumerThread",
@@ -154,8 +157,16 @@ def _transport_class(
         def _new_consumer_thread(self) -> Any:
             return thread_cls(self, loop=self.loop, beacon=self.beacon)
 
+    class AgentstreamProducer(faust_aiokafka.Producer):  # type: ignore[misc]
+        def _settings_extra(self) -> Any:
+            extra = dict(super()._settings_extra())
+            if idempotent:
+                extra.update(acks="all", enable_idempotence=True)
+            return extra
+
     class AgentstreamTransport(faust_aiokafka.Transport):  # type: ignore[misc]
         Consumer = AgentstreamConsumer
+        Producer = AgentstreamProducer
 
     return AgentstreamTransport
 
@@ -166,10 +177,15 @@ class AgentstreamApp(faust.App):  # type: ignore[misc]
     fetch_max_wait_ms: int = 30
     idle_fetch_max_wait_ms: int = 30
     fetch_idle_after_s: float = 30.0
+    #: the producer of transcripts and scores is idempotent (see make_app)
+    idempotent: bool = False
 
     def _new_transport(self) -> Any:
         transport_cls = _transport_class(
-            self.fetch_max_wait_ms, self.idle_fetch_max_wait_ms, self.fetch_idle_after_s
+            self.fetch_max_wait_ms,
+            self.idle_fetch_max_wait_ms,
+            self.fetch_idle_after_s,
+            self.idempotent,
         )
         return transport_cls(self.conf.broker_consumer, self, loop=self.loop)
 
@@ -184,8 +200,9 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def make_app(settings: WorkerSettings) -> faust.App:
-    """Build the (not yet started) faust app of one worker process."""
+def make_app(settings: WorkerSettings, idempotent: bool = False) -> faust.App:
+    """Build the (not yet started) faust app of one worker process; ``idempotent``: what
+    :func:`analytics.delivery.idempotence_allowed` said for ``settings.producer_idempotence``."""
     datadir = settings.datadir or Path(tempfile.mkdtemp(prefix="agentstream-worker-"))
     app = AgentstreamApp(
         settings.app_id,
@@ -219,6 +236,7 @@ def make_app(settings: WorkerSettings) -> faust.App:
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     app.idle_fetch_max_wait_ms = settings.idle_fetch_max_wait_ms
     app.fetch_idle_after_s = settings.fetch_idle_after_s
+    app.idempotent = idempotent
     return app
 
 

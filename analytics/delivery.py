@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
@@ -29,6 +30,47 @@ def _log_retry(what: str, waiting: int, exc: BaseException) -> None:
     if now - _last_log[0] >= 5.0:
         _last_log[0] = now
         logger.warning("send to %s failed, retrying until delivered (%d): %r", what, waiting, exc)
+
+
+async def idempotence_allowed(
+    bootstrap_servers: str, client_id: str, mode: str, wait_s: float = 30.0
+) -> bool:
+    """Whether the worker's producer may be idempotent: ``off`` never, ``on`` always (its start
+    then fails where the broker refuses), ``auto`` when an idempotent producer starts here (the
+    embedded tansu broker refuses InitProducerId: then plain ``acks=all``, with one warning).
+    An unreachable broker is tried again for ``wait_s``, then ``auto`` goes on without."""
+    if mode != "auto":
+        return mode == "on"
+    sender_log = logging.getLogger("aiokafka.producer.sender")
+    deadline = time.monotonic() + wait_s
+    while True:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=f"{client_id}-probe",
+            acks="all",
+            enable_idempotence=True,
+        )
+        level = sender_log.level
+        sender_log.setLevel(logging.CRITICAL)  # the refusal is expected; logged below, once
+        try:
+            await producer.start()
+            return True
+        except KafkaError as exc:
+            if not exc.retriable:
+                logger.warning(
+                    "the broker refuses idempotent producers (%r): transcripts and scores are "
+                    "sent with acks=all only; a retried send may then be written twice "
+                    "(readers dedupe by utterance id)",
+                    exc,
+                )
+                return False
+            if time.monotonic() >= deadline:
+                logger.warning("no broker to ask about idempotence (%r): sending without", exc)
+                return False
+        finally:
+            sender_log.setLevel(level)
+            await producer.stop()
+        await asyncio.sleep(1.0)
 
 
 async def deliver_all(records: Sequence[tuple[Any, bytes | None, bytes]]) -> None:

@@ -22,6 +22,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+
 logger = logging.getLogger(__name__)
 
 STRANDED_S = 1.0  # how long faust may hold a partition's fetched records before a re-read
@@ -86,7 +89,47 @@ class GaplessMixin:
         )
         passed.pop(tp, None)
         taken.pop(tp, None)
-        await self.seek(tp, want)  # type: ignore[attr-defined]
+        await self.seek_in_thread(tp, want)
+
+    async def seek_in_thread(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` inside the client's own thread, then move faust's read offset.
+
+        faust's ``seek`` calls the aiokafka client directly from the app's thread, while the
+        client's fetcher runs in the consumer thread: a fetch response being stored at that
+        moment can overwrite the new position, and the fetcher is not woken. Seen: a re-read
+        asked for offset 5 never came. Off the consumer thread (tests) it is faust's ``seek``.
+        """
+        thread = getattr(self, "_thread", None)
+        client = getattr(thread, "_consumer", None)
+        if thread is None or client is None:
+            await self.seek(tp, offset)  # type: ignore[attr-defined]
+            return
+        try:
+            await thread.call_thread(client.seek, TopicPartition(tp.topic, tp.partition), offset)
+        except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
+            logger.info("%s[%d]: not sought to %d: %r", tp.topic, tp.partition, offset, exc)
+            return
+        self._read_offset[tp] = offset if offset else None  # type: ignore[attr-defined]
+
+    async def broker_start_offset(self, tp: Any) -> int | None:
+        """Where this group must start reading ``tp``: its committed offset as the broker has
+        it (faust's cache can be empty or stale right after an assignment), else the
+        partition's first offset. ``None`` off the consumer thread (tests) or on a broker
+        error: the caller then trusts the first record."""
+        thread = getattr(self, "_thread", None)
+        client = getattr(thread, "_consumer", None)
+        if thread is None or client is None:
+            return None
+        at = TopicPartition(tp.topic, tp.partition)
+        try:
+            committed = await thread.call_thread(client.committed, at)
+            if committed is not None and committed >= 0:
+                return int(committed)
+            first = await thread.call_thread(client.beginning_offsets, [at])
+            return int(first[at])
+        except (KafkaError, KeyError, AssertionError) as exc:
+            logger.warning("%s[%d]: start offset not known: %r", tp.topic, tp.partition, exc)
+            return None
 
     async def _check_stranded(self) -> None:
         """Records the client returned but faust discarded at a partition's end: no later record

@@ -40,6 +40,13 @@ class WorkerSettings(KafkaFields, BaseSettings):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets commit")
     producer_linger_ms: int = Field(5, ge=0)
+    producer_idempotence: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "idempotent producer (transcripts, scores): auto = on unless the broker refuses "
+            "InitProducerId (the embedded tansu), on = refuse to start without it"
+        ),
+    )
 
     # --- ASR engine ------------------------------------------------------------------------------
     asr_engine: Literal["whisper", "vosk"] = "whisper"
@@ -61,7 +68,19 @@ class WorkerSettings(KafkaFields, BaseSettings):
     whisper_beam_size: int = Field(1, ge=1)
     whisper_cpu_threads: int = Field(1, ge=1, description="threads per model (one per executor)")
     whisper_language: str = Field(
-        "en", description="language for multilingual models (tiny.en ignores it)"
+        "en",
+        pattern=r"^(auto|[a-z]{2,3})$",
+        description=(
+            "language for multilingual models (tiny.en ignores it): a Whisper code, or auto "
+            "(detected per call); the rules file's `language` overrides it per tenant/campaign"
+        ),
+    )
+    whisper_word_timestamps: bool = Field(
+        True,
+        description=(
+            "word start/end times on transcripts (cross-attention alignment: about +10 % decode "
+            "CPU, docs/asr.md)"
+        ),
     )
     whisper_batch_max: int = Field(8, ge=1, description="utterances from many calls per decode")
     whisper_batch_wait_ms: int = Field(

@@ -27,13 +27,14 @@ import orjson
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
-from analytics.asr.base import Recognizer
+from analytics.asr.base import AsrError, Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.frontend import FrontEndConfig
-from analytics.asr.ports import Redact, ServiceConfig
+from analytics.asr.ports import LanguageOf, Redact, Redaction, ServiceConfig
 from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
+from analytics.asr.whisper import unsupported_languages
 from analytics.backlog import AudioBacklog, BacklogCollector
 from analytics.contiguity import Contiguity
 from analytics.delivery import deliver
@@ -50,6 +51,8 @@ from schemas.rules import RulesFile, default_rules, parse_rules
 from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, WORKERS, prefixed
 
 logger = logging.getLogger(__name__)
+
+REREAD_AFTER_S = 3.0  # a partition re-read that has not started within this is asked again
 
 
 @dataclass
@@ -108,13 +111,27 @@ def make_redactor(rules: RulesFile) -> Redact:
     on, off = Redactor(enabled=True), Redactor(enabled=False)
     cache: LruCache[tuple[str, str], Redactor] = LruCache(512)  # tenants come from the input
 
-    def redact(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
+    def redact(tenant: str, campaign: str, text: str) -> Redaction:
         redactor = cache.get_or_make(
             (tenant, campaign), lambda: on if rules.resolve(tenant, campaign).redact_pii else off
         )
-        return redactor.redact(text)
+        return Redaction(*redactor.redact_spans(text))
 
     return redact
+
+
+def make_language(rules: RulesFile, settings: WorkerSettings) -> LanguageOf:
+    """The callers' language per tenant/campaign (``language`` in the rules file; unset: the
+    recogniser's ``whisper_language``). Whisper refuses, at start-up, a code it does not know."""
+    if settings.asr_engine == "whisper":
+        bad = unsupported_languages({*rules.languages(), settings.whisper_language})
+        if bad:
+            raise AsrError(f"Whisper knows no language {', '.join(map(repr, bad))} (rules file)")
+
+    def language(tenant: str, campaign: str) -> str | None:
+        return rules.resolve(tenant, campaign).language
+
+    return language
 
 
 class FaustSink:
@@ -185,13 +202,14 @@ def build_worker(
     use_vad_model: bool = True,
     with_scoring: bool | None = None,
     clock: Callable[[], float] = time.time,
+    idempotent: bool = False,
 ) -> Worker:
     """The worker's app with the transcription agents (and scoring, when available).
 
     ``recognizer`` overrides the configured engine (tests pass a fake); ``use_vad_model=False``
     replaces Silero by the energy gate alone (tests with synthetic audio).
     """
-    app = make_app(settings)
+    app = make_app(settings, idempotent)
     rules = load_rules(settings)
     prefix = settings.topic_prefix
     audio_topic = catalogue_topic(app, AUDIO, prefix)
@@ -208,6 +226,7 @@ def build_worker(
         service_config(settings),
         vad=(vad or SileroVad(model=settings.vad_model)) if use_vad_model else None,
         redact=make_redactor(rules),
+        language=make_language(rules, settings),
         clock=clock,
     )
     tracker = OffsetTracker()
@@ -245,6 +264,17 @@ def build_worker(
             logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
 
     app.on_partitions_revoked.connect(on_revoked)
+
+    @app.timer(interval=REREAD_AFTER_S / 2)  # type: ignore[untyped-decorator]
+    async def reread_overdue() -> None:
+        """A re-read that has not come is asked again (see :mod:`analytics.contiguity`)."""
+        for tp, want in order.overdue(clock(), REREAD_AFTER_S):
+            tp_: Any = tp
+            logger.warning(
+                "audio partition %d: offset %d not read yet: asking again", tp_.partition, want
+            )
+            await app.consumer.seek_in_thread(tp, want)
+
     worker.heartbeat = _attach_heartbeat(app, settings, service)
 
     @app.agent(audio_topic, name="agentstream-asr")  # type: ignore[untyped-decorator]
@@ -253,15 +283,16 @@ def build_worker(
         try:
             async for event in stream.noack().events():
                 message = event.message
-                committed = app.consumer._committed_offset.get(message.tp)
-                verdict, want = order.check(message.tp, message.offset, committed)
+                if not order.started(message.tp):  # first record since the assignment
+                    order.begin(message.tp, await app.consumer.broker_start_offset(message.tp))
+                verdict, want = order.check(message.tp, message.offset, now=clock())
                 if verdict != "ok":
                     if verdict == "gap":  # faust took records it never passed on: again
                         logger.warning(
                             "audio partition %d: got offset %d, expected %d: reading again",
                             *(message.partition, message.offset, want),
                         )
-                        await app.consumer.seek(message.tp, want)
+                        await app.consumer.seek_in_thread(message.tp, want)
                     continue  # not processed (and not acknowledged): it comes again in order
                 done = tracker.add(
                     message.topic, message.partition, message.offset, event, read_at_s=clock()

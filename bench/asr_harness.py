@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from agentstream.sim.channel import Channel, apply_channel
 from analytics.asr.audio import FloatAudio, read_audio
 from analytics.asr.base import Hypothesis, Recognizer, RecognizerStream
 from analytics.asr.offline import OfflineTranscriber
+from analytics.asr.ports import Redact
 from analytics.asr.service import ServiceConfig
 from analytics.asr.vad import SileroVad, SpeechSegment
 from schemas.records import Transcript
@@ -57,8 +58,8 @@ class TimedRecognizer:
         self.utterances = 0
         self.audio_s = 0.0
 
-    def open_stream(self) -> RecognizerStream:
-        return self.inner.open_stream()
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        return self.inner.open_stream(language)
 
     def warm_up(self) -> None:
         self.inner.warm_up()
@@ -82,7 +83,7 @@ class StreamPath:
     recognizer: Recognizer
     config: ServiceConfig
     vad: SileroVad | None
-    redact: Callable[[str, str, str], tuple[str, list[str]]] | None = None
+    redact: Redact | None = None
     _offline: OfflineTranscriber | None = field(default=None, repr=False)
 
     async def start(self) -> None:

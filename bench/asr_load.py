@@ -22,15 +22,19 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
+# as the worker runs (agentstream.cli): one BLAS thread, set before numpy loads
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from analytics.asr.audio import chunks, float_to_pcm16, read_audio
-from analytics.asr.engines import load_recognizer
-from analytics.asr.service import TranscriptionService
-from analytics.asr.vad import SileroVad
-from analytics.settings import WorkerSettings
-from analytics.worker import load_rules, make_redactor, service_config
-from schemas.records import AudioFrameMeta, DeadLetter, Transcript
+import numpy as np  # noqa: E402
+
+from analytics.asr.audio import chunks, float_to_pcm16, read_audio  # noqa: E402
+from analytics.asr.engines import load_recognizer  # noqa: E402
+from analytics.asr.service import TranscriptionService  # noqa: E402
+from analytics.asr.vad import SileroVad  # noqa: E402
+from analytics.settings import WorkerSettings  # noqa: E402
+from analytics.worker import load_rules, make_redactor, service_config  # noqa: E402
+from schemas.records import AudioFrameMeta, DeadLetter, Transcript  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "speech" / "corpus.tsv"

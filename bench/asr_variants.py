@@ -128,8 +128,8 @@ class VariantDecoder(_Decoder):
 
 
 class VariantStream(WhisperStream):
-    def __init__(self, recognizer: WhisperRecognizer) -> None:
-        super().__init__(recognizer)
+    def __init__(self, recognizer: WhisperRecognizer, language: str | None = None) -> None:
+        super().__init__(recognizer, language)
         self.previous: list[int] = []
 
 
@@ -153,17 +153,18 @@ class VariantRecognizer(WhisperRecognizer):
             )
         return decoder
 
-    def open_stream(self) -> RecognizerStream:
-        return VariantStream(self)
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        return VariantStream(self, language)
 
     def prompt_for(self, decoder: _Decoder, stream: RecognizerStream) -> list[int]:
         previous = stream.previous if isinstance(stream, VariantStream) else []
         bias: list[int] = self._bias
+        prompt = decoder.prompt(decoder.config.language)
         if not bias and not previous:
-            return list(decoder.prompt)
+            return prompt
         limit = self.options.max_prompt_tokens
         context = [*bias[:limit], *previous][-limit:] if previous else bias[:limit]
-        return [decoder.tokenizer.sot_prev, *context, *decoder.prompt]
+        return [decoder.tokenizer.sot_prev, *context, *prompt]
 
     def finish_batch(
         self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]

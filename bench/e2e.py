@@ -48,6 +48,7 @@ from agentstream.sim.results import (  # noqa: E402
 )
 from agentstream.stack.broker import EmbeddedBroker  # noqa: E402
 from agentstream.stack.local import LocalStack  # noqa: E402
+from agentstream.stack.settings import worker_count  # noqa: E402
 from agentstream.stack.topics import create_topics  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -293,7 +294,11 @@ def main() -> int:
     parser.add_argument("--step", type=int, default=4)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1, help="calls per concurrent line")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--workers",
+        default="auto",
+        help="worker processes: a number, or auto (as `agentstream up`: one per core)",
+    )
     parser.add_argument(
         "--rate",
         type=int,
@@ -323,6 +328,7 @@ def main() -> int:
     parser.add_argument("--bootstrap", help="use this Kafka instead of the embedded broker")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
+    workers = worker_count("auto" if args.workers == "auto" else int(args.workers))
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     broker: EmbeddedBroker | None = None
@@ -336,7 +342,7 @@ def main() -> int:
     try:
         create_topics(bootstrap, prefix)
         began = time.monotonic()
-        with LocalStack(bootstrap, prefix, workers=args.workers, start_timeout_s=180) as stack:
+        with LocalStack(bootstrap, prefix, workers=workers, start_timeout_s=180) as stack:
             ready_s = round(time.monotonic() - began, 1)
             pids = stack.pids()
             proc = getattr(broker, "_proc", None)
@@ -378,7 +384,7 @@ def main() -> int:
         json.dumps(
             {
                 "bench": "e2e",
-                "workers": args.workers,
+                "workers": workers,
                 "ready_s": ready_s,
                 "cpu_count": os.cpu_count(),
                 "levels": results,

@@ -75,7 +75,7 @@ def _parse(protocol: ServerProtocol) -> Generator[None]:
     yield from Protocol.parse(protocol)
 
 
-def _merge_body(path: str, body: bytes, content_type: str) -> str:
+def _merge_body(path: str, body: bytes | bytearray, content_type: str) -> str:
     """``path`` with the body's fields (form, or a flat JSON object) added to its query."""
     text = body.decode("utf-8", "replace").strip()
     if not text:

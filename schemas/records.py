@@ -218,7 +218,17 @@ class Transcript(Record):
     start_ms: int
     end_ms: int
     confidence: float | None = None
-    words: list[Word] = Field(default_factory=list)
+    words: list[Word] = Field(
+        default_factory=list,
+        description=(
+            "word timings (ms from call start); a redacted word keeps its times and its text is "
+            "the placeholder ('[PHONE]'), so the audio of exactly those words can be muted"
+        ),
+    )
+    language: str | None = Field(
+        None,
+        description="the language: configured, or detected per call ('auto'); None: unknown",
+    )
     engine: str
     speech_end_at_ms: int = Field(description="wall clock when ingest received the last frame")
     produced_at_ms: int

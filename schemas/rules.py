@@ -10,6 +10,7 @@ Layout::
       collections_agents: {numbers: ["+9180..."], caller_id: "080...", parallel: true}
     default:                       # applies to every tenant/campaign unless overridden
       redact_pii: true
+      language: en                 # what callers speak: a Whisper language code, or auto
       categories:
         human_request: {phrases: ["talk to a human", "speak to an agent", "supervisor"]}
       rules:
@@ -42,6 +43,7 @@ from pydantic import (
 
 from schemas.errors import ProtocolError
 from schemas.tomllines import toml_line
+from schemas.yamllines import node_line, yaml_line
 
 DEFAULT_RULES_RESOURCE = "rules.yaml"
 MAX_PARALLEL_RINGING = 5  # Exotel rings at most 5 numbers at once
@@ -134,8 +136,20 @@ Rule = Annotated[
 ]
 
 
+LANGUAGE_PATTERN = r"^(auto|[a-z]{2,3})$"
+
+
 class RuleSet(_Strict):
     redact_pii: bool | None = None
+    language: str | None = Field(
+        None,
+        pattern=LANGUAGE_PATTERN,
+        description=(
+            "what the callers speak, for a multilingual ASR model: a Whisper language code "
+            "('en', 'hi', ...) or 'auto' (detected per call); unset: inherited, in the end the "
+            "worker's whisper_language"
+        ),
+    )
     categories: dict[str, PhraseCategory] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 
@@ -204,6 +218,7 @@ class ResolvedRules(BaseModel):
     redact_pii: bool
     categories: dict[str, PhraseCategory]
     rules: list[Rule]
+    language: str | None = None  # None: the worker's whisper_language
 
 
 class RulesFile(_Strict):
@@ -225,15 +240,25 @@ class RulesFile(_Strict):
             if campaign_rules is not None:
                 layers.append(campaign_rules)
         redact = True
+        language: str | None = None
         categories: dict[str, PhraseCategory] = {}
         rules: dict[str, Rule] = {}
         for layer in layers:
             if layer.redact_pii is not None:
                 redact = layer.redact_pii
+            language = layer.language or language
             categories.update(layer.categories)
             rules.update({rule.id: rule for rule in layer.rules})
         ordered = sorted((r for r in rules.values() if r.enabled), key=lambda r: r.priority)
-        return ResolvedRules(redact_pii=redact, categories=categories, rules=ordered)
+        return ResolvedRules(
+            redact_pii=redact, categories=categories, rules=ordered, language=language
+        )
+
+    def languages(self) -> set[str]:
+        """Every language the file names (default, tenants, campaigns)."""
+        sets = [self.default, *self.tenants.values()]
+        sets += [c for t in self.tenants.values() for c in t.campaigns.values()]
+        return {s.language for s in sets if s.language}
 
     def agent_group(self, name: str | None) -> tuple[str, AgentGroup] | None:
         """The named group, else the default group, else the first one; None if there are none."""
@@ -249,31 +274,6 @@ class RulesFile(_Strict):
 # --- parsing: text in, validated models out, errors that name the line ------------------------
 
 
-def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """The deepest YAML node reached by following a pydantic error location."""
-    best = node
-    for part in loc:
-        if node is None:
-            break
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
-        if child is None:
-            continue  # a union tag such as 'sentiment_rolling' is not in the document
-        node = best = child
-    return best
-
-
-def _line(node: yaml.Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
 def _check_tree(node: yaml.Node, source: str) -> None:
     """Duplicate keys, nesting depth and size (aliases included), before anything is built."""
     budget = [MAX_NODES]
@@ -283,13 +283,13 @@ def _check_tree(node: yaml.Node, source: str) -> None:
         if budget[0] < 0:
             raise RulesError(f"{source}: more than {MAX_NODES} values (YAML aliases?)")
         if depth > MAX_DEPTH:
-            raise RulesError(f"{source}:{_line(node)}: nested deeper than {MAX_DEPTH} levels")
+            raise RulesError(f"{source}:{node_line(node)}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
                     if key.value in seen:
-                        raise RulesError(f"{source}:{_line(key)}: duplicate key {key.value!r}")
+                        raise RulesError(f"{source}:{node_line(key)}: duplicate key {key.value!r}")
                     seen.add(key.value)
                 walk(value, depth + 1)
         elif isinstance(node, yaml.SequenceNode):
@@ -303,7 +303,7 @@ LineOf = Callable[[tuple[int | str, ...]], int | None]
 
 
 def _yaml_lines(root: yaml.Node | None) -> LineOf:
-    return lambda loc: _line(_node_at(root, loc)) if root is not None else None
+    return lambda loc: yaml_line(root, loc)
 
 
 def _format_validation(exc: ValidationError, line_of: LineOf, source: str) -> RulesError:

@@ -31,6 +31,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Whisper model tier (AGENTSTREAM_WORKER_WHISPER_TIER): fast = tiny.en, "
         "accurate = base (multilingual)",
     )
+    parser.add_argument(
+        "--language",
+        help="what the speakers speak, for the accurate tier: a Whisper code (en, hi, ...) or "
+        "auto (AGENTSTREAM_WORKER_WHISPER_LANGUAGE; the worker takes it per tenant from the "
+        "rules file)",
+    )
+    parser.add_argument(
+        "--words",
+        action=argparse.BooleanOptionalAction,
+        help="word timings on the --json records (AGENTSTREAM_WORKER_WHISPER_WORD_TIMESTAMPS, "
+        "on by default)",
+    )
     parser.add_argument("--no-redact", action="store_true", help="print text without redaction")
     parser.set_defaults(func=run)
 
@@ -53,6 +65,15 @@ def run(args: argparse.Namespace) -> int:
         overrides["vosk_model_path" if engine == "vosk" else "whisper_model_path"] = args.model
     if args.tier:
         overrides["whisper_tier"] = args.tier
+    if args.language:
+        from analytics.asr.whisper import unsupported_languages
+
+        if unsupported_languages([args.language]):
+            print(f"error: Whisper knows no language {args.language!r}", file=sys.stderr)
+            return 2
+        overrides["whisper_language"] = args.language
+    if args.words is not None:
+        overrides["whisper_word_timestamps"] = args.words
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     redact = None if args.no_redact else make_redactor(load_rules(settings))
     code = 0

@@ -7,6 +7,7 @@ the audio/transcript partitions. Settings: ``AGENTSTREAM_WORKER_*`` (see analyti
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from analytics.asr.base import AsrError
+    from analytics.delivery import idempotence_allowed
     from analytics.settings import WorkerSettings
     from analytics.worker import build_worker
 
@@ -53,8 +55,15 @@ def run(args: argparse.Namespace) -> int:
         engine = args.engine or WorkerSettings().asr_engine
         overrides["vosk_model_path" if engine == "vosk" else "whisper_model_path"] = args.model
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    idempotent = asyncio.run(
+        idempotence_allowed(
+            settings.bootstrap_servers, settings.client_id, settings.producer_idempotence
+        )
+    )
     try:
-        worker = build_worker(settings, with_scoring=False if args.no_scoring else None)
+        worker = build_worker(
+            settings, with_scoring=False if args.no_scoring else None, idempotent=idempotent
+        )
     except AsrError as exc:
         print(f"error: {exc}")
         return 2

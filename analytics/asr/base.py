@@ -30,6 +30,10 @@ class ModelNotFoundError(AsrError):
     """A model directory is missing; the message names the package or setting to fix it."""
 
 
+#: [start, end) of a redacted part of a text, and its kind ("PHONE")
+RedactedSpan = tuple[int, int, str]
+
+
 @dataclass(frozen=True)
 class WordTiming:
     word: str
@@ -48,6 +52,8 @@ class Hypothesis:
     end_ms: int
     confidence: float | None = None
     words: tuple[WordTiming, ...] = field(default_factory=tuple)
+    #: the language transcribed (configured or detected); None when the backend cannot say
+    language: str | None = None
 
     def to_transcript(
         self,
@@ -61,9 +67,11 @@ class Hypothesis:
         stream_sid: str = "",
         tenant: str = "default",
         campaign: str = "default",
+        redacted: Sequence[RedactedSpan] = (),
     ) -> Transcript:
-        """The published record; ``text`` is the redacted text (word timings are dropped when
-        anything was redacted, since they would carry the raw words)."""
+        """The published record; ``text`` is the redacted text and ``redacted`` the spans of
+        ``self.text`` it replaced: the words in them keep their timings and carry the
+        placeholder instead of their text (:func:`mask_words`)."""
         return Transcript(
             call_sid=call_sid,
             stream_sid=stream_sid,
@@ -79,12 +87,36 @@ class Hypothesis:
             start_ms=self.start_ms,
             end_ms=self.end_ms,
             confidence=self.confidence,
-            words=[] if pii_kinds else [Word(**w.__dict__) for w in self.words],
+            words=mask_words(self.text, self.words, redacted),
+            language=self.language,
             engine=engine,
             speech_end_at_ms=speech_end_at_ms,
             produced_at_ms=produced_at_ms,
             latency_ms=float(produced_at_ms - speech_end_at_ms),
         )
+
+
+def mask_words(
+    text: str, words: Sequence[WordTiming], redacted: Sequence[RedactedSpan]
+) -> list[Word]:
+    """The published words: each found in ``text`` in order; one that overlaps a redacted span
+    keeps its times and reads ``[KIND]`` (a number spoken as five words is five ``[PHONE]``
+    words, so a later step can mute exactly those). A word that cannot be placed in ``text``
+    while anything was redacted is masked too: it might be the PII."""
+    out: list[Word] = []
+    pos = 0
+    for w in words:
+        token = w.word.strip()
+        at = text.find(token, pos) if token else -1
+        kind: str | None = None
+        if at < 0:
+            kind = "REDACTED" if redacted else None
+        else:
+            pos = at + len(token)
+            kind = next((k for s, e, k in redacted if s < pos and at < e), None)
+        word = w.word if kind is None else f"[{kind}]"
+        out.append(Word(word=word, start_ms=w.start_ms, end_ms=w.end_ms, confidence=w.confidence))
+    return out
 
 
 @runtime_checkable
@@ -115,7 +147,10 @@ class Recognizer(Protocol):
     #: most utterances ``finish_batch`` decodes in one pass (1 = no batching).
     max_batch: int
 
-    def open_stream(self) -> RecognizerStream: ...
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        """One call's stream; ``language``: what the caller speaks (a Whisper code or "auto"
+        for detection; None: the recogniser's configured one). Monolingual models ignore it."""
+        ...
 
     def finish_batch(
         self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]

@@ -1,4 +1,5 @@
-"""What the transcription service takes from outside: its config, its sink, a redaction function.
+"""What the transcription service takes from outside: its config, its sink, and per tenant and
+campaign a redaction function and the callers' language.
 
 Kept apart from :mod:`analytics.asr.service` (which re-exports them) so the service module stays
 about the per-call loop.
@@ -6,18 +7,42 @@ about the per-call loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from analytics.asr.base import RedactedSpan
 from analytics.asr.frontend import FrontEndConfig
 from analytics.asr.vad import VadConfig
 from schemas.records import DeadLetter, Transcript
 
-__all__ = ["Done", "Redact", "ServiceConfig", "TranscriptSink", "no_redaction"]
+__all__ = [
+    "Done",
+    "LanguageOf",
+    "Redact",
+    "Redaction",
+    "ServiceConfig",
+    "TranscriptSink",
+    "configured_language",
+    "no_redaction",
+]
 
 Done = Callable[[], None]
-Redact = Callable[[str, str, str], tuple[str, list[str]]]
+
+
+class Redaction(NamedTuple):
+    """A text as published: redacted, the kinds found, and the spans of the original replaced."""
+
+    text: str
+    kinds: list[str]
+    spans: Sequence[RedactedSpan] = ()
+
+
+#: (tenant, campaign, text) -> its redaction
+Redact = Callable[[str, str, str], Redaction]
+#: (tenant, campaign) -> what the callers speak: a Whisper code, "auto", or None (the
+#: recogniser's configured language)
+LanguageOf = Callable[[str, str], str | None]
 
 
 class TranscriptSink(Protocol):
@@ -28,8 +53,12 @@ class TranscriptSink(Protocol):
     async def dead_letter(self, record: DeadLetter) -> None: ...
 
 
-def no_redaction(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
-    return text, []
+def no_redaction(tenant: str, campaign: str, text: str) -> Redaction:
+    return Redaction(text, [])
+
+
+def configured_language(tenant: str, campaign: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 * Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
   an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
   ``finish_batch`` call.
-* Speculative decode: after the first ``early_end_ms`` of silence the segmenter offers the
-  utterance as it would be cut; a batch recogniser starts decoding it at once and, if the
-  silence lasts to ``min_silence_ms``, that result is the final one (same audio), so the decode
-  hides behind the end-of-speech wait. If speech resumes the result is discarded.
+* Speculative decode: after ``early_end_ms`` of silence a batch recogniser starts decoding the
+  utterance as it would be cut; if the silence lasts to ``min_silence_ms`` that is the final
+  result (same audio), the decode hidden behind the end-of-speech wait; else it is discarded.
 * A frame is reported done (its offset may be committed) only once every transcript it
   contributed to is published and it ends a lead-in before the call's position: a replay then
   cuts the same utterances, so the same ids (:mod:`analytics.asr.replay`).
@@ -24,6 +23,7 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 * While the caller is silent a ``progress`` marker is published every ``progress_interval_ms``
   of audio: downstream time is the call's audio time.
 * A recogniser error on one call is dead-lettered; its stream is reopened, other calls go on.
+* A call's recogniser stream is opened in its tenant and campaign's language (``language``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, cast
 
+from analytics.asr import ports
 from analytics.asr.base import Hypothesis, Recognizer
 from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
 from analytics.asr.frontend import FrontEnd
 from analytics.asr.markers import call_marker
-from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink, no_redaction
+from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink
 from analytics.asr.replay import HeldFrames, lead_in_ms
 from analytics.asr.stops import EarlyStops
 from analytics.asr.vad import (
@@ -81,7 +82,8 @@ class CallTranscriber:
         self.sample_rate_hz = meta.sample_rate_hz
         self.segmenter = Segmenter(service.vad, service.config.vad, meta.offset_ms, resume)
         self.front = FrontEnd(meta.sample_rate_hz, service.config.front, RATE_HZ)
-        self.stream = service.recognizer.open_stream()
+        self.language = service.language(meta.tenant, meta.campaign)  # the rules file's
+        self.stream = service.recognizer.open_stream(self.language)
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.held = HeldFrames(service.lead_in_ms)
         # a decode started at the first silence: (start_ms, end_ms, result)
@@ -225,15 +227,16 @@ class CallTranscriber:
 
     async def _publish(self, hyp: Hypothesis) -> None:
         service = self.service
-        text, kinds = service.redact(self.tenant, self.campaign, hyp.text)
+        redaction = service.redact(self.tenant, self.campaign, hyp.text)
         now_ms = int(service.clock() * 1000)
         transcript = hyp.to_transcript(
             call_sid=self.call_sid,
             stream_sid=self.stream_sid,
             tenant=self.tenant,
             campaign=self.campaign,
-            text=text,
-            pii_kinds=kinds,
+            text=redaction.text,
+            pii_kinds=redaction.kinds,
+            redacted=redaction.spans,
             engine=service.recognizer.engine,
             speech_end_at_ms=self.last_speech_received_at_ms,
             produced_at_ms=now_ms,
@@ -256,7 +259,7 @@ class CallTranscriber:
         try:
             self.stream.close()
         finally:
-            self.stream = self.service.recognizer.open_stream()
+            self.stream = self.service.recognizer.open_stream(self.language)
             self.segmenter = Segmenter(
                 self.service.vad, self.service.config.vad, start_ms=self.segmenter.position_ms
             )
@@ -286,7 +289,8 @@ class TranscriptionService:
         sink: TranscriptSink,
         config: ServiceConfig | None = None,
         vad: SileroVad | None = None,
-        redact: Redact = no_redaction,
+        redact: Redact = ports.no_redaction,
+        language: ports.LanguageOf = ports.configured_language,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.recognizer = recognizer
@@ -294,6 +298,7 @@ class TranscriptionService:
         self.config = config or ServiceConfig()
         self.vad = vad
         self.redact = redact
+        self.language = language
         self.clock = clock
         self.sessions: dict[str, CallTranscriber] = {}
         self.asr_executor = ThreadPoolExecutor(
@@ -307,14 +312,10 @@ class TranscriptionService:
             self.config.executor_workers,
             self.config.batch_wait_ms / 1000.0,
         )
-        self.queued = 0
-        self.published = 0
-        self.errors = 0
-        self.calls_started = 0
-        self.speculative_started = 0
-        self.speculative_used = 0
-        self.calls_ended = 0
-        self.markers = 0
+        # counters: frames queued; transcripts, errors and markers published; calls; decodes
+        self.queued = self.published = self.errors = self.markers = 0
+        self.calls_started = self.calls_ended = 0
+        self.speculative_started = self.speculative_used = 0
         self.ready = False
         self._early_stops = EarlyStops()
         self._capacity = asyncio.Event()

@@ -159,8 +159,8 @@ class VoskRecognizer:
     def warm_up(self) -> None:
         _ = self.model
 
-    def open_stream(self) -> RecognizerStream:
-        return VoskStream(self)
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        return VoskStream(self)  # the model's own language
 
     def finish_batch(
         self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]

@@ -13,6 +13,13 @@ and trims a repeated tail.
 
 Each executor thread owns its own model instance (``cpu_threads`` each, default 1): one shared
 model ran effectively serially under load.
+
+Language (multilingual models; English-only ones such as tiny.en transcribe English whatever is
+asked): each call's stream has one, from the rules file or ``language``; each utterance's prompt
+carries its call's language, so one batch mixes languages. ``"auto"`` detects it from the
+utterance's encoder output (one decoder step); the first detection at least
+``DETECT_KEEP_PROB`` sure is kept for the rest of the call. Word timings (``word_timestamps``)
+align the decoded tokens on the same encoder output (:mod:`analytics.asr.alignment`).
 """
 
 from __future__ import annotations
@@ -20,24 +27,28 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analytics.asr.alignment import align_words, take
 from analytics.asr.audio import FloatAudio
 from analytics.asr.base import (
     AsrError,
     Hypothesis,
     ModelNotFoundError,
     RecognizerStream,
+    WordTiming,
 )
 from analytics.asr.models import Tier, tier_model_path
 from analytics.asr.vad import RATE_HZ, SpeechSegment
 
 if TYPE_CHECKING:
+    from faster_whisper.tokenizer import Tokenizer
+
     from analytics.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +56,8 @@ logger = logging.getLogger(__name__)
 _HOP = 160  # samples per mel frame at 16 kHz
 _FRAMES_PER_S = RATE_HZ // _HOP
 _MAX_TOKENS = 220
+#: a detected language at least this probable is kept for the rest of the call
+DETECT_KEEP_PROB = 0.5
 
 
 def default_model_path() -> Path:
@@ -61,10 +74,12 @@ class WhisperConfig:
     compute_type: str = "int8"
     beam_size: int = 1
     cpu_threads: int = 1
+    #: a Whisper language code, or "auto" (detect per call); multilingual models only
     language: str = "en"
     max_batch: int = 8
     min_window_s: float = 10.0
     partial_interval_ms: int = 0
+    word_timestamps: bool = True
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> WhisperConfig:
@@ -80,7 +95,30 @@ class WhisperConfig:
             max_batch=settings.whisper_batch_max,
             min_window_s=settings.whisper_min_window_s,
             partial_interval_ms=settings.whisper_partial_interval_ms,
+            word_timestamps=settings.whisper_word_timestamps,
         )
+
+
+def unsupported_languages(codes: Iterable[str]) -> list[str]:
+    """The codes Whisper has no language token for ("auto" is fine), sorted."""
+    asked = {c for c in codes if c not in ("auto", "en")}
+    if not asked:
+        return []  # without importing faster-whisper (a worker built with a fake recogniser)
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # Whisper's list, as faster-whisper has it
+
+    return sorted(asked - set(_LANGUAGE_CODES))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One utterance's decode; word times in ms from the utterance's start."""
+
+    text: str
+    confidence: float
+    language: str
+    #: the detection's probability when the language was detected, else None
+    language_prob: float | None = None
+    words: tuple[WordTiming, ...] = field(default_factory=tuple)
 
 
 def trim_restart(tokens: list[int], min_period: int = 6) -> list[int]:
@@ -117,7 +155,6 @@ class _Decoder:
     def __init__(self, config: WhisperConfig, path: Path) -> None:
         # lazy: faster_whisper loads ctranslate2 (heavy)
         from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
 
         try:
             self.model = WhisperModel(
@@ -131,15 +168,34 @@ class _Decoder:
         except (RuntimeError, ValueError, OSError) as exc:
             raise AsrError(f"cannot load the Whisper model at {path}: {exc}") from exc
         self.config = config
-        multilingual = bool(self.model.model.is_multilingual)
-        self.tokenizer = Tokenizer(
-            self.model.hf_tokenizer,
-            multilingual,
-            task="transcribe",
-            language=config.language if multilingual else None,
-        )
-        self.prompt = list(self.tokenizer.sot_sequence)
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self.tokenizer = self.tokenizer_for("en")
         self.suppress = [-1, *self.tokenizer.non_speech_tokens]
+
+    def tokenizer_for(self, language: str) -> Tokenizer:
+        """The tokenizer of ``language`` (its prompt, its word splitting); English-only models
+        have one."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        key = language if self.multilingual else "en"
+        tokenizer = self._tokenizers.get(key)
+        if tokenizer is None:
+            try:
+                tokenizer = Tokenizer(
+                    self.model.hf_tokenizer,
+                    self.multilingual,
+                    task="transcribe",
+                    language=key if self.multilingual else None,
+                )
+            except ValueError as exc:
+                raise AsrError(f"Whisper has no language {language!r}") from exc
+            self._tokenizers[key] = tokenizer
+        return tokenizer
+
+    def prompt(self, language: str) -> list[int]:
+        """The decoder prompt (start of transcript, language, task) for ``language``."""
+        return list(self.tokenizer_for(language).sot_sequence)
 
     def window_frames(self, audio: FloatAudio) -> int:
         seconds = max(self.config.min_window_s, audio.shape[0] / RATE_HZ + 1.0)
@@ -151,30 +207,62 @@ class _Decoder:
         mel = self.model.feature_extractor(audio, padding=samples - audio.shape[0] + _HOP)
         return np.asarray(mel[:, :frames], dtype=np.float32)
 
-    def decode(self, audios: Sequence[FloatAudio]) -> list[tuple[str, float]]:
+    def decode(
+        self,
+        audios: Sequence[FloatAudio],
+        languages: Sequence[str] | None = None,
+        words: bool = False,
+    ) -> list[Decoded]:
+        """Decode a batch; ``languages``: each item's code or "auto" (default: the config's)."""
         import ctranslate2  # heavy: loaded with the model
 
         frames = max(self.window_frames(a) for a in audios)
         batch = np.stack([self.features(a, frames) for a in audios])
         durations = [a.shape[0] / RATE_HZ for a in audios]
-        max_length = min(_MAX_TOKENS, len(self.prompt) + 10 + int(max(durations) * 10))
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
+        langs, probs = self._languages(encoded, languages or [self.config.language] * len(audios))
+        prompts = [self.prompt(language) for language in langs]
+        max_length = min(_MAX_TOKENS, len(prompts[0]) + 10 + int(max(durations) * 10))
         results = self.model.model.generate(
             encoded,
-            [self.prompt] * len(audios),
+            prompts,
             beam_size=self.config.beam_size,
             max_length=max_length,
             return_scores=True,
             suppress_blank=True,
             suppress_tokens=self.suppress,
         )
-        out: list[tuple[str, float]] = []
-        for result, duration in zip(results, durations, strict=True):
-            tokens = self._text_tokens(result.sequences_ids[0], duration)
+        tokens = [
+            self._text_tokens(result.sequences_ids[0], duration)
+            for result, duration in zip(results, durations, strict=True)
+        ]
+        timings: list[tuple[WordTiming, ...]] = [()] * len(audios)
+        if words:
+            model = self.model.model
+            timings = align_words(model, self.tokenizer_for, encoded, tokens, langs, durations)
+        out: list[Decoded] = []
+        for result, item_tokens, language, prob, item_words in zip(
+            results, tokens, langs, probs, timings, strict=True
+        ):
             score = float(result.scores[0]) if result.scores else 0.0
-            text = self.tokenizer.decode(tokens).strip()
-            out.append((text, float(min(1.0, math.exp(score)))))
+            text = self.tokenizer.decode(item_tokens).strip()
+            confidence = float(min(1.0, math.exp(score)))
+            out.append(Decoded(text, confidence, language, prob, item_words))
         return out
+
+    def _languages(
+        self, encoded: Any, wanted: Sequence[str]
+    ) -> tuple[list[str], list[float | None]]:
+        """Each item's language: as asked, or detected where "auto" (multilingual models)."""
+        langs = [code if self.multilingual else "en" for code in wanted]
+        probs: list[float | None] = [None] * len(wanted)
+        auto = [i for i, code in enumerate(langs) if code == "auto"]
+        if auto:
+            detected = self.model.model.detect_language(take(encoded, auto, len(wanted)))
+            for i, ranked in zip(auto, detected, strict=True):
+                token, prob = ranked[0]  # ('<|hi|>', 0.93), best first
+                langs[i], probs[i] = token[2:-2], float(prob)
+        return langs, probs
 
     def _text_tokens(self, ids: Sequence[int], duration_s: float) -> list[int]:
         tok = self.tokenizer
@@ -191,17 +279,31 @@ class _Decoder:
 
 
 class WhisperStream:
-    """Buffers the open utterance; partials (optional) re-decode it at an interval.
+    """Buffers the open utterance; partials (optional) re-decode it at an interval. Holds the
+    call's language: as asked, or the one detected for it.
 
     One per call, held by its :class:`analytics.asr.service.CallTranscriber` (analytics worker
     process).
     """
 
-    def __init__(self, recognizer: WhisperRecognizer) -> None:
+    def __init__(self, recognizer: WhisperRecognizer, language: str | None = None) -> None:
         self._recognizer = recognizer
         self._chunks: list[FloatAudio] = []
         self._since_partial = 0
         self._start_ms: int | None = None
+        #: a Whisper code or "auto"
+        self.language = language or recognizer.config.language
+        #: the call's language once detected with confidence ("auto")
+        self.detected: str | None = None
+
+    def wanted_language(self) -> str:
+        """What the next utterance is decoded in: the asked or detected language, or "auto"."""
+        return self.detected or self.language
+
+    def settle(self, decoded: Decoded) -> None:
+        """Keep a confident detection for the rest of the call."""
+        if self.detected is None and (decoded.language_prob or 0.0) >= DETECT_KEEP_PROB:
+            self.detected = decoded.language
 
     def accept(self, audio: FloatAudio, start_ms: int) -> Hypothesis | None:
         interval = self._recognizer.config.partial_interval_ms
@@ -215,9 +317,9 @@ class WhisperStream:
             return None
         self._since_partial = 0
         buffered = np.concatenate(self._chunks)
-        [(text, confidence)] = self._recognizer.decoder().decode([buffered])
+        [d] = self._recognizer.decoder().decode([buffered], [self.wanted_language()])
         end_ms = self._start_ms + buffered.shape[0] * 1000 // RATE_HZ
-        return Hypothesis(text, False, self._start_ms, end_ms, confidence)
+        return Hypothesis(d.text, False, self._start_ms, end_ms, d.confidence, language=d.language)
 
     def finish(self, utterance: SpeechSegment) -> Hypothesis:
         return self._recognizer.finish_batch([(self, utterance)])[0]
@@ -269,8 +371,8 @@ class WhisperRecognizer:
     def warm_up(self) -> None:
         self.decoder()
 
-    def open_stream(self) -> RecognizerStream:
-        return WhisperStream(self)
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        return WhisperStream(self, language)
 
     def finish_batch(
         self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
@@ -284,16 +386,31 @@ class WhisperRecognizer:
         groups: dict[int, list[int]] = {}
         for i, (_, utterance) in enumerate(items):
             groups.setdefault(decoder.window_frames(utterance.audio), []).append(i)
-        decoded: list[tuple[str, float]] = [("", 0.0)] * len(items)
+        wanted = [
+            s.wanted_language() if isinstance(s, WhisperStream) else self.config.language
+            for s, _ in items
+        ]
+        decoded: dict[int, Decoded] = {}
         for indices in groups.values():
-            texts = decoder.decode([items[i][1].audio for i in indices])
-            for i, result in zip(indices, texts, strict=True):
+            results = decoder.decode(
+                [items[i][1].audio for i in indices],
+                [wanted[i] for i in indices],
+                words=self.config.word_timestamps,
+            )
+            for i, result in zip(indices, results, strict=True):
                 decoded[i] = result
         hypotheses: list[Hypothesis] = []
-        for (stream, utterance), (text, confidence) in zip(items, decoded, strict=True):
+        for i, (stream, utterance) in enumerate(items):
+            d = decoded[i]
             if isinstance(stream, WhisperStream):
+                stream.settle(d)
                 stream.reset()
+            start = utterance.start_ms
+            words = tuple(
+                WordTiming(w.word, start + w.start_ms, start + w.end_ms, w.confidence)
+                for w in d.words
+            )
             hypotheses.append(
-                Hypothesis(text, True, utterance.start_ms, utterance.end_ms, confidence)
+                Hypothesis(d.text, True, start, utterance.end_ms, d.confidence, words, d.language)
             )
         return hypotheses

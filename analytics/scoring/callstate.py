@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from analytics.scoring.keywords import EXACT, edit_limits, stem, word_matches
 from analytics.scoring.settings import ScoringSettings
+from analytics.scoring.textnorm import fold, unicode_word
 from schemas.records import CallEvent, CallState, KeywordHit
 from schemas.rules import RepetitionRule
 
@@ -63,10 +64,18 @@ class FoldParams:
 
 @lru_cache(maxsize=4096)
 def content_words(text: str) -> tuple[str, ...]:
-    """What an utterance asks for: its words lower-cased, apostrophes dropped ("order's" ->
-    "orders"), fillers and function words left out; redaction tags ("[CARD]") kept as words."""
-    words = _WORD_RE.findall(text.lower().replace("\u2019", "").replace("'", ""))
+    """What an utterance asks for: its words folded (any script, :mod:`.textnorm`), apostrophes
+    dropped ("order's" -> "orders"), fillers and function words left out; redaction tags
+    ("[CARD]") kept as words."""
+    folded, spans = fold(text)
+    pattern = _WORD_RE if spans is None else _unicode_word_re()
+    words = pattern.findall(folded.replace("'", ""))
     return tuple(w for w in words if w not in _NOT_CONTENT)
+
+
+@lru_cache(maxsize=1)
+def _unicode_word_re() -> re.Pattern[str]:
+    return re.compile(rf"\[[a-z]+\]|{unicode_word()}+")
 
 
 # How far one word may be misheard (a word-level tolerance, the keyword spotter's default; not

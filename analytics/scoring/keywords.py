@@ -11,7 +11,9 @@ Robust to recogniser errors, but not at the cost of precision:
 - multi-word phrases tolerate a dropped short function word ("speak to agent" for "speak to an
   agent") and one inserted word ("talk to a real human");
 - a negated mention ("I do not want to cancel", "I don't need a lawyer") is not a hit when the
-  category is ``negatable`` (the default); negation looks back a few words within the clause.
+  category is ``negatable`` (the default); negation looks back a few words within the clause;
+- phrases and text are compared folded (:mod:`analytics.scoring.textnorm`): any script, so a
+  Devanagari phrase matches Devanagari text and a romanised Hindi one romanised text.
 
 The spotter is compiled once per category set (:class:`KeywordSpotter`) and is pure and
 thread-safe. Word-pair similarities are memoised, so cost grows with distinct words, not calls.
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from analytics.scoring.textnorm import fold, source_span, unicode_word
 from schemas.records import KeywordHit
 from schemas.rules import PhraseCategory
 
@@ -126,7 +129,7 @@ DEFAULT_CATEGORIES: dict[str, PhraseCategory] = {
 }
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_CLAUSE_BREAK_RE = re.compile(r"[.,;:!?]|\bbut\b|\bhowever\b|\bthough\b")
+_CLAUSE_BREAK_RE = re.compile(r"[.,;:!?\u0964\u0965]|\bbut\b|\bhowever\b|\bthough\b")
 _NEGATORS = frozenset(
     {"not", "no", "never", "dont", "don't", "didnt", "didn't", "wont", "won't", "cannot",
      "can't", "cant", "doesnt", "doesn't", "isnt", "isn't", "arent", "aren't", "wasnt",
@@ -262,20 +265,27 @@ class _Token:
     clause: int
 
 
+@lru_cache(maxsize=1)
+def _unicode_token_re() -> re.Pattern[str]:
+    atom = unicode_word()
+    return re.compile(f"{atom}+(?:'{atom}+)?")
+
+
 def tokenize(text: str) -> list[_Token]:
-    """Lower-cased word tokens with character spans and a clause number (for negation)."""
-    lowered = text.lower().replace("\u2019", "'")
+    """Folded word tokens (:mod:`analytics.scoring.textnorm`: NFKC, case-folded, any script)
+    with their character spans in ``text`` and a clause number (for negation)."""
+    lowered, spans = fold(text)
     breaks = [m.start() for m in _CLAUSE_BREAK_RE.finditer(lowered)]
     tokens: list[_Token] = []
     clause = 0
     b = 0
-    for m in _TOKEN_RE.finditer(lowered):
+    for m in (_TOKEN_RE if spans is None else _unicode_token_re()).finditer(lowered):
         while b < len(breaks) and breaks[b] < m.start():
             clause += 1
             b += 1
         if m.group() in ("but", "however", "though"):
             continue
-        tokens.append(_Token(m.group(), m.start(), m.end(), clause))
+        tokens.append(_Token(m.group(), *source_span(spans, m.start(), m.end()), clause))
     return tokens
 
 

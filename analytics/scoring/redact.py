@@ -187,12 +187,18 @@ class Redactor:
 
     def redact(self, text: str) -> tuple[str, list[str]]:
         """Return ``(redacted_text, sorted distinct kinds found)``."""
+        redacted, kinds, _ = self.redact_spans(text)
+        return redacted, kinds
+
+    def redact_spans(self, text: str) -> tuple[str, list[str], list[tuple[int, int, str]]]:
+        """:meth:`redact` and the ``(start, end, kind)`` of each part of ``text`` it replaced
+        (a run of spoken digits is one span), so word timings can be masked to match."""
         if not self.enabled or not text:
-            return text, []
+            return text, [], []
         norm, back = _normalise_spoken_digits(text)
         found = self._detect(norm)
         if not found:
-            return text, []
+            return text, [], []
         # Map spans back to the original text and merge overlaps (first-found kind wins).
         mapped = sorted(
             (_Span(back[s.start][0], back[s.end - 1][1], s.kind) for s in found),
@@ -212,7 +218,8 @@ class Redactor:
             parts.append(f"[{span.kind}]")
             pos = span.end
         parts.append(text[pos:])
-        return "".join(parts), sorted({s.kind for s in merged})
+        spans = [(s.start, s.end, s.kind) for s in merged]
+        return "".join(parts), sorted({s.kind for s in merged}), spans
 
     def _detect(self, text: str) -> list[_Span]:
         spans: list[_Span] = []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from analytics.asr.audio import FloatAudio, float_to_pcm16
-from analytics.asr.base import Hypothesis, RecognizerStream
+from analytics.asr.base import Hypothesis, RecognizerStream, WordTiming
 from analytics.asr.vad import SpeechSegment
 
 FAIL_AMPLITUDE = 0.85
@@ -26,8 +26,9 @@ def amplitude_label(audio: FloatAudio) -> str:
 
 
 class FakeStream:
-    def __init__(self, owner: FakeRecognizer) -> None:
+    def __init__(self, owner: FakeRecognizer, language: str | None = None) -> None:
         self.owner = owner
+        self.language = language
         self.fed: list[FloatAudio] = []
         self.closed = False
 
@@ -57,6 +58,7 @@ class FakeRecognizer:
         self.delay_s = delay_s  # time one pass takes, as a real model's would
         self.batches: list[int] = []
         self.streams: list[FakeStream] = []
+        self.languages: list[str | None] = []  # asked for, per stream opened
         self.closed = 0
         self.warmed: set[str] = set()
         self._lock = threading.Lock()
@@ -65,8 +67,9 @@ class FakeRecognizer:
         with self._lock:
             self.warmed.add(threading.current_thread().name)
 
-    def open_stream(self) -> RecognizerStream:
-        stream = FakeStream(self)
+    def open_stream(self, language: str | None = None) -> RecognizerStream:
+        self.languages.append(language)
+        stream = FakeStream(self, language)
         self.streams.append(stream)
         return stream
 
@@ -84,7 +87,14 @@ class FakeRecognizer:
             label = amplitude_label(utt.audio)
             if float(label.split()[1]) >= FAIL_AMPLITUDE:
                 raise RuntimeError(f"fake model error on {label}")
-            out.append(Hypothesis(label, True, utt.start_ms, utt.end_ms, 0.9))
+            # two words ("amp", "0.30"), each half of the utterance
+            mid = (utt.start_ms + utt.end_ms) // 2
+            words = (
+                WordTiming("amp", utt.start_ms, mid),
+                WordTiming(label.split()[1], mid, utt.end_ms),
+            )
+            language = stream.language if isinstance(stream, FakeStream) else None
+            out.append(Hypothesis(label, True, utt.start_ms, utt.end_ms, 0.9, words, language))
         return out
 
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from analytics.asr.audio import chunks
+from analytics.asr.ports import Redaction
 from analytics.asr.service import ServiceConfig, TranscriptionService
 from analytics.asr.vad import VadConfig
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
@@ -227,12 +228,19 @@ async def test_partials_redaction_and_tenant() -> None:
     clock, acked = FakeClock(), {}
     sink = FakeSink(acked)
 
-    def redact(tenant: str, campaign: str, text: str) -> tuple[str, list[str]]:
-        return (text.replace("0.20", "[CARD]"), ["CARD"]) if tenant == "acme" else (text, [])
+    def redact(tenant: str, campaign: str, text: str) -> Redaction:
+        if tenant != "acme" or "0.20" not in text:
+            return Redaction(text, [])
+        at = text.index("0.20")
+        return Redaction(text.replace("0.20", "[CARD]"), ["CARD"], [(at, at + 4, "CARD")])
+
+    def language(tenant: str, campaign: str) -> str | None:
+        return "hi" if (tenant, campaign) == ("acme", "default") else None
 
     config = ServiceConfig(vad=VadConfig(min_silence_ms=300, speech_pad_ms=64), sweep_interval_s=60)
+    recognizer = FakeRecognizer(streaming=True)
     service = TranscriptionService(
-        FakeRecognizer(streaming=True), sink, config, vad=None, redact=redact, clock=clock
+        recognizer, sink, config, vad=None, redact=redact, language=language, clock=clock
     )
     await service.start()
     try:
@@ -244,6 +252,11 @@ async def test_partials_redaction_and_tenant() -> None:
         assert sink.transcripts.index(partials[-1]) < sink.transcripts.index(finals[0])
         assert finals[0].text == "amp [CARD]" and finals[0].pii_kinds == ["CARD"]
         assert finals[0].tenant == "acme"
+        # the redacted word keeps its timing, its text is the placeholder
+        assert [w.word for w in finals[0].words] == ["amp", "[CARD]"]
+        assert finals[0].words[1].end_ms == finals[0].end_ms
+        # the call's stream was opened in the tenant's language, reported on the transcript
+        assert recognizer.languages == ["hi"] and finals[0].language == "hi"
     finally:
         await service.stop()
 
