@@ -39,22 +39,34 @@ class GaplessMixin:
 
     gaps_refetched: int = 0
 
-    def _gapless_state(self) -> tuple[dict[Any, int], dict[Any, int], dict[Any, int]]:
+    def _gapless_state(
+        self,
+    ) -> tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int]]:
         """Per partition: the last offset passed to faust, the last one faust took (its read
-        offset moved to it), and the offset being read again after a gap."""
+        offset moved to it), the offset being read again after a gap, and the offset of a seek
+        whose record has not been passed on yet."""
         if not hasattr(self, "_gapless_passed"):
             self._gapless_passed: dict[Any, int] = {}
             self._gapless_taken: dict[Any, int] = {}
             self._gapless_refetch: dict[Any, int] = {}
-        return self._gapless_passed, self._gapless_taken, self._gapless_refetch
+            self._gapless_sought: dict[Any, int] = {}
+        return (
+            self._gapless_passed,
+            self._gapless_taken,
+            self._gapless_refetch,
+            self._gapless_sought,
+        )
 
     def _next_expected(self, tp: Any) -> int | None:
-        """The offset faust must be handed next: one past the last record it took, or the
-        offset it was sought to (its read offset holds either)."""
+        """The offset faust must be handed next: the offset of a seek not served yet, else one
+        past the last record faust took, or the offset it was sought to (its read offset holds
+        either)."""
+        passed, taken, _, sought = self._gapless_state()
+        if tp in sought:
+            return sought[tp]
         read = self._read_offset.get(tp)  # type: ignore[attr-defined]
         if read is None:
             return None
-        passed, taken, _ = self._gapless_state()
         if passed.get(tp) == read:
             taken[tp] = read  # faust took the last record passed to it
         return int(read) + 1 if taken.get(tp) == read else int(read)
@@ -75,7 +87,7 @@ class GaplessMixin:
         return positions
 
     async def _read_again(self, tp: Any, want: int, got: int, why: str) -> None:
-        passed, taken, refetch = self._gapless_state()
+        passed, taken, refetch, _ = self._gapless_state()
         refetch[tp] = want
         self.gaps_refetched += 1
         logger.warning(
@@ -92,24 +104,28 @@ class GaplessMixin:
         await self.seek_in_thread(tp, want)
 
     async def seek_in_thread(self, tp: Any, offset: int) -> None:
-        """Seek ``tp`` inside the client's own thread, then move faust's read offset.
+        """Seek ``tp`` inside the client's own thread; the seek holds until its record is passed.
 
         faust's ``seek`` calls the aiokafka client directly from the app's thread, while the
-        client's fetcher runs in the consumer thread: a fetch response being stored at that
-        moment can overwrite the new position, and the fetcher is not woken. Seen: a re-read
-        asked for offset 5 never came. Off the consumer thread (tests) it is faust's ``seek``.
+        client's fetcher runs in the consumer thread. And faust's drain loop, when it was
+        waiting to hand an older record to a full agent queue, moves the read offset back past
+        the seek once that record is taken, so the records read again would be dropped as seen.
+        So the sought offset is kept here until a record at it is passed on, and faust's read
+        offset is set to it right then. Off the consumer thread (tests) it is faust's ``seek``.
         """
         thread = getattr(self, "_thread", None)
         client = getattr(thread, "_consumer", None)
         if thread is None or client is None:
             await self.seek(tp, offset)  # type: ignore[attr-defined]
-            return
-        try:
-            await thread.call_thread(client.seek, TopicPartition(tp.topic, tp.partition), offset)
-        except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
-            logger.info("%s[%d]: not sought to %d: %r", tp.topic, tp.partition, offset, exc)
-            return
-        self._read_offset[tp] = offset if offset else None  # type: ignore[attr-defined]
+        else:
+            try:
+                at = TopicPartition(tp.topic, tp.partition)
+                await thread.call_thread(client.seek, at, offset)
+            except (IllegalStateError, AssertionError) as exc:  # revoked meanwhile
+                logger.info("%s[%d]: not sought to %d: %r", tp.topic, tp.partition, offset, exc)
+                return
+            self._read_offset[tp] = offset if offset else None  # type: ignore[attr-defined]
+        self._gapless_state()[3][tp] = offset
 
     async def broker_start_offset(self, tp: Any) -> int | None:
         """Where this group must start reading ``tp``: its committed offset as the broker has
@@ -152,7 +168,7 @@ class GaplessMixin:
         self._gapless_stranded = stranded
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - faust API
-        passed, _, refetch = self._gapless_state()
+        passed, _, refetch, sought = self._gapless_state()
         await self._check_stranded()
         async for tp, message in super().getmany(timeout):  # type: ignore[misc]
             if _tracked(tp):
@@ -164,6 +180,8 @@ class GaplessMixin:
                     continue  # withheld: it comes again after the records before it
                 if want is not None and offset < want:
                     continue  # faust took it already (a seek went back over it)
+                if sought.pop(tp, None) is not None:
+                    self._read_offset[tp] = offset  # type: ignore[attr-defined]
                 refetch.pop(tp, None)
                 passed[tp] = offset
             yield tp, message

@@ -52,7 +52,7 @@ from schemas.topics import AUDIO, CALLS, DEADLETTER, TRANSCRIPTS, WORKERS, prefi
 
 logger = logging.getLogger(__name__)
 
-REREAD_AFTER_S = 3.0  # a partition re-read that has not started within this is asked again
+REREAD_AFTER_S = 1.0  # a partition re-read that has not started within this is asked again
 
 
 @dataclass

@@ -162,3 +162,26 @@ async def test_records_dropped_at_a_partition_end_are_read_again(
         seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
     assert seen == list(range(10))
     assert consumer.seeks[0] == (AUDIO, 7)
+
+
+async def test_a_seek_holds_when_faust_moves_its_read_offset_past_it() -> None:
+    """The agent seeks back while faust's drain loop waits to hand an older record to the full
+    agent queue; once that record is taken, faust sets its read offset past the seek, and the
+    records read again would be dropped as already seen. The seek holds until served."""
+    consumer = Consumer(logs={AUDIO: 20}, committed={AUDIO: 0})
+    await consumer.perform_seek()
+    assert [o for _, o in await drain(consumer, rounds=3)] == list(range(9))
+    await consumer.seek_in_thread(AUDIO, 3)
+    consumer._read_offset[AUDIO] = 8  # the drain took record 8 after the seek
+    assert [o for _, o in await drain(consumer)] == list(range(3, 20))
+
+
+async def test_in_flight_records_past_a_seek_are_withheld_until_it_is_served() -> None:
+    consumer = Consumer(logs={AUDIO: 20}, committed={AUDIO: 0})
+    await consumer.perform_seek()
+    await drain(consumer, rounds=2)  # 0..5 taken, the client is at 6
+    await consumer.seek_in_thread(AUDIO, 2)
+    consumer.positions[AUDIO] = 9  # a batch fetched before the seek still arrives: 9..11
+    got = [o for _, o in await drain(consumer)]
+    assert got == list(range(2, 20))
+    assert consumer.seeks[0] == (AUDIO, 2)
