@@ -28,6 +28,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 logger = logging.getLogger(__name__)
 
 STRANDED_S = 1.0  # how long faust may hold a partition's fetched records before a re-read
+STALLED_S = 8.0  # how long a partition with records beyond faust's read offset may not move
 
 
 def _tracked(tp: Any) -> bool:
@@ -155,6 +156,7 @@ class GaplessMixin:
         if now - getattr(self, "_gapless_checked_at", 0.0) < STRANDED_S:
             return
         self._gapless_checked_at = now
+        await self._check_stalled(now)
         seen: dict[Any, tuple[int, int]] = getattr(self, "_gapless_stranded", {})
         stranded: dict[Any, tuple[int, int]] = {}
         for tp, position in self._fetch_positions().items():
@@ -167,8 +169,71 @@ class GaplessMixin:
                 stranded[tp] = (want, position)
         self._gapless_stranded = stranded
 
+    async def _learn_starts(self) -> None:
+        """A partition assigned with nothing committed has no read offset, so faust takes any
+        record as its first, and records dropped before it (or at the partition's end, with none
+        after them) would go unseen. So its start is asked of the broker once per assignment
+        and expected like a seek's offset."""
+        sought = self._gapless_state()[3]
+        known: set[Any] = getattr(self, "_gapless_known", set())
+        self._gapless_known = known
+        for tp in self._fetch_positions():
+            if tp in known or not _tracked(tp):
+                continue
+            known.add(tp)
+            if self._read_offset.get(tp) is not None or tp in sought:  # type: ignore[attr-defined]
+                continue
+            start = await self.broker_start_offset(tp)
+            if start is not None and self._read_offset.get(tp) is None:  # type: ignore[attr-defined]
+                sought[tp] = start  # faust took no record yet (passed ones may be dropped)
+
+    def _highwaters(self) -> dict[Any, int]:
+        """The last known high-water mark of each assigned partition (aiokafka, read only)."""
+        marks: dict[Any, int] = {}
+        try:
+            client = self._thread._consumer  # type: ignore[attr-defined]
+            for tp in client.assignment():
+                mark = client.highwater(tp)
+                if mark is not None:
+                    marks[tp] = int(mark)
+        except (AttributeError, AssertionError):
+            return {}
+        return marks
+
+    async def _check_stalled(self, now: float) -> None:
+        """A partition that has records beyond faust's read offset yet does not move for
+        ``STALLED_S``: faust stopped fetching it (seen after a takeover: two records taken,
+        then nothing for two minutes). Log what faust and the client hold of it, give it back
+        to the fetcher if faust still marks it buffered (a pressure-drop callback lost when a
+        rebalance cleared the agent's queue), and read it again from the expected offset."""
+        seen: dict[Any, tuple[int, float]] = getattr(self, "_gapless_progress", {})
+        progress: dict[Any, tuple[int, float]] = {}
+        for tp, mark in self._highwaters().items():
+            want = self._next_expected(tp) if _tracked(tp) else None
+            if want is None or mark <= want:
+                continue
+            since = seen.get(tp, (want, now))
+            since = since if since[0] == want else (want, now)
+            progress[tp] = since
+            if now - since[1] < STALLED_S:
+                continue
+            progress[tp] = (want, now)
+            buffered = tp in getattr(self, "_buffered_partitions", ())
+            active = tp in (getattr(self, "_active_partitions", None) or ())
+            paused = tp in getattr(self, "_paused_partitions", ())
+            logger.warning(
+                "%s[%d]: no record past %d for %.0f s with the high-water mark at %d "
+                "(faust: active %s, buffered %s, paused %s)",
+                *(tp.topic, tp.partition, want, now - since[1], mark, active, buffered, paused),
+            )
+            if buffered and not active and not paused:
+                self.on_buffer_drop(tp)  # type: ignore[attr-defined]
+            await self._read_again(tp, want, mark, "stalled below")
+        self._gapless_progress = progress
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - faust API
         passed, _, refetch, sought = self._gapless_state()
+        await self._learn_starts()
         await self._check_stranded()
         async for tp, message in super().getmany(timeout):  # type: ignore[misc]
             if _tracked(tp):
@@ -190,4 +255,5 @@ class GaplessMixin:
         for state in self._gapless_state():
             for tp in revoked:
                 state.pop(tp, None)
+        getattr(self, "_gapless_known", set()).difference_update(revoked)
         await super().on_partitions_revoked(revoked)  # type: ignore[misc]

@@ -57,12 +57,12 @@ class WorkerMetrics:
         )
         self.asr_backlog = Gauge(
             "agentstream_worker_asr_backlog_frames",
-            "audio frames read but not yet transcribed (unacknowledged)",
+            "audio frames read but not yet through the VAD (queued in the transcriber)",
             registry=r,
         )
         self.asr_lag = Gauge(
             "agentstream_worker_asr_lag_seconds",
-            "age of the oldest frame read but not yet transcribed (0 when none)",
+            "age of the oldest frame not yet acknowledged, less the replay lead-in (0 when none)",
             registry=r,
         )
 

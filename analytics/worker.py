@@ -10,7 +10,7 @@ Offsets: the audio agent reads without faust's automatic acks; each frame is ack
 the transcription service reports it done (after the transcripts it contributed to were
 published), and acknowledgements are released to faust in offset order per partition
 (:class:`OffsetTracker`), so a commit never passes an unfinished frame and a killed worker's
-successor resumes at the start of every open utterance.
+successor resumes a lead-in before every open utterance (:mod:`analytics.asr.replay`).
 """
 
 from __future__ import annotations
@@ -236,17 +236,19 @@ def build_worker(
     worker = Worker(app, service, tracker, rules, metrics, backlog=backlog)
 
     def lag_s() -> float:
+        # frames held for a replay's lead-in are transcribed: not lag
         oldest = tracker.oldest_read_at_s()
-        return 0.0 if oldest is None else max(0.0, clock() - oldest)
+        lead_in_s = service.lead_in_ms / 1000
+        return 0.0 if oldest is None else max(0.0, clock() - oldest - lead_in_s)
 
     metrics.watch(
         active_calls=lambda: len(service.sessions),
-        backlog_frames=lambda: tracker.unacked,
+        backlog_frames=lambda: service.queued,
         lag_seconds=lag_s,
     )
     audio_name = prefixed(AUDIO, prefix)
     # Per-call progress: a worker taking a partition over skips each call's published audio.
-    progress = CallProgress()
+    progress = CallProgress(lead_in_ms=service.lead_in_ms)
     loader = ProgressLoader(settings.bootstrap_servers, prefixed(TRANSCRIPTS, prefix), progress)
     worker.progress = progress
 
@@ -321,10 +323,12 @@ def build_worker(
                         message.offset,
                     )
                     await loader.ensure({message.partition})
+                resume = None
                 if meta.call_sid not in service.sessions:
                     if progress.already_done(meta, len(pcm)):
                         done()  # published before a restart or rebalance: resume after it
                         continue
+                    resume = progress.resume_point(meta.call_sid)
                     logger.info(
                         "call %s: audio from %d ms (partition %d offset %d, published to %s ms)",
                         meta.call_sid,
@@ -333,7 +337,7 @@ def build_worker(
                         message.offset,
                         progress.marker(meta.call_sid),
                     )
-                service.on_frame(meta, pcm, done, message.partition)
+                service.on_frame(meta, pcm, done, message.partition, resume)
                 await service.wait_capacity()
         finally:
             await service.stop()

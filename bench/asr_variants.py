@@ -296,3 +296,7 @@ class SileroVad62:
             previous = windows[i, -64:]
         state.context = np.array(previous, dtype=np.float32)
         return out
+
+    def probabilities_each(self, window: FloatAudio, states: Any) -> np.ndarray[Any, Any]:
+        """One window through each state (the segmenter scores with two, see vad.py)."""
+        return np.array([self.probabilities(window[None, :], s)[0] for s in states], np.float32)

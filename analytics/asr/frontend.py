@@ -13,11 +13,15 @@ whole-signal ``resample_poly`` output, delayed by the filter's half length (1.25
 :class:`Agc` brings quiet callers up to a speech level before the VAD (Silero's speech
 probability falls on very quiet input, and the energy gate skips it entirely) and Whisper: a
 peak-level follower on 32 ms windows (instant attack, slow release), a gain limited to
-``max_gain_db``, never attenuating. Windows under the noise floor do not move the level.
+``max_gain_db``, never attenuating. Windows under the noise floor do not raise the level. The
+level remembers the last ``memory_ms`` of audio only, so a worker that resumes a call that far
+before a point applies the same gain from that point on as the worker that ran the whole call
+(:mod:`analytics.asr.replay`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from math import gcd
 from typing import Literal
@@ -83,8 +87,17 @@ class StreamResampler:
         return out
 
 
+AGC_MEMORY_MS = 2_000
+
+
 class Agc:
-    """Automatic gain: quiet speech up to ``target_dbfs`` peak level, at most ``max_gain_db``."""
+    """Automatic gain: quiet speech up to ``target_dbfs`` peak level, at most ``max_gain_db``.
+
+    The level is the highest window peak of the last ``memory_ms``, less ``release_db_per_s``
+    for its age (a peak follower with a bounded memory: a sliding maximum, O(1) amortised per
+    window). With nothing over the floor in that time the gain is 0 dB (the window is under the
+    floor too).
+    """
 
     def __init__(
         self,
@@ -94,13 +107,17 @@ class Agc:
         release_db_per_s: float = 3.0,
         rate_hz: int = 16_000,
         window: int = 512,
+        memory_ms: int = AGC_MEMORY_MS,
     ) -> None:
         self.target = target_dbfs
         self.max_gain = max_gain_db
         self.floor = floor_dbfs
-        self.release = release_db_per_s * window / rate_hz
+        self.release = release_db_per_s / rate_hz  # dB per sample
+        self.memory = memory_ms * rate_hz // 1000  # samples
         self.window = window
-        self.level_db: float | None = None  # tracked peak level of speech, dBFS
+        # (sample index, peak dBFS) of recent windows, each louder than any later one once aged
+        self._peaks: deque[tuple[int, float]] = deque()
+        self._t = 0  # samples processed
         self._gain_db = 0.0
 
     @property
@@ -109,19 +126,26 @@ class Agc:
 
     def process(self, audio: FloatAudio) -> FloatAudio:
         out = np.empty_like(audio, dtype=np.float32)
+        peaks, release = self._peaks, self.release
         for start in range(0, audio.shape[0], self.window):
             chunk = audio[start : start + self.window]
+            t = self._t + start
+            while peaks and t - peaks[0][0] >= self.memory:
+                peaks.popleft()
             peak = float(np.max(np.abs(chunk))) if chunk.size else 0.0
-            peak_db = 20.0 * np.log10(peak) if peak > 0 else -200.0
+            peak_db = 20.0 * float(np.log10(peak)) if peak > 0 else -200.0
             if peak_db > self.floor:
-                if self.level_db is None or peak_db > self.level_db:
-                    self.level_db = peak_db
-                else:
-                    self.level_db = max(peak_db, self.level_db - self.release)
-            if self.level_db is not None:
-                self._gain_db = float(np.clip(self.target - self.level_db, 0.0, self.max_gain))
-            gain = np.float32(10.0 ** (self._gain_db / 20.0))
+                while peaks and peaks[-1][1] - release * (t - peaks[-1][0]) <= peak_db:
+                    peaks.pop()
+                peaks.append((t, peak_db))
+            gain_db = 0.0
+            if peaks:
+                level_db = peaks[0][1] - release * (t - peaks[0][0])
+                gain_db = float(np.clip(self.target - level_db, 0.0, self.max_gain))
+            self._gain_db = gain_db
+            gain = np.float32(10.0 ** (gain_db / 20.0))
             out[start : start + chunk.shape[0]] = np.clip(chunk * gain, -1.0, 1.0)
+        self._t += audio.shape[0]
         return out
 
 
@@ -135,6 +159,7 @@ class FrontEndConfig:
     agc: bool = False  # the worker turns it on (AGENTSTREAM_WORKER_AGC)
     agc_target_dbfs: float = -6.0
     agc_max_gain_db: float = 30.0
+    agc_memory_ms: int = AGC_MEMORY_MS  # how far back the level looks (a replay's lead-in)
 
 
 class FrontEnd:
@@ -144,7 +169,11 @@ class FrontEnd:
         self.config = config
         self.out_hz = out_hz
         self.agc = (
-            Agc(target_dbfs=config.agc_target_dbfs, max_gain_db=config.agc_max_gain_db)
+            Agc(
+                target_dbfs=config.agc_target_dbfs,
+                max_gain_db=config.agc_max_gain_db,
+                memory_ms=config.agc_memory_ms,
+            )
             if config.agc
             else None
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.records import Transcript
+from schemas.records import AudioFrameMeta, Transcript
 
 
 def marker_transcript(
@@ -49,4 +49,27 @@ def marker_transcript(
         produced_at_ms=produced_at_ms,
         latency_ms=float(max(0, produced_at_ms - received_at_ms)),
         marker=kind,
+    )
+
+
+def call_marker(
+    kind: Literal["progress", "end"],
+    meta: AudioFrameMeta,
+    *,
+    audio_ms: int,
+    received_at_ms: int,
+    produced_at_ms: int,
+    engine: str,
+) -> Transcript:
+    """The marker of the call a frame (``meta``) belongs to."""
+    return marker_transcript(
+        kind,
+        call_sid=meta.call_sid,
+        stream_sid=meta.stream_sid,
+        tenant=meta.tenant,
+        campaign=meta.campaign,
+        audio_ms=audio_ms,
+        received_at_ms=received_at_ms,
+        produced_at_ms=produced_at_ms,
+        engine=engine,
     )

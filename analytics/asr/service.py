@@ -13,7 +13,8 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
   utterance as it would be cut; if the silence lasts to ``min_silence_ms`` that is the final
   result (same audio), the decode hidden behind the end-of-speech wait; else it is discarded.
 * A frame is reported done (its offset may be committed) only once every transcript it
-  contributed to is published: frames are held while an utterance is open.
+  contributed to is published and it ends a lead-in before the call's position: a replay then
+  cuts the same utterances, so the same ids (:mod:`analytics.asr.replay`).
 * ``stop`` ends a session as soon as the frame just before the stop's sequence number is
   processed (or, without sequence numbers or with frames lost, ``stop_grace_s`` after the last
   frame): the open utterance is cut without waiting for silence, decoded ahead of every other
@@ -38,10 +39,13 @@ from analytics.asr import ports
 from analytics.asr.base import Hypothesis, Recognizer
 from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
 from analytics.asr.frontend import FrontEnd
-from analytics.asr.markers import marker_transcript
+from analytics.asr.markers import call_marker
 from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink
+from analytics.asr.replay import HeldFrames, lead_in_ms
+from analytics.asr.stops import EarlyStops
 from analytics.asr.vad import (
     RATE_HZ,
+    ResumePoint,
     Segmenter,
     SegmentResult,
     SileroVad,
@@ -67,19 +71,21 @@ class CallTranscriber:
     created by :class:`TranscriptionService` on the call's first frame, dropped when it ends).
     """
 
-    def __init__(self, service: TranscriptionService, meta: AudioFrameMeta) -> None:
+    def __init__(
+        self, service: TranscriptionService, meta: AudioFrameMeta, resume: ResumePoint
+    ) -> None:
         self.service = service
         self.call_sid = meta.call_sid
         self.stream_sid = meta.stream_sid
         self.tenant = meta.tenant
         self.campaign = meta.campaign
         self.sample_rate_hz = meta.sample_rate_hz
-        self.segmenter = Segmenter(service.vad, service.config.vad, start_ms=meta.offset_ms)
+        self.segmenter = Segmenter(service.vad, service.config.vad, meta.offset_ms, resume)
         self.front = FrontEnd(meta.sample_rate_hz, service.config.front, RATE_HZ)
         self.language = service.language(meta.tenant, meta.campaign)  # the rules file's
         self.stream = service.recognizer.open_stream(self.language)
         self.queue: asyncio.Queue[object] = asyncio.Queue()
-        self.held: list[Done] = []
+        self.held = HeldFrames(service.lead_in_ms)
         # a decode started at the first silence: (start_ms, end_ms, result)
         self.speculative: tuple[int, int, asyncio.Future[Hypothesis]] | None = None
         self.last_speech_received_at_ms = meta.received_at_ms
@@ -87,7 +93,7 @@ class CallTranscriber:
         self.last_received_at_ms = meta.received_at_ms
         self.last_sequence = -1
         self.stop_sequence: int | None = None
-        self.progress_ms = meta.offset_ms
+        self.progress_ms = max(meta.offset_ms, resume.open_from_ms)
         self.stop_requested = False
         self.ending = False
         self.last_meta = meta
@@ -111,7 +117,7 @@ class CallTranscriber:
             item = await self.queue.get()
             if item is _END:
                 await self._finish_call()
-                self._release()
+                self.held.release_all()
                 return
             if item is _CHECK_STOP:
                 if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
@@ -120,14 +126,14 @@ class CallTranscriber:
             meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
             self.service.queued -= 1
             self.service.capacity_changed()
-            self.held.append(done)
+            self.held.hold(meta, len(pcm), done)
             try:
                 await self._process(meta, pcm)
             except Exception as exc:  # noqa: BLE001 - one call's failure must not stop others
                 await self._failed(meta, exc)
             if not self.segmenter.in_speech:
                 await self._progress()
-                self._release()
+                self.held.release_lead_in()
             if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
                 self.end()  # every frame before the stop is in: flush now, no silence wait
 
@@ -139,11 +145,6 @@ class CallTranscriber:
             self.service.queued -= isinstance(self.queue.get_nowait(), tuple)
         self.service.capacity_changed()
         self.service.forget(self)
-
-    def _release(self) -> None:
-        held, self.held = self.held, []
-        for done in held:
-            done()
 
     def _segment(self, pcm: bytes, rate_hz: int) -> SegmentResult:
         return self.segmenter.feed(self.front.process(pcm, rate_hz))
@@ -157,12 +158,9 @@ class CallTranscriber:
 
     async def _publish_marker(self, kind: Literal["progress", "end"]) -> None:
         service = self.service
-        marker = marker_transcript(
+        marker = call_marker(
             kind,
-            call_sid=self.call_sid,
-            stream_sid=self.stream_sid,
-            tenant=self.tenant,
-            campaign=self.campaign,
+            self.last_meta,
             audio_ms=self.segmenter.position_ms,
             received_at_ms=self.last_received_at_ms,
             produced_at_ms=int(service.clock() * 1000),
@@ -308,6 +306,7 @@ class TranscriptionService:
             max_workers=self.config.executor_workers, thread_name_prefix="asr"
         )
         self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        self.lead_in_ms = lead_in_ms(self.config.front, self.config.vad, vad is not None)
         self.decoder = BatchDecoder(
             recognizer,
             self.asr_executor,
@@ -319,8 +318,7 @@ class TranscriptionService:
         self.calls_started = self.calls_ended = 0
         self.speculative_started = self.speculative_used = 0
         self.ready = False
-        # stops seen before the call's first frame: call SID -> (sequence, seen at)
-        self._early_stops: dict[str, tuple[int | None, float]] = {}
+        self._early_stops = EarlyStops()
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -362,9 +360,15 @@ class TranscriptionService:
         self.vad_executor.shutdown(wait=True)
 
     def on_frame(
-        self, meta: AudioFrameMeta, pcm: bytes, done: Done, partition: int | None = None
+        self,
+        meta: AudioFrameMeta,
+        pcm: bytes,
+        done: Done,
+        partition: int | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
-        """Queue one audio frame for its call (never blocks); ``partition``: its source."""
+        """Queue one audio frame for its call (never blocks); ``partition``: its source;
+        ``resume``: where a call resumed by this frame stands (:mod:`analytics.asr.progress`)."""
         if meta.track == "outbound":
             done()  # the bot's/agent's side (media.track): kept in the topic, not the caller
             return
@@ -373,10 +377,10 @@ class TranscriptionService:
             if session is not None:
                 # A frame after the call ended: a fresh session picks the call up again.
                 self.sessions.pop(meta.call_sid, None)
-            session = CallTranscriber(self, meta)
+            session = CallTranscriber(self, meta, resume or ResumePoint())
             self.sessions[meta.call_sid] = session
             self.calls_started += 1
-            early = self._early_stops.pop(meta.call_sid, None)
+            early = self._early_stops.pop(meta.call_sid)
             if early is not None:
                 session.stop_requested = True
                 session.stop_sequence = early[0]
@@ -405,8 +409,7 @@ class TranscriptionService:
         """
         session = self.sessions.get(call_sid)
         if session is None or session.ending:
-            if len(self._early_stops) < 10_000:
-                self._early_stops[call_sid] = (sequence_number, self.clock())
+            self._early_stops.add(call_sid, sequence_number, self.clock())
             return
         session.stop_requested = True
         session.stop_sequence = sequence_number
@@ -434,9 +437,7 @@ class TranscriptionService:
     def sweep(self) -> None:
         """End stopped calls after the grace period and calls idle past the timeout."""
         now = self.clock()
-        for sid, (_, seen_at) in list(self._early_stops.items()):
-            if now - seen_at >= self.config.idle_timeout_s:
-                del self._early_stops[sid]  # no frame ever came for that call
+        self._early_stops.expire(now - self.config.idle_timeout_s)
         for session in list(self.sessions.values()):
             idle = now - session.last_frame_at
             if (session.stop_requested and idle >= self.config.stop_grace_s) or (

@@ -78,6 +78,21 @@ def test_agc_lifts_quiet_speech_within_its_limit_and_never_attenuates() -> None:
     assert np.array_equal(agc.process(silent), silent) and agc.gain_db == 0.0
 
 
+def test_agc_forgets_what_is_older_than_its_memory() -> None:
+    """A call resumed mid-stream gets the same gain as the whole call once it has heard the
+    AGC's memory: what an utterance id depends on must not depend on where a worker started."""
+    rng = np.random.default_rng(2)
+    levels = [0.5] * 6 + [0.01] * 30 + [0.1] * 20  # loud, then quiet: 100 ms chunks
+    audio = [(a * rng.standard_normal(1600)).astype(np.float32) for a in levels]
+    whole, late = Agc(memory_ms=1000), Agc(memory_ms=1000)
+    out_whole = [whole.process(chunk) for chunk in audio]
+    out_late = [late.process(chunk) for chunk in audio[8:]]
+    assert not np.array_equal(out_whole[8], out_late[0])  # the loud start is still remembered
+    converged = 8 + 11  # 1 s of memory and the first chunk
+    pairs = zip(out_whole[converged:], out_late[11:], strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+
+
 def test_front_end_defaults_leave_the_level_alone_and_the_worker_turns_agc_on() -> None:
     front = FrontEnd(8000, FrontEndConfig())
     assert front.agc is None and front.resampler is not None
@@ -93,6 +108,13 @@ def test_both_silero_models_score_speech_and_silence() -> None:
         vad = SileroVad(model=model)  # type: ignore[arg-type]
         probs = vad.probabilities(noise, VadState())
         assert probs.shape == (20,) and float(probs.max()) < 0.5
+        # several independent states through one window (one batch for v6.2) = one run each
+        states, alone = [VadState(), VadState()], [VadState(), VadState()]
+        vad.probabilities(noise[:5], states[1])
+        vad.probabilities(noise[:5], alone[1])
+        both = vad.probabilities_each(noise[5], states)
+        each = [vad.probabilities(noise[5:6], state)[0] for state in alone]
+        assert np.array_equal(both, np.array(each, dtype=np.float32)), model
 
 
 def test_split_model_joins_once_and_again_when_a_part_changes(

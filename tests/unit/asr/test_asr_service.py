@@ -61,6 +61,13 @@ def make_service(
     return TranscriptionService(recognizer, sink, config, vad=None, clock=clock)
 
 
+def acked_when_idle(service: TranscriptionService, frames: int, frame_ms: int = 100) -> int:
+    """Frames acknowledged once a call that ends in silence is processed: all but those ending
+    within the lead-in before its end, held for a replay until the call ends."""
+    end_ms = frames * frame_ms
+    return sum(1 for i in range(frames) if (i + 1) * frame_ms <= end_ms - service.lead_in_ms)
+
+
 def feed(
     service: TranscriptionService,
     call_sid: str,
@@ -96,8 +103,12 @@ async def test_one_call_in_order_and_acked_only_after_publish() -> None:
     await service.start()
     try:
         n = feed(service, "CA1", call_pcm([0.2, 0.3, 0.4]), acked, clock)
-        await async_wait_until(lambda: len(acked.get("CA1", ())) == n, timeout=10)
+        idle = acked_when_idle(service, n)
+        await async_wait_until(lambda: len(acked.get("CA1", ())) == idle, timeout=10)
         assert sink.texts("CA1") == ["amp 0.20", "amp 0.30", "amp 0.40"]
+        # the lead-in before the call's position stays unacknowledged (a replay needs it)
+        await asyncio.sleep(0.05)
+        assert 0 < n - len(acked["CA1"]) == -(-service.lead_in_ms // 100)
         starts = [t.start_ms for t in sink.transcripts]
         assert starts == sorted(starts)
         for transcript, acked_then in zip(sink.transcripts, sink.acked_at_publish, strict=True):
@@ -120,6 +131,8 @@ async def test_one_call_in_order_and_acked_only_after_publish() -> None:
         # each decode started at the first 100 ms of silence and was used as the final result
         assert service.speculative_started == service.speculative_used == 3
         assert recognizer.batches == [1, 1, 1]
+        service.on_stop("CA1", sequence_number=n + 1)
+        await async_wait_until(lambda: len(acked["CA1"]) == n)  # the call ended: all of it
     finally:
         await service.stop()
 
@@ -133,7 +146,10 @@ async def test_concurrent_calls_batched_and_independent() -> None:
     await service.start()
     try:
         calls = {f"CA{i}": [0.1 + 0.05 * (i % 5), 0.5, 0.25] for i in range(8)}
-        total = sum(feed(service, sid, call_pcm(amps), acked, clock) for sid, amps in calls.items())
+        total = sum(
+            acked_when_idle(service, feed(service, sid, call_pcm(amps), acked, clock))
+            for sid, amps in calls.items()
+        )
         await async_wait_until(lambda: sum(len(v) for v in acked.values()) == total, timeout=15)
         for sid, amps in calls.items():
             assert sink.texts(sid) == [f"amp {a:.2f}" for a in amps], sid
@@ -148,8 +164,8 @@ async def test_model_error_dead_letters_that_call_only() -> None:
     service = make_service(FakeRecognizer(max_batch=1), sink, clock)
     await service.start()
     try:
-        n1 = feed(service, "BAD", call_pcm([0.9, 0.3]), acked, clock)
-        n2 = feed(service, "GOOD", call_pcm([0.2]), acked, clock)
+        n1 = acked_when_idle(service, feed(service, "BAD", call_pcm([0.9, 0.3]), acked, clock))
+        n2 = acked_when_idle(service, feed(service, "GOOD", call_pcm([0.2]), acked, clock))
         await async_wait_until(
             lambda: len(acked.get("BAD", ())) == n1 and len(acked.get("GOOD", ())) == n2
         )
@@ -229,7 +245,7 @@ async def test_partials_redaction_and_tenant() -> None:
     await service.start()
     try:
         n = feed(service, "CA1", call_pcm([0.2]), acked, clock, tenant="acme")
-        await async_wait_until(lambda: len(acked.get("CA1", ())) == n)
+        await async_wait_until(lambda: len(acked.get("CA1", ())) == acked_when_idle(service, n))
         partials = [t for t in sink.transcripts if not t.is_final]
         finals = [t for t in sink.transcripts if t.is_final]
         assert partials and all(p.utterance_id == finals[0].utterance_id for p in partials)

@@ -185,3 +185,75 @@ async def test_in_flight_records_past_a_seek_are_withheld_until_it_is_served() -
     got = [o for _, o in await drain(consumer)]
     assert got == list(range(2, 20))
     assert consumer.seeks[0] == (AUDIO, 2)
+
+
+async def test_an_uncommitted_partition_whose_records_were_all_dropped_is_read_from_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A successor takes over a partition nothing was committed on (its owner was killed
+    before its first commit); faust drops every record it fetched, and none comes after them.
+    Without a read offset nothing showed the gap: the partition's start is asked and expected."""
+    monkeypatch.setattr(gapless, "STRANDED_S", 0.0)
+    consumer = Consumer(logs={AUDIO: 10})
+    await consumer.perform_seek()  # nothing committed: no read offset
+
+    async def start(tp: TP) -> int:
+        return 0
+
+    monkeypatch.setattr(consumer, "broker_start_offset", start)
+    dropped = set(range(10))
+
+    def drop_once(offset: int) -> bool:
+        if offset in dropped:
+            dropped.discard(offset)
+            return True
+        return False
+
+    seen: list[int] = []
+    for _ in range(12):
+        seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
+    assert seen == list(range(10))
+    assert consumer.seeks[0] == (AUDIO, 0)
+
+
+async def test_a_partition_faust_stopped_fetching_is_given_back_and_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust marked the partition buffered (its queue was full) and the callback that gives it
+    back was lost: it has records past faust's read offset but none comes, for good."""
+    monkeypatch.setattr(gapless, "STRANDED_S", 0.0)
+    monkeypatch.setattr(gapless, "STALLED_S", 0.0)
+
+    class Stalling(Consumer):
+        _buffered_partitions: set[TP]
+        _active_partitions: set[TP]
+        _paused_partitions: set[TP]
+
+        def _highwaters(self) -> dict[Any, int]:
+            return dict(self.logs)
+
+        def on_buffer_drop(self, tp: TP) -> None:
+            self._buffered_partitions.discard(tp)
+            self._active_partitions.add(tp)
+
+    consumer = Stalling(logs={AUDIO: 10}, committed={AUDIO: 0})
+    consumer._buffered_partitions, consumer._active_partitions = set(), {AUDIO}
+    consumer._paused_partitions = set()
+    await consumer.perform_seek()
+    assert [o for _, o in await drain(consumer, rounds=1)] == [0, 1, 2]
+    consumer._buffered_partitions, consumer._active_partitions = {AUDIO}, set()
+    real_fetch = FakeConsumer.getmany
+
+    async def fetch_active_only(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        async for tp, message in real_fetch(self, timeout):
+            if tp in self._active_partitions:
+                yield tp, message
+
+    monkeypatch.setattr(FakeConsumer, "getmany", fetch_active_only)
+    consumer.positions[AUDIO] = 3
+    seen: list[int] = []
+    for _ in range(8):
+        seen += [o for _, o in await drain(consumer, rounds=1)]
+    assert seen == list(range(3, 10))
+    assert AUDIO in consumer._active_partitions
+    assert (AUDIO, 3) in consumer.seeks
