@@ -373,7 +373,7 @@ def decode_counts(service: TranscriptionService) -> dict[str, int]:
     return {
         "batches": decoder.batches,
         "decoded": decoder.decoded,
-        "speculative_started": service.speculative_started,
+        "speculative_started": decoder.speculative_started,
         "speculative_used": service.speculative_used,
         "speculative_shed": decoder.speculative_shed,
     }

@@ -47,7 +47,7 @@ class BatchDecoder:
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.decoded = 0  # utterances in all batches (mean batch = decoded / batches)
-        self.speculative_shed = 0
+        self.speculative_started = self.speculative_shed = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="asr-batcher")
@@ -80,6 +80,7 @@ class BatchDecoder:
         if self._waiting or self._slots.locked():
             self.speculative_shed += 1
             return None
+        self.speculative_started += 1
         return self.decode(stream, utterance)
 
     @property

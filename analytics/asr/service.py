@@ -192,7 +192,6 @@ class CallTranscriber:
                     future = service.decoder.speculate(self.stream, utt)  # None: shed (load)
                     if future is not None:
                         self.speculative = (utt.start_ms, utt.end_ms, future)
-                        service.speculative_started += 1
                 continue
             if isinstance(event, SpeechChunk):
                 if not service.recognizer.streaming:
@@ -316,7 +315,7 @@ class TranscriptionService:
         # counters: frames queued; transcripts, errors and markers published; calls; decodes
         self.queued = self.published = self.errors = self.markers = 0
         self.calls_started = self.calls_ended = 0
-        self.speculative_started = self.speculative_used = 0
+        self.speculative_used = 0  # speculative decodes whose result was the final one
         self.ready = False
         self._early_stops = EarlyStops()
         self._capacity = asyncio.Event()

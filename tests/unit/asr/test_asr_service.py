@@ -129,7 +129,7 @@ async def test_one_call_in_order_and_acked_only_after_publish() -> None:
             assert 0 <= transcript.speech_end_at_ms - base_ms - last_speech_frame_ms <= 100
         assert recognizer.warmed and len(recognizer.warmed) == 2  # one per inference thread
         # each decode started at the first 100 ms of silence and was used as the final result
-        assert service.speculative_started == service.speculative_used == 3
+        assert service.decoder.speculative_started == service.speculative_used == 3
         assert recognizer.batches == [1, 1, 1]
         service.on_stop("CA1", sequence_number=n + 1)
         await async_wait_until(lambda: len(acked["CA1"]) == n)  # the call ended: all of it
