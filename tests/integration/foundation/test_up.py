@@ -105,7 +105,11 @@ def _children(pid: int) -> dict[int, str]:
     """The direct children of ``pid``: pid -> command line."""
     found: dict[int, str] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the thread ended while we looked (a thread pool's worker)
+            continue
+        for child in children:
             with contextlib.suppress(OSError):
                 cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
                 found[int(child)] = cmd.decode(errors="replace")
