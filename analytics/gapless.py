@@ -13,6 +13,14 @@ checks each record against faust's own read offset (the last record handed to th
 the committed offset after a seek) before faust sees it: a record beyond the next expected
 offset is withheld, the partition is sought back to that offset and the skipped records come
 again, in order. Table changelogs, which faust's recovery seeks on its own, are left alone.
+
+The expected offset of a partition is, in order: the offset of a seek not served yet (a seek
+holds until its record is passed on, see :meth:`GaplessMixin.seek_in_thread`), else one past
+the record faust last took. A partition assigned with nothing committed expects its first
+offset, asked of the broker. Two checks find what no later record would show: records fetched
+and dropped at a partition's end (the fetch position is past the expected offset), and a
+partition that faust stopped fetching (the high-water mark is past it and nothing moves for
+``STALLED_S``).
 """
 
 from __future__ import annotations
