@@ -90,6 +90,19 @@ async def drain(
     return got
 
 
+def drops_once(offsets: set[int]) -> Callable[[int], bool]:
+    """faust discards each of these records once (its flow stopped), then takes them."""
+    dropped = set(offsets)
+
+    def drop(offset: int) -> bool:
+        if offset in dropped:
+            dropped.discard(offset)
+            return True
+        return False
+
+    return drop
+
+
 async def test_a_jump_past_unread_records_is_read_again_in_order() -> None:
     consumer = Consumer(logs={AUDIO: 20}, committed={AUDIO: 6})
     await consumer.perform_seek()
@@ -105,15 +118,8 @@ async def test_a_jump_past_unread_records_is_read_again_in_order() -> None:
 async def test_records_faust_dropped_are_read_again() -> None:
     consumer = Consumer(logs={AUDIO: 12}, committed={AUDIO: 0})
     await consumer.perform_seek()
-    dropped = {3, 4, 5}
+    drop_once = drops_once({3, 4, 5})
     seen: list[int] = []
-
-    def drop_once(offset: int) -> bool:
-        if offset in dropped:
-            dropped.discard(offset)  # faust discarded it once (its flow stopped)
-            return True
-        return False
-
     for _ in range(40):
         seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
     assert seen == list(range(12))
@@ -149,14 +155,7 @@ async def test_records_dropped_at_a_partition_end_are_read_again(
     monkeypatch.setattr(gapless, "STRANDED_S", 0.0)
     consumer = Consumer(logs={AUDIO: 10}, committed={AUDIO: 0})
     await consumer.perform_seek()
-    dropped = {7, 8, 9}  # the last records: nothing comes after them to show the gap
-
-    def drop_once(offset: int) -> bool:
-        if offset in dropped:
-            dropped.discard(offset)
-            return True
-        return False
-
+    drop_once = drops_once({7, 8, 9})  # the last records: nothing after them shows the gap
     seen: list[int] = []
     for _ in range(10):
         seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]
@@ -201,14 +200,7 @@ async def test_an_uncommitted_partition_whose_records_were_all_dropped_is_read_f
         return 0
 
     monkeypatch.setattr(consumer, "broker_start_offset", start)
-    dropped = set(range(10))
-
-    def drop_once(offset: int) -> bool:
-        if offset in dropped:
-            dropped.discard(offset)
-            return True
-        return False
-
+    drop_once = drops_once(set(range(10)))
     seen: list[int] = []
     for _ in range(12):
         seen += [o for _, o in await drain(consumer, rounds=1, drop=drop_once)]

@@ -22,11 +22,11 @@ import pytest
 
 from analytics.asr.audio import float_to_pcm16, read_audio
 from analytics.asr.frontend import FrontEnd, FrontEndConfig
-from analytics.asr.markers import marker_transcript
 from analytics.asr.progress import CallProgress
 from analytics.asr.replay import HeldFrames, lead_in_ms
 from analytics.asr.vad import RATE_HZ, ResumePoint, Segmenter, SileroVad, SpeechSegment, VadConfig
-from schemas.records import AudioFrameMeta, Transcript
+from schemas.records import AudioFrameMeta
+from tests.unit.asr.test_asr_progress import final, progress_marker
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
@@ -89,36 +89,6 @@ def run(
     return out
 
 
-def final(start_ms: int, end_ms: int) -> Transcript:
-    return Transcript(
-        call_sid="CA1",
-        utterance_id=f"CA1-{start_ms}",
-        utterance_index=start_ms,
-        is_final=True,
-        text="x",
-        start_ms=start_ms,
-        end_ms=end_ms,
-        engine="fake",
-        speech_end_at_ms=0,
-        produced_at_ms=0,
-        latency_ms=0.0,
-    )
-
-
-def progress(audio_ms: int) -> Transcript:
-    return marker_transcript(
-        "progress",
-        call_sid="CA1",
-        stream_sid="S1",
-        tenant="default",
-        campaign="default",
-        audio_ms=audio_ms,
-        received_at_ms=0,
-        produced_at_ms=0,
-        engine="fake",
-    )
-
-
 @pytest.fixture(scope="module")
 def frames() -> list[bytes]:
     pcm = float_to_pcm16(read_audio(CALL, 8000)[0])
@@ -146,9 +116,9 @@ def test_a_successor_cuts_every_unpublished_utterance_with_the_same_start(
             continue  # nothing left to cut
         progress_of = CallProgress(lead_in_ms=lead_in)
         for _, start, end in published:
-            progress_of.note(final(start, end), partition=0)
+            progress_of.note(final("CA1", start, end), partition=0)
         for _, audio_ms in (m for m in first.markers if m[0] <= published_to):
-            progress_of.note(progress(audio_ms), partition=0)
+            progress_of.note(progress_marker("CA1", audio_ms), partition=0)
         resume_at = committed  # the worker's skip, then the new session's resume point
         while resume_at < len(frames) and progress_of.already_done(
             meta(resume_at), len(frames[resume_at])
