@@ -84,8 +84,8 @@ class GaplessMixin:
         """The client's fetch position of each assigned partition that has one (aiokafka
         internals, read only; empty when unavailable)."""
         positions: dict[Any, int] = {}
+        _, client = self._client()
         try:
-            client = self._thread._consumer  # type: ignore[attr-defined]
             assignment = client._subscription.subscription.assignment
             for tp in client.assignment():
                 state = assignment.state_value(tp)
@@ -112,6 +112,11 @@ class GaplessMixin:
         taken.pop(tp, None)
         await self.seek_in_thread(tp, want)
 
+    def _client(self) -> tuple[Any, Any]:
+        """faust's consumer thread and the aiokafka client it runs (``None`` in tests)."""
+        thread = getattr(self, "_thread", None)
+        return thread, getattr(thread, "_consumer", None)
+
     async def seek_in_thread(self, tp: Any, offset: int) -> None:
         """Seek ``tp`` inside the client's own thread; the seek holds until its record is passed.
 
@@ -122,9 +127,8 @@ class GaplessMixin:
         So the sought offset is kept here until a record at it is passed on, and faust's read
         offset is set to it right then. Off the consumer thread (tests) it is faust's ``seek``.
         """
-        thread = getattr(self, "_thread", None)
-        client = getattr(thread, "_consumer", None)
-        if thread is None or client is None:
+        thread, client = self._client()
+        if client is None:
             await self.seek(tp, offset)  # type: ignore[attr-defined]
         else:
             try:
@@ -141,9 +145,8 @@ class GaplessMixin:
         it (faust's cache can be empty or stale right after an assignment), else the
         partition's first offset. ``None`` off the consumer thread (tests) or on a broker
         error: the caller then trusts the first record."""
-        thread = getattr(self, "_thread", None)
-        client = getattr(thread, "_consumer", None)
-        if thread is None or client is None:
+        thread, client = self._client()
+        if client is None:
             return None
         at = TopicPartition(tp.topic, tp.partition)
         try:
@@ -198,8 +201,8 @@ class GaplessMixin:
     def _highwaters(self) -> dict[Any, int]:
         """The last known high-water mark of each assigned partition (aiokafka, read only)."""
         marks: dict[Any, int] = {}
+        _, client = self._client()
         try:
-            client = self._thread._consumer  # type: ignore[attr-defined]
             for tp in client.assignment():
                 mark = client.highwater(tp)
                 if mark is not None:

@@ -113,3 +113,20 @@ def call_pcm(amplitudes: Sequence[float], speech_ms: int = 600, gap_ms: int = 70
     for amp in amplitudes:
         parts += [tone(amp, speech_ms), silence(gap_ms)]
     return float_to_pcm16(np.concatenate(parts))
+
+
+class GatedRecognizer(FakeRecognizer):
+    """Each batch waits for ``gate`` (at most 5 s), then records its utterances' starts in
+    ``order``: a test holds the inference thread busy, then lets it go."""
+
+    def __init__(self, max_batch: int = 4) -> None:
+        super().__init__(max_batch=max_batch)
+        self.gate = threading.Event()
+        self.order: list[int] = []
+
+    def finish_batch(
+        self, items: Sequence[tuple[RecognizerStream, SpeechSegment]]
+    ) -> list[Hypothesis]:
+        self.gate.wait(5)
+        self.order.extend(utt.start_ms for _, utt in items)
+        return super().finish_batch(items)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,7 +13,7 @@ from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SpeechSegment
 from schemas.records import DeadLetter, Transcript
 from tests.helpers import async_wait_until
-from tests.unit.asr.asr_fakes import FakeRecognizer, call_pcm, silence
+from tests.unit.asr.asr_fakes import FakeRecognizer, GatedRecognizer, call_pcm, silence
 from tests.unit.asr.test_asr_service import FakeClock, acked_when_idle, feed, make_service
 
 pytestmark = pytest.mark.unit
@@ -152,16 +151,8 @@ async def test_silence_publishes_progress_markers_in_audio_time() -> None:
 
 
 async def test_urgent_decodes_go_ahead_of_queued_ones() -> None:
-    gate = threading.Event()
-    order: list[int] = []
-
-    class Gated(FakeRecognizer):
-        def finish_batch(self, items):  # type: ignore[no-untyped-def]
-            gate.wait(5)
-            order.extend(utt.start_ms for _, utt in items)
-            return super().finish_batch(items)
-
-    recognizer = Gated(max_batch=1)
+    recognizer = GatedRecognizer(max_batch=1)
+    gate, order = recognizer.gate, recognizer.order
     executor = ThreadPoolExecutor(max_workers=1)
     decoder = BatchDecoder(recognizer, executor, slots=1)  # type: ignore[arg-type]
     decoder.start()

@@ -4,7 +4,6 @@ utterances wait or every inference thread is busy; final decodes are never refus
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,18 +12,12 @@ from prometheus_client import CollectorRegistry
 from analytics.asr.decoder import BatchDecoder
 from analytics.asr.vad import SpeechSegment
 from analytics.metrics import DecodeCollector
-from tests.unit.asr.asr_fakes import FakeRecognizer
+from tests.unit.asr.asr_fakes import GatedRecognizer
 
 
 async def test_speculation_is_shed_while_the_decoder_is_busy() -> None:
-    gate = threading.Event()
-
-    class Gated(FakeRecognizer):
-        def finish_batch(self, items):  # type: ignore[no-untyped-def]
-            gate.wait(5)
-            return super().finish_batch(items)
-
-    recognizer = Gated(max_batch=2)
+    recognizer = GatedRecognizer(max_batch=2)
+    gate = recognizer.gate
     executor = ThreadPoolExecutor(max_workers=1)
     decoder = BatchDecoder(recognizer, executor, slots=1)  # type: ignore[arg-type]
     decoder.start()
