@@ -1,6 +1,7 @@
 """The per-connection handler: read an Exotel socket, feed its session, write what it returns.
 
-Hot path: one ``on_message`` and (when it returned records) one ``sink.write`` per frame.
+Hot path: one ``on_message`` and (when it returned records) one ``sink.write`` per frame, run
+by the socket's reader itself (:mod:`ingest.direct`) for stream calls.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ingest.direct import DirectConnection
 from ingest.http import split_path
-from ingest.live import CLOSE_NORMAL, LiveCalls, LiveConnection
+from ingest.live import CLOSE_INTERNAL, CLOSE_NORMAL, LiveCalls, LiveConnection
 from ingest.metrics import IngestStats
 from ingest.session import StreamSession, TooManyBadFrames
 from ingest.sink import RecordSink
@@ -60,15 +62,37 @@ class ConnectionHandler:
         clock = self.clock
         outbox = session.outbox
         write = self.sink.write
-        raw: str | bytes = b""
-        try:
-            async for raw in ws:
-                read_at = clock()
-                event = session.on_message(raw, read_at)
+
+        def take(raw: str | bytes) -> bool:
+            """One message of a stream (not voicebot) call; False once the socket closes."""
+            try:
+                session.on_message(raw, clock())
                 if outbox:
                     write(outbox)
-                if voicebot:
-                    await self.relay.on_message(call, raw, event)
+            except ProtocolError as exc:
+                self._protocol_error(call, raw, exc.close_code, exc.reason, exc)
+                return False
+            if session.stopped:
+                call.close(CLOSE_NORMAL, "stream stopped", None)
+                return False
+            return True
+
+        direct = ws if isinstance(ws, DirectConnection) and not voicebot else None
+        if direct is not None:
+            direct.on_message = self._direct(direct, call, take)
+        raw: str | bytes = b""
+        try:
+            # what the direct path left: messages queued before it was set, fragmented ones,
+            # and every voicebot message (its relay awaits)
+            async for raw in ws:
+                if not voicebot:
+                    if not take(raw):
+                        break
+                    continue
+                event = session.on_message(raw, clock())
+                if outbox:
+                    write(outbox)
+                await self.relay.on_message(call, raw, event)
                 if session.stopped:
                     call.close(CLOSE_NORMAL, "stream stopped", None)
                     break
@@ -80,6 +104,8 @@ class ConnectionHandler:
                 # websockets refused the frame itself (too big, bad UTF-8, bad framing)
                 self._protocol_error(call, b"", sent.code, sent.reason or "bad frame")
         finally:
+            if direct is not None:
+                direct.on_message = None
             if session.started and session.call_sid is not None:
                 live.by_sid.pop(session.call_sid, None)
             session.end(clock())
@@ -91,6 +117,25 @@ class ConnectionHandler:
             await ws.wait_closed()
             code = ws.close_code if ws.close_code is not None else 1006
             stats.count_close(code)
+
+    @staticmethod
+    def _direct(
+        ws: DirectConnection, call: LiveConnection, take: Callable[[str | bytes], bool]
+    ) -> Callable[[str | bytes], None]:
+        """``take`` as the socket's ``on_message``: it stops the direct path once the socket
+        closes, and turns an unexpected error into a 1011 close instead of raising into
+        websockets' reader."""
+
+        def on_message(raw: str | bytes) -> None:
+            try:
+                if take(raw):
+                    return
+            except Exception:  # noqa: BLE001 - the socket's reader must go on
+                logger.exception("call_sid=%s message failed", call.session.call_sid)
+                call.close(CLOSE_INTERNAL, "internal error", "internal_error")
+            ws.on_message = None
+
+        return on_message
 
     def _protocol_error(
         self,

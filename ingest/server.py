@@ -22,9 +22,10 @@ from websockets.http11 import Request, Response
 
 from ingest.connection import ConnectionHandler
 from ingest.decisions import DecisionFollower
+from ingest.direct import DirectConnection
 from ingest.handoff import Handoff
 from ingest.http import WS_PATHS, Gate, bytes_response, json_response, split_path
-from ingest.http_post import HttpPostConnection, PostRequest
+from ingest.http_post import PostRequest
 from ingest.live import CLOSE_GOING_AWAY, LiveCalls
 from ingest.metrics import IngestStats, make_registry, render
 from ingest.settings import IngestSettings
@@ -115,7 +116,7 @@ class IngestServer:
             ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s,
             close_timeout=5.0,
-            create_connection=HttpPostConnection,
+            create_connection=DirectConnection,
         )
 
     async def stop(self) -> None:

@@ -298,3 +298,48 @@ def test_outbound_chunks_fit_exotel_bounds(size: int) -> None:
         assert 3200 <= len(chunk) <= 100 * 1024 and len(chunk) % 320 == 0
         joined += chunk
     assert joined[:size] == pcm and not joined[size:].strip(b"\x00")
+
+
+def test_the_shallow_check_skips_only_what_nests_at_most_three_levels() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from schemas.exotel import _depth, _shallow
+
+    scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=3)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+        max_leaves=12,
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.text(max_size=2), values, max_size=4))
+    def check(data: dict[str, object]) -> None:
+        assert not _shallow(data) or _depth(data, 50) <= 3
+
+    check()
+    assert _shallow(orjson.loads(media_message("MZ", PCM * 2)))
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("YWJj====", b"abc"),
+        ("YW Jj", b"abc"),
+        ("YWJj\n", b"abc"),
+        ("YWJjZA", b"abcd"),
+        ("-_-_", b"\xfb\xff\xbf"),
+        ("é", None),
+    ],
+)
+def test_payloads_the_fast_decoder_refuses_are_repaired(
+    payload: str, expected: bytes | None
+) -> None:
+    event = parse_event(orjson.dumps({"event": "media", "media": {"payload": payload}}))
+    assert isinstance(event, MediaEvent)
+    if expected is None:
+        with pytest.raises(BadFrameError):
+            event.media.audio()
+    else:
+        assert event.media.audio() == expected
