@@ -70,6 +70,11 @@ class Contiguity:
         self.gaps += 1
         return "gap", want
 
+    def waiting(self, key: Hashable) -> bool:
+        """Whether a re-read of the partition was asked for and its first record has not come
+        (records after it are skipped meanwhile, overdue ones included)."""
+        return key in self._asked
+
     def overdue(self, now: float, after_s: float) -> list[tuple[Hashable, int]]:
         """Re-reads asked for more than ``after_s`` ago that have not come: ask again (the seek
         was lost, or nothing later arrives to show the gap). Their clocks restart."""

@@ -242,6 +242,18 @@ class GaplessMixin:
             await self._read_again(tp, want, mark, "stalled below")
         self._gapless_progress = progress
 
+    def rereading(self, tp: Any) -> bool:
+        """Whether records of ``tp`` are known to be coming late: a seek (or an assignment's
+        start) not served yet, a re-read after a gap not started, or a partition seen at two
+        checks in a row with records past the expected offset and no progress (the re-read of
+        a stall starts only after ``STALLED_S``). The transcription service then lets a stopped
+        call wait for its frames (:mod:`analytics.asr.stops`)."""
+        _, _, refetch, sought = self._gapless_state()
+        if tp in sought or tp in refetch:
+            return True
+        stuck = getattr(self, "_gapless_progress", {}).get(tp)
+        return stuck is not None and stuck[1] < getattr(self, "_gapless_checked_at", 0.0)
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109 - faust API
         passed, _, refetch, sought = self._gapless_state()
         await self._learn_starts()

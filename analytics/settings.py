@@ -139,7 +139,8 @@ class WorkerSettings(KafkaFields, BaseSettings):
         ge=0,
         description=(
             "after 'stop' without a usable sequence number (or with frames lost), wait this long "
-            "without frames before ending; with one the call ends at its last frame"
+            "without frames before ending; with one the call ends at its last frame (while its "
+            "partition is read again, up to call_idle_timeout_s)"
         ),
     )
     idle_sweep_interval_s: float = Field(0.5, gt=0)

@@ -24,13 +24,14 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from pydantic import ValidationError
 
 from analytics.app import catalogue_topic, make_app
 from analytics.asr.base import AsrError, Recognizer
 from analytics.asr.engines import load_recognizer
 from analytics.asr.frontend import FrontEndConfig
-from analytics.asr.ports import LanguageOf, Redact, Redaction, ServiceConfig
+from analytics.asr.ports import LanguageOf, Redact, Redaction, Rereading, ServiceConfig
 from analytics.asr.progress import CallProgress
 from analytics.asr.service import TranscriptionService
 from analytics.asr.vad import SileroVad, VadConfig
@@ -155,6 +156,18 @@ class FaustSink:
         await deliver(self.deadletter, key, record.to_bytes())
 
 
+def partition_rereading(topic: str, order: Contiguity, consumer: Callable[[], Any]) -> Rereading:
+    """Whether an audio partition is being read again, as the agent's offset check
+    (:class:`Contiguity`) or the consumer (:class:`analytics.gapless.GaplessMixin`) knows it:
+    a stopped call on it waits for its late frames (:mod:`analytics.asr.stops`)."""
+
+    def rereading(partition: int) -> bool:
+        tp = TP(topic, partition)
+        return order.waiting(tp) or bool(consumer().rereading(tp))
+
+    return rereading
+
+
 @dataclass
 class Worker:
     app: faust.App
@@ -220,6 +233,8 @@ def build_worker(
         catalogue_topic(app, DEADLETTER, prefix),
         metrics,
     )
+    audio_name = prefixed(AUDIO, prefix)
+    order = Contiguity()  # the agent sees each audio partition's offsets in order
     service = TranscriptionService(
         recognizer or load_recognizer(settings),
         sink,
@@ -228,6 +243,7 @@ def build_worker(
         redact=make_redactor(rules),
         language=make_language(rules, settings),
         clock=clock,
+        rereading=partition_rereading(audio_name, order, lambda: app.consumer),
     )
     tracker = OffsetTracker()
     backlog = AudioBacklog(clock)
@@ -246,13 +262,10 @@ def build_worker(
         backlog_frames=lambda: service.queued,
         lag_seconds=lag_s,
     )
-    audio_name = prefixed(AUDIO, prefix)
     # Per-call progress: a worker taking a partition over skips each call's published audio.
     progress = CallProgress(lead_in_ms=service.lead_in_ms)
     loader = ProgressLoader(settings.bootstrap_servers, prefixed(TRANSCRIPTS, prefix), progress)
     worker.progress = progress
-
-    order = Contiguity()  # the agent sees each audio partition's offsets in order
 
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         order.forget(tp for tp in revoked if tp.topic == audio_name)

@@ -1,5 +1,6 @@
-"""What the transcription service takes from outside: its config, its sink, and per tenant and
-campaign a redaction function and the callers' language.
+"""What the transcription service takes from outside: its config, its sink, per tenant and
+campaign a redaction function and the callers' language, and whether an audio partition is
+being read again.
 
 Kept apart from :mod:`analytics.asr.service` (which re-exports them) so the service module stays
 about the per-call loop.
@@ -21,9 +22,11 @@ __all__ = [
     "LanguageOf",
     "Redact",
     "Redaction",
+    "Rereading",
     "ServiceConfig",
     "TranscriptSink",
     "configured_language",
+    "never_rereading",
     "no_redaction",
 ]
 
@@ -43,6 +46,9 @@ Redact = Callable[[str, str, str], Redaction]
 #: (tenant, campaign) -> what the callers speak: a Whisper code, "auto", or None (the
 #: recogniser's configured language)
 LanguageOf = Callable[[str, str], str | None]
+#: audio partition -> whether it is being read again (after a gap, a kill or a rebalance): its
+#: calls' next frames are late, not lost (:mod:`analytics.asr.stops`); the worker wires it
+Rereading = Callable[[int], bool]
 
 
 class TranscriptSink(Protocol):
@@ -59,6 +65,10 @@ def no_redaction(tenant: str, campaign: str, text: str) -> Redaction:
 
 def configured_language(tenant: str, campaign: str) -> str | None:
     return None
+
+
+def never_rereading(partition: int) -> bool:
+    return False
 
 
 @dataclass(frozen=True)

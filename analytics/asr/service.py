@@ -15,11 +15,12 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 * A frame is reported done (its offset may be committed) only once every transcript it
   contributed to is published and it ends a lead-in before the call's position: a replay then
   cuts the same utterances, so the same ids (:mod:`analytics.asr.replay`).
-* ``stop`` ends a session as soon as the frame just before the stop's sequence number is
-  processed (or, without sequence numbers or with frames lost, ``stop_grace_s`` after the last
-  frame): the open utterance is cut without waiting for silence, decoded ahead of every other
-  call's queued work, published, then an ``end`` marker (:mod:`analytics.asr.markers`). An idle
-  timeout also ends a session (no marker). Per-call state is then dropped.
+* ``stop`` ends a session once the frame just before the stop's sequence number is processed
+  (else after a grace, which waits while the call's partition is read again:
+  :mod:`analytics.asr.stops`): the open utterance is cut without waiting for silence, decoded
+  ahead of every other call's queued work, published, then an ``end`` marker
+  (:mod:`analytics.asr.markers`). An idle timeout also ends a session (no marker without a
+  stop). Per-call state is then dropped.
 * While the caller is silent a ``progress`` marker is published every ``progress_interval_ms``
   of audio: downstream time is the call's audio time.
 * A recogniser error on one call is dead-lettered; its stream is reopened, other calls go on.
@@ -40,9 +41,9 @@ from analytics.asr.base import Hypothesis, Recognizer
 from analytics.asr.decoder import BatchDecoder, WarmUpBarrier
 from analytics.asr.frontend import FrontEnd
 from analytics.asr.markers import call_marker
-from analytics.asr.ports import Done, Redact, ServiceConfig, TranscriptSink
+from analytics.asr.ports import Done, Redact, Rereading, ServiceConfig, TranscriptSink
 from analytics.asr.replay import HeldFrames, lead_in_ms
-from analytics.asr.stops import EarlyStops
+from analytics.asr.stops import Stop, Stops
 from analytics.asr.vad import (
     RATE_HZ,
     ResumePoint,
@@ -92,9 +93,8 @@ class CallTranscriber:
         self.last_frame_at = service.clock()
         self.last_received_at_ms = meta.received_at_ms
         self.last_sequence = -1
-        self.stop_sequence: int | None = None
+        self.stop: Stop | None = None  # the call's stop, once read
         self.progress_ms = max(meta.offset_ms, resume.open_from_ms)
-        self.stop_requested = False
         self.ending = False
         self.last_meta = meta
         self.partition: int | None = None
@@ -120,7 +120,7 @@ class CallTranscriber:
                 self.held.release_all()
                 return
             if item is _CHECK_STOP:
-                if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
+                if self.stop is not None and self.stop.reached(self.last_sequence):
                     self.end()
                 continue
             meta, pcm, done = cast(tuple[AudioFrameMeta, bytes, Done], item)
@@ -134,7 +134,7 @@ class CallTranscriber:
             if not self.segmenter.in_speech:
                 await self._progress()
                 self.held.release_lead_in()
-            if self.stop_sequence is not None and self.last_sequence >= self.stop_sequence - 1:
+            if self.stop is not None and self.stop.reached(self.last_sequence):
                 self.end()  # every frame before the stop is in: flush now, no silence wait
 
     def _finished(self, _: object) -> None:
@@ -215,7 +215,7 @@ class CallTranscriber:
                     spec[2].cancel()
                 # At stop the caller's last words go ahead of every other call's queued work.
                 hypothesis = await service.decoder.decode(
-                    self.stream, event, urgent=self.stop_requested
+                    self.stream, event, urgent=self.stop is not None
                 )
             if hypothesis.text:
                 await self._publish(hypothesis)
@@ -273,7 +273,7 @@ class CallTranscriber:
             await self._failed(self.last_meta, exc)
         finally:
             self.stream.close()
-        if self.stop_requested:
+        if self.stop is not None:
             try:
                 await self._publish_marker("end")
             except Exception:  # noqa: BLE001 - Passthru then answers on its time bound
@@ -292,6 +292,7 @@ class TranscriptionService:
         redact: Redact = ports.no_redaction,
         language: ports.LanguageOf = ports.configured_language,
         clock: Callable[[], float] = time.time,
+        rereading: Rereading = ports.never_rereading,
     ) -> None:
         self.recognizer = recognizer
         self.sink = sink
@@ -317,7 +318,8 @@ class TranscriptionService:
         self.calls_started = self.calls_ended = 0
         self.speculative_used = 0  # speculative decodes whose result was the final one
         self.ready = False
-        self._early_stops = EarlyStops()
+        config = self.config
+        self.stops = Stops(config.stop_grace_s, config.idle_timeout_s, rereading)
         self._capacity = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -373,16 +375,14 @@ class TranscriptionService:
             return
         session = self.sessions.get(meta.call_sid)
         if session is None or session.ending:
-            if session is not None:
-                # A frame after the call ended: a fresh session picks the call up again.
-                self.sessions.pop(meta.call_sid, None)
+            # A frame after the call ended (a re-read's tail): a fresh session picks the call up
+            # again, with the call's stop if one was read (:mod:`analytics.asr.stops`).
+            ended = None if session is None else session.stop
             session = CallTranscriber(self, meta, resume or ResumePoint())
             self.sessions[meta.call_sid] = session
             self.calls_started += 1
-            early = self._early_stops.pop(meta.call_sid)
-            if early is not None:
-                session.stop_requested = True
-                session.stop_sequence = early[0]
+            kept = self.stops.take(meta.call_sid)
+            session.stop = kept or (None if ended is None else Stop(ended.sequence))
         session.partition = partition
         session.put(meta, pcm, done)
 
@@ -404,14 +404,13 @@ class TranscriptionService:
         """The call ended (``stop`` on the calls topic, with the stop's sequence number).
 
         The session ends once the frame before ``sequence_number`` is processed (audio may lag
-        the calls topic), else ``stop_grace_s`` after its last frame.
+        the calls topic), else after a grace (:mod:`analytics.asr.stops`).
         """
         session = self.sessions.get(call_sid)
         if session is None or session.ending:
-            self._early_stops.add(call_sid, sequence_number, self.clock())
+            self.stops.keep(call_sid, sequence_number, self.clock())
             return
-        session.stop_requested = True
-        session.stop_sequence = sequence_number
+        session.stop = Stop(sequence_number)
         session.last_frame_at = min(session.last_frame_at, self.clock())
         if sequence_number is not None:
             session.queue.put_nowait(_CHECK_STOP)
@@ -419,6 +418,8 @@ class TranscriptionService:
     def forget(self, session: CallTranscriber) -> None:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
+            if session.stop is not None:  # for frames still to come (a re-read's tail)
+                self.stops.keep(session.call_sid, session.stop.sequence, self.clock())
         self.calls_ended += 1
         at = (session.segmenter.position_ms, session.last_sequence, len(self.sessions))
         logger.info("call %s ended at %d ms of audio (frame %d); %d active", session.call_sid, *at)
@@ -434,14 +435,11 @@ class TranscriptionService:
             await self._capacity.wait()
 
     def sweep(self) -> None:
-        """End stopped calls after the grace period and calls idle past the timeout."""
+        """End stopped calls after their grace and calls idle past the timeout."""
         now = self.clock()
-        self._early_stops.expire(now - self.config.idle_timeout_s)
+        self.stops.expire(now)
         for session in list(self.sessions.values()):
-            idle = now - session.last_frame_at
-            if (session.stop_requested and idle >= self.config.stop_grace_s) or (
-                idle >= self.config.idle_timeout_s
-            ):
+            if self.stops.due(session, now):
                 session.end()
 
     async def _sweep(self) -> None:

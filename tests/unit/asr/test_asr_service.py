@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from analytics.asr.audio import chunks
-from analytics.asr.ports import Redaction
+from analytics.asr.ports import Redaction, Rereading, never_rereading
 from analytics.asr.service import ServiceConfig, TranscriptionService
 from analytics.asr.vad import VadConfig
 from schemas.records import AudioFrameMeta, DeadLetter, Transcript
@@ -49,7 +49,11 @@ class FakeSink:
 
 
 def make_service(
-    recognizer: FakeRecognizer, sink: FakeSink, clock: FakeClock, workers: int = 2
+    recognizer: FakeRecognizer,
+    sink: FakeSink,
+    clock: FakeClock,
+    workers: int = 2,
+    rereading: Rereading = never_rereading,
 ) -> TranscriptionService:
     config = ServiceConfig(
         vad=VadConfig(min_silence_ms=300, speech_pad_ms=64, min_speech_ms=100, early_end_ms=100),
@@ -58,7 +62,9 @@ def make_service(
         stop_grace_s=1.0,
         sweep_interval_s=3600.0,
     )
-    return TranscriptionService(recognizer, sink, config, vad=None, clock=clock)
+    return TranscriptionService(
+        recognizer, sink, config, vad=None, clock=clock, rereading=rereading
+    )
 
 
 def acked_when_idle(service: TranscriptionService, frames: int, frame_ms: int = 100) -> int:
