@@ -239,9 +239,11 @@ async def drive(
     await asyncio.sleep(max(0.0, steady_from - loop.time()))
     cpu0 = clock_ticks(server_pid) if server_pid else None
     bcpu0 = clock_ticks(broker_pid) if broker_pid else None
+    own0 = time.process_time()
     wall0 = time.monotonic()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - wall0
+    own = time.process_time() - own0
     cpu = (clock_ticks(server_pid) - cpu0) if server_pid and cpu0 is not None else None
     bcpu = (clock_ticks(broker_pid) - bcpu0) if broker_pid and bcpu0 is not None else None
     await asyncio.sleep(2.0)  # let the last acks land
@@ -279,6 +281,8 @@ async def drive(
         "server_cpu_us_per_frame": round(1e6 * cpu / steady_frames, 1) if cpu else None,
         "server_cpu_core_pct": round(100 * cpu / wall, 1) if cpu else None,
         "broker_cpu_core_pct": round(100 * bcpu / wall, 1) if bcpu else None,
+        # this process: the calls' sockets and the topic reader (on the same 2 cores, unpinned)
+        "load_generator_cpu_core_pct": round(100 * own / wall, 1),
         "server_settings_env": {k: v for k, v in os.environ.items() if "INGEST_" in k},
         "loadavg": os.getloadavg(),
     }
