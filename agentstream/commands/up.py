@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--workers",
         type=_workers_arg,
-        help="analytics worker processes, or 'auto': one per core up to the audio topic's "
-        "partitions (default auto)",
+        help="analytics worker processes, or 'auto': one per 2 cores (each decodes on 2 threads) "
+        "up to the audio topic's partitions (default auto)",
     )
     parser.add_argument(
         "--services",

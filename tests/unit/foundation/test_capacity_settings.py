@@ -108,8 +108,10 @@ def test_worker_app_gets_the_paced_transport_and_quiet_stream() -> None:
     assert app.conf.Stream is QuietStream
 
 
-def test_auto_workers_is_one_per_core_up_to_the_partitions() -> None:
-    assert worker_count("auto", available=2) == 2
+def test_auto_workers_is_one_per_two_cores_up_to_the_partitions() -> None:
+    assert worker_count("auto", available=2) == 1
+    assert worker_count("auto", available=3) == 1
+    assert worker_count("auto", available=8) == 4
     assert worker_count("auto", available=64, partitions=8) == 8
     assert worker_count("auto", available=1) == 1
     assert worker_count(3, available=64) == 3
