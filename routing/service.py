@@ -42,6 +42,7 @@ from routing.router import Router
 from routing.settings import RoutingSettings
 from routing.summaries import SummaryBook, SummaryTap
 from routing.watermark import Watermarks
+from schemas.fetchwait import FetchPacer
 from schemas.rules import RulesError, RulesFile, decode_rules, default_rules, parse_rules
 from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, WORKERS, prefixed
 
@@ -168,6 +169,11 @@ class RoutingService:
             client_id=f"{settings.client_id}-dashboard",
             lookback_s=settings.dashboard_lookback_s,
             fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 100),
+            pacer=FetchPacer(
+                max(settings.fetch_max_wait_ms, 100),
+                settings.idle_fetch_max_wait_ms,
+                settings.fetch_idle_after_s,
+            ),
         )
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []

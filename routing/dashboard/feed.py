@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from routing.dashboard.board import Board
+from schemas.fetchwait import FetchPacer
 from schemas.records import CallEvent, Decision, Score, Transcript
 from schemas.topics import CALLS, DECISIONS, SCORES, TRANSCRIPTS, prefixed
 
@@ -42,6 +43,7 @@ class BoardFeed:
         client_id: str = "agentstream-dashboard",
         lookback_s: float = 3600.0,
         fetch_max_wait_ms: int = 100,
+        pacer: FetchPacer | None = None,
     ) -> None:
         self.board = board
         self._kafka: dict[str, Any] = {
@@ -50,6 +52,8 @@ class BoardFeed:
         }
         self.lookback_s = lookback_s
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # the long wait once nothing shows for a while (an idle stack would poll 10 times a second)
+        self.pacer = pacer or FetchPacer(fetch_max_wait_ms, fetch_max_wait_ms, 1.0)
         self.topics = {
             prefixed(CALLS, topic_prefix): "calls",
             prefixed(TRANSCRIPTS, topic_prefix): "transcripts",
@@ -122,6 +126,9 @@ class BoardFeed:
             await self._positions(consumer, tps)
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+                if batches:
+                    self.pacer.saw_records()
+                self.pacer.apply(consumer)
                 count = 0
                 for tp, records in batches.items():
                     kind = self.topics[tp.topic]
