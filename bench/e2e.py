@@ -297,7 +297,7 @@ def main() -> int:
     parser.add_argument(
         "--workers",
         default="auto",
-        help="worker processes: a number, or auto (as `agentstream up`: one per core)",
+        help="worker processes: a number, or auto (as `agentstream up`: one per 2 cores)",
     )
     parser.add_argument(
         "--rate",
