@@ -7,15 +7,23 @@ that of its latest frame; the gauge reports the largest over the calls heard fro
 ``forget_after_s`` (a call that ended is forgotten on ``stop`` or after that time), plus how
 many calls are more than ``behind_s`` behind. Plain integers on the hot path; metric families
 are built only when Prometheus scrapes (:class:`BacklogCollector`).
+
+Falling behind is also said in the log, once per episode: a WARNING when a call's audio is
+taken more than ``warn_s`` after ingest read it (its transcripts, scores and decisions are that
+late, and a Passthru answer for it may say ``complete: false``), and an INFO line once every
+live call is back under ``behind_s``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 
 class AudioBacklog:
@@ -26,17 +34,38 @@ class AudioBacklog:
         clock: Callable[[], float] = time.time,
         forget_after_s: float = 30.0,
         behind_s: float = 2.0,
+        warn_s: float = 10.0,
     ) -> None:
         self._clock = clock
         self.forget_after_ms = int(forget_after_s * 1000)
         self.behind_ms = int(behind_s * 1000)
+        self.warn_ms = int(warn_s * 1000)
         self._calls: dict[str, tuple[int, int]] = {}  # call SID -> (lag ms, taken at ms)
+        self._warned = False  # an episode of falling behind was logged and has not ended
+        self._check_at_ms = 0
 
     def observe(self, call_sid: str, received_at_ms: int) -> int:
         """A frame of ``call_sid`` read by ingest at ``received_at_ms`` is taken now; its lag."""
         now = int(self._clock() * 1000)
         lag = max(0, now - received_at_ms)
         self._calls[call_sid] = (lag, now)
+        if lag > self.warn_ms and not self._warned:
+            self._warned = True
+            logger.warning(
+                "ASR backlog: call %s's audio is taken %.1f s after ingest read it (%d live "
+                "calls over %g s behind): its transcripts and decisions are that late",
+                call_sid,
+                lag / 1000,
+                self.calls_behind(),
+                self.behind_ms / 1000,
+            )
+        elif self._warned and lag < self.behind_ms and now >= self._check_at_ms:
+            self._check_at_ms = now + 1000  # the check walks every live call: once a second
+            if self.max_lag_ms() < self.behind_ms:
+                self._warned = False
+                logger.info(
+                    "ASR backlog cleared: every live call under %g s", self.behind_ms / 1000
+                )
         return lag
 
     def forget(self, call_sid: str) -> None:

@@ -52,3 +52,22 @@ def test_prometheus_view() -> None:
     assert "agentstream_worker_audio_lag_seconds 2.5" in text
     assert "agentstream_worker_calls_behind 1.0" in text
     assert "agentstream_worker_live_calls 2.0" in text
+
+
+def test_falling_behind_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    backlog = AudioBacklog(clock, forget_after_s=30, behind_s=2, warn_s=10)
+    with caplog.at_level("INFO", logger="analytics.backlog"):
+        backlog.observe("CA1", 995_000)  # 5 s behind: the gauge says so, the log does not
+        assert not caplog.records
+        backlog.observe("CA1", 988_000)  # 12 s
+        backlog.observe("CA2", 985_000)  # 15 s: the same episode
+        [warning] = caplog.records
+        assert warning.levelname == "WARNING" and "12.0 s" in warning.getMessage()
+        backlog.observe("CA1", 999_900)  # caught up, CA2 still behind
+        assert len(caplog.records) == 1
+        clock.now += 1.5
+        backlog.observe("CA2", 1_001_400)  # every live call under 2 s
+        assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+        backlog.observe("CA1", 1_001_500 - 11_000)  # a new episode
+        assert [r.levelname for r in caplog.records] == ["WARNING", "INFO", "WARNING"]
