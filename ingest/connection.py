@@ -86,7 +86,8 @@ class ConnectionHandler:
             # and every voicebot message (its relay awaits)
             async for raw in ws:
                 if not voicebot:
-                    if not take(raw):
+                    # after a stop nothing more is read (a frame queued behind it is not an error)
+                    if session.stopped or not take(raw):
                         break
                     continue
                 event = session.on_message(raw, clock())

@@ -103,3 +103,20 @@ async def test_a_failure_in_one_call_closes_it_with_1011_and_spares_the_others(
     calls = await read_calls(kafka_bootstrap, topic_prefix, 4)
     stops = {c.call_sid: c.stop_reason for c in calls if c.kind == "stop"}
     assert stops == {"CA-OK": "callended", "CA-BOOM": "internal_error"}
+
+
+async def test_messages_after_the_stop_are_not_read(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    async with running_server(kafka_bootstrap, topic_prefix) as server:
+        async with connect(ws_url(server), compression=None) as ws:
+            await ws.send(start("CA-S", "ST-S"))
+            await ws.send(media("ST-S", 2, 1, 0, pcm(320, 1)))
+            await ws.send(stop("CA-S", "ST-S", 3))
+            for n in range(5):  # the caller's side of a race with our close
+                await ws.send(media("ST-S", n + 4, n + 2, (n + 1) * 20, pcm(320, n)))
+            await ws.wait_closed()
+            assert ws.close_code == 1000
+        assert server.stats.frames_in == 1
+        assert not server.stats.protocol_errors
+        assert server.stats.deadletters == 0
