@@ -234,6 +234,7 @@ def build_worker(
         metrics,
     )
     audio_name = prefixed(AUDIO, prefix)
+    calls_name = prefixed(CALLS, prefix)
     order = Contiguity()  # the agent sees each audio partition's offsets in order
     service = TranscriptionService(
         recognizer or load_recognizer(settings),
@@ -246,6 +247,7 @@ def build_worker(
         rereading=partition_rereading(audio_name, order, lambda: app.consumer),
     )
     tracker = OffsetTracker()
+    stops_tracker = OffsetTracker()  # the calls topic's: not in the lag below
     backlog = AudioBacklog(clock)
     metrics.registry.register(BacklogCollector(backlog))
     metrics.registry.register(DecodeCollector(lambda: decode_counts(service)))
@@ -273,6 +275,9 @@ def build_worker(
         loader.forget(partitions)
         for partition in partitions:
             tracker.forget(audio_name, partition)
+        for tp in revoked:
+            if tp.topic == calls_name:
+                stops_tracker.forget(calls_name, tp.partition)
         if partitions:
             dropped = service.drop_partitions(partitions)
             logger.info("partitions %s revoked: dropped %d calls", sorted(partitions), dropped)
@@ -357,15 +362,22 @@ def build_worker(
 
     @app.agent(calls_topic, name="agentstream-asr-calls")  # type: ignore[untyped-decorator]
     async def call_events(stream: Any) -> None:
-        async for raw in stream:
+        # A stop is acknowledged (its offset committed) only once its call's session has ended:
+        # a successor reading the call's audio again then reads its stop again too.
+        async for record in stream.noack().events():
+            message = record.message
+            done = stops_tracker.add(message.topic, message.partition, message.offset, record)
             try:
-                event = CallEvent.model_validate(orjson.loads(raw))
+                event = CallEvent.model_validate(orjson.loads(record.value))
             except (ValidationError, orjson.JSONDecodeError) as exc:
                 logger.warning("ignoring a bad call event: %s", exc)
+                done()
                 continue
-            if event.kind == "stop":
-                service.on_stop(event.call_sid, event.sequence_number)
-                backlog.forget(event.call_sid)
+            if event.kind != "stop":
+                done()
+                continue
+            service.on_stop(event.call_sid, event.sequence_number, acked=done)
+            backlog.forget(event.call_sid)
 
     enabled = settings.scoring.enabled if with_scoring is None else with_scoring
     if enabled:

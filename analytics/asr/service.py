@@ -400,17 +400,16 @@ class TranscriptionService:
                 dropped += 1
         return dropped
 
-    def on_stop(self, call_sid: str, sequence_number: int | None = None) -> None:
-        """The call ended (``stop`` on the calls topic, with the stop's sequence number).
-
-        The session ends once the frame before ``sequence_number`` is processed (audio may lag
-        the calls topic), else after a grace (:mod:`analytics.asr.stops`).
-        """
+    def on_stop(
+        self, call_sid: str, sequence_number: int | None = None, acked: Done | None = None
+    ) -> None:
+        """The call's ``stop`` (calls topic): its session ends once the frame before
+        ``sequence_number`` is in (audio may lag), else after a grace; then ``acked`` (.stops)."""
         session = self.sessions.get(call_sid)
         if session is None or session.ending:
-            self.stops.keep(call_sid, sequence_number, self.clock())
+            self.stops.keep(call_sid, Stop(sequence_number, acked=acked), self.clock())
             return
-        session.stop = Stop(sequence_number)
+        session.stop = Stop(sequence_number, acked=acked).instead_of(session.stop)
         session.last_frame_at = min(session.last_frame_at, self.clock())
         if sequence_number is not None:
             session.queue.put_nowait(_CHECK_STOP)
@@ -419,7 +418,8 @@ class TranscriptionService:
         if self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
             if session.stop is not None:  # for frames still to come (a re-read's tail)
-                self.stops.keep(session.call_sid, session.stop.sequence, self.clock())
+                self.stops.keep(session.call_sid, Stop(session.stop.sequence), self.clock())
+                session.stop.ack()  # its call's end is out
         self.calls_ended += 1
         at = (session.segmenter.position_ms, session.last_sequence, len(self.sessions))
         logger.info("call %s ended at %d ms of audio (frame %d); %d active", session.call_sid, *at)

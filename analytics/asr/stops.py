@@ -13,6 +13,12 @@ timeout): one read before the call's first frame (the calls topic can run ahead 
 and one whose session ended: frames coming after it (the tail of a re-read) open a session that
 still ends at the stop, with an ``end`` marker, instead of one left to the idle timeout.
 
+A stop may come with ``acked``: the worker commits the stop's offset on the calls topic only
+once it is called, when the session that held the stop has ended (its last utterance and
+``end`` marker are out) or when a kept stop is forgotten. A worker killed between reading a
+stop and ending its call leaves the stop uncommitted, so the successor that reads the call's
+audio again reads its stop again too.
+
 Owned by the worker process's :class:`analytics.asr.service.TranscriptionService`. Plain
 classes, no I/O.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +42,18 @@ class Stop:
 
     sequence: int | None  # the stop's sequence number (its last frame's + 1), if sent
     held_at: float = -math.inf  # the last sweep that found the call's partition read again
+    acked: Callable[[], None] | None = None  # commits the stop's offset (module doc)
+
+    def ack(self) -> None:
+        if self.acked is not None:
+            self.acked()
+            self.acked = None
+
+    def instead_of(self, earlier: Stop | None) -> Stop:
+        """This stop replaces ``earlier`` (a stop read twice): that one is acknowledged."""
+        if earlier is not None:
+            earlier.ack()
+        return self
 
     def reached(self, last_sequence: int) -> bool:
         """Whether every frame before the stop is processed (``last_sequence``: the highest)."""
@@ -64,23 +83,29 @@ class Stops:
         self.idle_timeout_s = idle_timeout_s
         self.rereading = rereading
         self.max_calls = max_calls
-        self._kept: dict[str, tuple[int | None, float]] = {}  # sid -> (sequence, kept at)
+        self._kept: dict[str, tuple[Stop, float]] = {}  # sid -> (stop, kept at)
 
-    def keep(self, call_sid: str, sequence: int | None, now: float) -> None:
-        """A stop with no session open: the call's next session gets it."""
-        if call_sid in self._kept or len(self._kept) < self.max_calls:
-            self._kept[call_sid] = (sequence, now)
+    def keep(self, call_sid: str, stop: Stop, now: float) -> None:
+        """A stop with no session open: the call's next session gets it. A stop it replaces,
+        or one over the bound, is acknowledged at once."""
+        old = self._kept.get(call_sid)
+        if old is not None:
+            old[0].ack()
+        elif len(self._kept) >= self.max_calls:
+            stop.ack()
+            return
+        self._kept[call_sid] = (stop, now)
 
     def take(self, call_sid: str) -> Stop | None:
         """The stop kept for the call (a session opens for it), if any."""
         kept = self._kept.pop(call_sid, None)
-        return None if kept is None else Stop(kept[0])
+        return None if kept is None else kept[0]
 
     def expire(self, now: float) -> None:
         """Forget the stops kept longer than the idle timeout: no frame came for those calls."""
         before = now - self.idle_timeout_s
         for sid in [s for s, (_, at) in self._kept.items() if at <= before]:
-            del self._kept[sid]
+            self._kept.pop(sid)[0].ack()
 
     def due(self, session: Session, now: float) -> bool:
         """Whether a session ends now: idle past the timeout, or stopped and past the grace."""

@@ -161,13 +161,45 @@ async def test_frames_after_a_stopped_session_ended_open_one_that_ends_at_the_st
         await h.service.stop()
 
 
-def test_kept_stops_are_bounded_and_forgotten_after_the_idle_timeout() -> None:
+def test_kept_stops_are_bounded_forgotten_after_the_idle_timeout_and_acknowledged() -> None:
     stops = Stops(grace_s=1.0, idle_timeout_s=30.0, max_calls=2)
-    stops.keep("A", 5, now=0.0)
-    stops.keep("B", None, now=10.0)
-    stops.keep("C", 7, now=10.0)  # over the bound: not kept
-    stops.keep("A", 6, now=20.0)  # a kept call's stop is replaced
+    acked: list[str] = []
+
+    def stop(name: str, sequence: int | None) -> Stop:
+        return Stop(sequence, acked=lambda: acked.append(name))
+
+    stops.keep("A", stop("A5", 5), now=0.0)
+    stops.keep("B", stop("B", None), now=10.0)
+    stops.keep("C", stop("C", 7), now=10.0)  # over the bound: not kept, acknowledged
+    assert acked == ["C"]
+    stops.keep("A", stop("A6", 6), now=20.0)  # a kept call's stop is replaced: the old one acked
+    assert acked == ["C", "A5"]
     stops.expire(now=40.0)
+    assert acked == ["C", "A5", "B"]  # forgotten: acknowledged
     assert stops.take("C") is None and stops.take("B") is None
-    assert stops.take("A") == Stop(6)
+    kept = stops.take("A")
+    assert kept is not None and kept.sequence == 6
     assert stops.take("A") is None
+    kept.ack()
+    kept.ack()  # once only
+    assert acked == ["C", "A5", "B", "A6"]
+
+
+async def test_a_stop_is_acknowledged_only_once_its_call_has_ended() -> None:
+    h = Harness()
+    acked: list[list[str]] = []
+    try:
+        await h.service.start()
+        h.feed(1, HEAD)
+        await async_wait_until(lambda: h.service.sessions["CA1"].last_sequence == HEAD)
+        h.service.on_stop("CA1", sequence_number=STOP, acked=lambda: acked.append(h.sink.kinds()))
+        h.later(0.5)
+        assert acked == []  # frames before the stop still to come: a successor must see it
+        h.feed(HEAD + 1, len(FRAMES))
+        await async_wait_until(h.ended)
+        assert acked == [["amp 0.20", "amp 0.35", "end"]]  # after the call's end marker
+        h.service.on_stop("CA1", sequence_number=STOP, acked=lambda: acked.append(["again"]))
+        h.later(31.0)  # a stop read again, for no session: kept, then forgotten and acked
+        assert acked[-1] == ["again"]
+    finally:
+        await h.service.stop()
