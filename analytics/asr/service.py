@@ -419,7 +419,8 @@ class TranscriptionService:
             del self.sessions[session.call_sid]
             if session.stop is not None:  # for frames still to come (a re-read's tail)
                 self.stops.keep(session.call_sid, Stop(session.stop.sequence), self.clock())
-                session.stop.ack()  # its call's end is out
+        if session.stop is not None:  # also when a tail's session already took its place
+            session.stop.ack()  # its call's end is out
         self.calls_ended += 1
         at = (session.segmenter.position_ms, session.last_sequence, len(self.sessions))
         logger.info("call %s ended at %d ms of audio (frame %d); %d active", session.call_sid, *at)

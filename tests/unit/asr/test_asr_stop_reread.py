@@ -33,6 +33,7 @@ class Harness:
         self.clock, self.sink = FakeClock(), OrderedSink()
         self.rereading: set[int] = set()
         self.acked: set[int] = set()
+        self.stops_acked: list[None] = []  # the stop's acknowledgements (its offset committed)
         self.service: TranscriptionService = make_service(
             FakeRecognizer(),
             self.sink,  # type: ignore[arg-type]
@@ -57,7 +58,9 @@ class Harness:
         await self.service.start()
         self.feed(1, HEAD)
         await async_wait_until(lambda: self.service.sessions["CA1"].last_sequence == HEAD)
-        self.service.on_stop("CA1", sequence_number=sequence)
+        self.service.on_stop(
+            "CA1", sequence_number=sequence, acked=lambda: self.stops_acked.append(None)
+        )
 
     def later(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -157,6 +160,7 @@ async def test_frames_after_a_stopped_session_ended_open_one_that_ends_at_the_st
         kinds = h.sink.kinds()
         assert kinds.count("end") == 2 and kinds[-2:] == ["amp 0.35", "end"]
         assert h.acked == set(range(1, len(FRAMES) + 1))
+        assert len(h.stops_acked) == 1  # once its first session ended, even while a tail's ran
     finally:
         await h.service.stop()
 
