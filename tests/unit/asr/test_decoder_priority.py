@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from analytics.asr.decoder import BatchDecoder
 from analytics.asr.vad import SpeechSegment
 from analytics.metrics import DecodeCollector
+from tests.helpers import async_wait_until
 from tests.unit.asr.asr_fakes import GatedRecognizer
 
 AUDIO = np.full(1600, 0.3, dtype=np.float32)
@@ -20,12 +21,6 @@ AUDIO = np.full(1600, 0.3, dtype=np.float32)
 
 def utt(start_ms: int) -> SpeechSegment:
     return SpeechSegment(AUDIO, start_ms, start_ms + 100)
-
-
-async def until(condition: object, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
 
 
 async def test_finals_go_ahead_of_speculations_and_a_promoted_one_keeps_its_place() -> None:
@@ -36,7 +31,7 @@ async def test_finals_go_ahead_of_speculations_and_a_promoted_one_keeps_its_plac
     stream = recognizer.open_stream()
     try:
         busy = decoder.decode(stream, utt(0))
-        await until(lambda: decoder.batches == 1)  # the only thread is taken
+        await async_wait_until(lambda: decoder.batches == 1)  # the only thread is taken
         spec_a = decoder.speculate(stream, utt(100))  # first silence of call A
         spec_b = decoder.speculate(stream, utt(200))  # call B; its caller speaks again:
         spec_b.cancel()
@@ -65,7 +60,7 @@ async def test_a_promoted_speculation_keeps_its_place_among_finals() -> None:
     stream = recognizer.open_stream()
     try:
         busy = decoder.decode(stream, utt(0))
-        await until(lambda: decoder.batches == 1)
+        await async_wait_until(lambda: decoder.batches == 1)
         spec = decoder.speculate(stream, utt(100))  # asked at the first silence
         final = decoder.decode(stream, utt(200))  # another call's final, later
         decoder.promote(spec)  # the first one's end is confirmed: it was asked first
@@ -88,7 +83,7 @@ async def test_a_speculation_thrown_away_after_it_ran_is_counted_as_wasted() -> 
     stream = recognizer.open_stream()
     try:
         spec = decoder.speculate(stream, utt(0))  # idle: taken at once
-        await until(lambda: decoder.batches == 1)
+        await async_wait_until(lambda: decoder.batches == 1)
         spec.cancel()  # the caller spoke again while it ran
         after = decoder.decode(stream, utt(100))
         recognizer.gate.set()
@@ -108,7 +103,7 @@ async def test_waiting_finals_are_shared_over_the_free_threads() -> None:
     futures = [decoder.decode(stream, utt(i * 100)) for i in range(4)]  # before the batcher
     decoder.start()
     try:
-        await until(lambda: decoder.batches == 2)
+        await async_wait_until(lambda: decoder.batches == 2)
         recognizer.gate.set()
         await asyncio.wait_for(asyncio.gather(*futures), 10)
         assert decoder.batches == 2 and decoder.decoded == 4  # 2 + 2, not 4 on one thread
