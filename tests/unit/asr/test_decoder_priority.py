@@ -5,11 +5,14 @@ waiting utterances are shared over the free inference threads."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from analytics.asr.base import RecognizerStream
 from analytics.asr.decoder import BatchDecoder
 from analytics.asr.vad import SpeechSegment
 from analytics.metrics import DecodeCollector
@@ -23,13 +26,26 @@ def utt(start_ms: int) -> SpeechSegment:
     return SpeechSegment(AUDIO, start_ms, start_ms + 100)
 
 
-async def test_finals_go_ahead_of_speculations_and_a_promoted_one_keeps_its_place() -> None:
-    recognizer = GatedRecognizer(max_batch=1)
-    executor = ThreadPoolExecutor(max_workers=1)
-    decoder = BatchDecoder(recognizer, executor, slots=1)  # type: ignore[arg-type]
-    decoder.start()
-    stream = recognizer.open_stream()
+@asynccontextmanager
+async def gated(
+    slots: int = 1, max_batch: int = 1, started: bool = True
+) -> AsyncIterator[tuple[BatchDecoder, GatedRecognizer, RecognizerStream]]:
+    """A decoder whose batches wait for ``recognizer.gate``; ``order``: utterance starts."""
+    recognizer = GatedRecognizer(max_batch=max_batch)
+    executor = ThreadPoolExecutor(max_workers=slots)
+    decoder = BatchDecoder(recognizer, executor, slots=slots)  # type: ignore[arg-type]
+    if started:
+        decoder.start()
     try:
+        yield decoder, recognizer, recognizer.open_stream()
+    finally:
+        recognizer.gate.set()
+        await decoder.stop()
+        executor.shutdown()
+
+
+async def test_finals_go_ahead_of_speculations_and_a_promoted_one_keeps_its_place() -> None:
+    async with gated() as (decoder, recognizer, stream):
         busy = decoder.decode(stream, utt(0))
         await async_wait_until(lambda: decoder.batches == 1)  # the only thread is taken
         spec_a = decoder.speculate(stream, utt(100))  # first silence of call A
@@ -46,19 +62,10 @@ async def test_finals_go_ahead_of_speculations_and_a_promoted_one_keeps_its_plac
         assert recognizer.order == [0, 300, 400, 100, 500]
         assert decoder.speculative_started == 4
         assert decoder.speculative_dropped == 1 and decoder.speculative_wasted == 0
-    finally:
-        recognizer.gate.set()
-        await decoder.stop()
-        executor.shutdown()
 
 
 async def test_a_promoted_speculation_keeps_its_place_among_finals() -> None:
-    recognizer = GatedRecognizer(max_batch=1)
-    executor = ThreadPoolExecutor(max_workers=1)
-    decoder = BatchDecoder(recognizer, executor, slots=1)  # type: ignore[arg-type]
-    decoder.start()
-    stream = recognizer.open_stream()
-    try:
+    async with gated() as (decoder, recognizer, stream):
         busy = decoder.decode(stream, utt(0))
         await async_wait_until(lambda: decoder.batches == 1)
         spec = decoder.speculate(stream, utt(100))  # asked at the first silence
@@ -69,19 +76,10 @@ async def test_a_promoted_speculation_keeps_its_place_among_finals() -> None:
         recognizer.gate.set()
         await asyncio.wait_for(asyncio.gather(busy, spec, final, urgent_spec), 10)
         assert recognizer.order == [0, 300, 100, 200]
-    finally:
-        recognizer.gate.set()
-        await decoder.stop()
-        executor.shutdown()
 
 
 async def test_a_speculation_thrown_away_after_it_ran_is_counted_as_wasted() -> None:
-    recognizer = GatedRecognizer(max_batch=1)
-    executor = ThreadPoolExecutor(max_workers=1)
-    decoder = BatchDecoder(recognizer, executor, slots=1)  # type: ignore[arg-type]
-    decoder.start()
-    stream = recognizer.open_stream()
-    try:
+    async with gated() as (decoder, recognizer, stream):
         spec = decoder.speculate(stream, utt(0))  # idle: taken at once
         await async_wait_until(lambda: decoder.batches == 1)
         spec.cancel()  # the caller spoke again while it ran
@@ -89,29 +87,17 @@ async def test_a_speculation_thrown_away_after_it_ran_is_counted_as_wasted() -> 
         recognizer.gate.set()
         await asyncio.wait_for(after, 10)
         assert decoder.speculative_wasted == 1 and decoder.speculative_dropped == 0
-    finally:
-        recognizer.gate.set()
-        await decoder.stop()
-        executor.shutdown()
 
 
 async def test_waiting_finals_are_shared_over_the_free_threads() -> None:
-    recognizer = GatedRecognizer(max_batch=8)
-    executor = ThreadPoolExecutor(max_workers=2)
-    decoder = BatchDecoder(recognizer, executor, slots=2)  # type: ignore[arg-type]
-    stream = recognizer.open_stream()
-    futures = [decoder.decode(stream, utt(i * 100)) for i in range(4)]  # before the batcher
-    decoder.start()
-    try:
+    async with gated(slots=2, max_batch=8, started=False) as (decoder, recognizer, stream):
+        futures = [decoder.decode(stream, utt(i * 100)) for i in range(4)]  # before the batcher
+        decoder.start()
         await async_wait_until(lambda: decoder.batches == 2)
         recognizer.gate.set()
         await asyncio.wait_for(asyncio.gather(*futures), 10)
         assert decoder.batches == 2 and decoder.decoded == 4  # 2 + 2, not 4 on one thread
         assert sorted(recognizer.order) == [0, 100, 200, 300]
-    finally:
-        recognizer.gate.set()
-        await decoder.stop()
-        executor.shutdown()
 
 
 def test_decode_counters_are_exported() -> None:
