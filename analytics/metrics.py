@@ -84,9 +84,8 @@ class WorkerMetrics:
 
 class DecodeCollector(Collector):
     """The recogniser's decode counters, read at each scrape: batches and utterances decoded
-    (their ratio is the mean batch), and speculative decodes by outcome (``dropped``: cancelled
-    before a thread took it, no work done; ``wasted``: decoded, then thrown away; see
-    :mod:`analytics.asr.decoder`)."""
+    (their ratio is the mean batch), and speculative decodes by outcome (``shed``: refused
+    under load, see :mod:`analytics.asr.decoder`)."""
 
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.counts = counts
@@ -106,6 +105,6 @@ class DecodeCollector(Collector):
             "decodes started before the end of speech was certain, by outcome",
             labels=["outcome"],
         )
-        for outcome in ("started", "used", "dropped", "wasted"):
+        for outcome in ("started", "used", "shed"):
             speculative.add_metric([outcome], counts[f"speculative_{outcome}"])
         yield speculative

@@ -400,8 +400,7 @@ def decode_counts(service: TranscriptionService) -> dict[str, int]:
         "decoded": decoder.decoded,
         "speculative_started": decoder.speculative_started,
         "speculative_used": service.speculative_used,
-        "speculative_dropped": decoder.speculative_dropped,
-        "speculative_wasted": decoder.speculative_wasted,
+        "speculative_shed": decoder.speculative_shed,
     }
 
 

@@ -9,9 +9,9 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 * Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
   an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
   ``finish_batch`` call.
-* Speculative decode: after ``early_end_ms`` of silence the utterance as it would be cut is queued
-  (behind every final); if the silence lasts to ``min_silence_ms`` it is promoted to a final where
-  it stands (same audio), its decode hidden behind the end-of-speech wait; else it is discarded.
+* Speculative decode: after ``early_end_ms`` of silence a batch recogniser starts decoding the
+  utterance as it would be cut; if the silence lasts to ``min_silence_ms`` that is the final
+  result (same audio), the decode hidden behind the end-of-speech wait; else it is discarded.
 * A frame is reported done (its offset may be committed) only once every transcript it
   contributed to is published and it ends a lead-in before the call's position: a replay then
   cuts the same utterances, so the same ids (:mod:`analytics.asr.replay`).
@@ -141,7 +141,6 @@ class CallTranscriber:
         """The task ended, failed or was cancelled (even before it ran: worker shutdown, a revoked
         partition): held and queued frames stay unacknowledged, so uncommitted, and free their
         capacity."""
-        self._drop_speculative()
         while not self.queue.empty():
             self.service.queued -= isinstance(self.queue.get_nowait(), tuple)
         self.service.capacity_changed()
@@ -189,9 +188,10 @@ class CallTranscriber:
             if isinstance(event, TentativeEnd):
                 utt = event.utterance
                 if utt.keep and not service.recognizer.streaming:
-                    self._drop_speculative()  # waits behind every final (decoder.py)
-                    future = service.decoder.speculate(self.stream, utt)
-                    self.speculative = (utt.start_ms, utt.end_ms, future)
+                    self._drop_speculative()
+                    future = service.decoder.speculate(self.stream, utt)  # None: shed (load)
+                    if future is not None:
+                        self.speculative = (utt.start_ms, utt.end_ms, future)
                 continue
             if isinstance(event, SpeechChunk):
                 if not service.recognizer.streaming:
@@ -208,7 +208,6 @@ class CallTranscriber:
                 continue
             spec, self.speculative = self.speculative, None
             if spec is not None and spec[:2] == (event.start_ms, event.end_ms):
-                service.decoder.promote(spec[2], urgent=self.stop is not None)
                 hypothesis = await spec[2]
                 service.speculative_used += 1
             else:
