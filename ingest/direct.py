@@ -63,7 +63,7 @@ class DirectConnection(HttpPostConnection):
         if (
             self.on_message is not None
             and protocol.state is OPEN
-            and protocol.current_size is None
+            and getattr(protocol, "current_size", 0) is None  # 0: a websockets without it
             and not protocol.reader.buffer
             and not self.recv_messages.frames.queue
             and at_frame_boundary(getattr(protocol, "parser", None))
@@ -77,7 +77,9 @@ class DirectConnection(HttpPostConnection):
 
     def _take_frames(self, data: bytes) -> int:
         """Deliver the whole data frames at the head of ``data``; how many bytes they took."""
-        max_size = self.protocol.max_message_size
+        max_size = getattr(self.protocol, "max_message_size", -1)
+        if max_size == -1:
+            return 0  # a websockets that names its limit otherwise: its own parser reads all
         view = memoryview(data)
         end = len(data)
         at = 0
