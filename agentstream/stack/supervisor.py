@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -95,7 +94,10 @@ class Supervisor:
         self.crash_window_s = crash_window_s
         self.clock = clock
         self._spawn = spawn
-        self._stop = threading.Event()
+        # a plain flag, not a threading.Event: request_stop runs in signal handlers, and a second
+        # SIGINT/SIGTERM landing while Event.set() holds its lock deadlocked `up` (seen: Ctrl-C,
+        # or `timeout` forwarding a signal to the process and its group)
+        self._stop_requested = False
 
     def start(self, child: Child) -> None:
         child.proc = self._spawn(child)
@@ -109,17 +111,19 @@ class Supervisor:
         self.children.append(child)
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """Safe in a signal handler, even one that interrupts another: takes no lock."""
+        self._stop_requested = True
 
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop_requested
 
     def wait(self, poll_s: float = 0.2) -> int:
         """Block until stop is requested (0), a child crash-loops or a critical one dies."""
-        while not self._stop.wait(poll_s):
+        while not self._stop_requested:
             code = self.step()
             if code is not None:
                 return code
+            time.sleep(poll_s)  # a stop request is seen within poll_s
         return 0
 
     def step(self) -> int | None:

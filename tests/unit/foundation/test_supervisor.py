@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+import threading
+import types
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -135,3 +139,29 @@ def test_a_stop_request_ends_wait_with_zero() -> None:
     assert sup.wait(poll_s=0.01) == 0
     sup.stop_all()
     assert spawned[0].returncode == -signal.SIGTERM
+
+
+def test_a_stop_request_interrupted_by_another_does_not_deadlock() -> None:
+    """What `up` meets when a second SIGINT/SIGTERM lands while its handler runs: a request
+    made between any two lines of another (as a signal handler would) must not block."""
+    sup = make(Clock(), [])
+    nested: list[str] = []
+
+    def tracer(frame: types.FrameType, event: str, arg: object) -> Any:
+        if event == "line":  # a "signal" here: the handler asks again (tracing is off inside)
+            nested.append(frame.f_code.co_name)
+            sup.request_stop()
+        return tracer
+
+    def first_request() -> None:
+        sys.settrace(tracer)
+        try:
+            sup.request_stop()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=first_request, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a stop request interrupted by another deadlocked"
+    assert nested and sup.stopping()
