@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -84,8 +84,9 @@ class WorkerMetrics:
 
 class DecodeCollector(Collector):
     """The recogniser's decode counters, read at each scrape: batches and utterances decoded
-    (their ratio is the mean batch), and speculative decodes by outcome (``shed``: refused
-    under load, see :mod:`analytics.asr.decoder`)."""
+    (their ratio is the mean batch), speculative decodes by outcome (``shed``: refused under
+    load, see :mod:`analytics.asr.decoder`; ``behind``: not started, the call over the shed
+    lag), and what the backlog bound sheds (:mod:`analytics.asr.service`)."""
 
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.counts = counts
@@ -105,6 +106,23 @@ class DecodeCollector(Collector):
             "decodes started before the end of speech was certain, by outcome",
             labels=["outcome"],
         )
-        for outcome in ("started", "used", "shed"):
+        for outcome in ("started", "used", "shed", "behind"):
             speculative.add_metric([outcome], counts[f"speculative_{outcome}"])
         yield speculative
+        yield CounterMetricFamily(
+            "agentstream_worker_partials_shed",
+            "partial transcripts not published: the call was over the shed lag",
+            counts["partials_shed"],
+        )
+        yield CounterMetricFamily(
+            "agentstream_worker_untranscribed_utterances",
+            "utterances published as gap markers, not decoded: the call was over the backlog "
+            "bound and AGENTSTREAM_WORKER_ASR_SKIP_OVER_BOUND is on",
+            counts["gaps"],
+        )
+        yield GaugeMetricFamily(
+            "agentstream_worker_calls_over_bound",
+            "live calls whose latest frame was processed over the backlog bound "
+            "(AGENTSTREAM_WORKER_ASR_MAX_LAG_S) behind real time",
+            value=counts["over_bound"],
+        )

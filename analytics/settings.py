@@ -147,6 +147,24 @@ class WorkerSettings(KafkaFields, BaseSettings):
     progress_interval_ms: int = Field(
         1000, ge=0, description="audio between progress markers while silent (0 = off)"
     )
+    asr_shed_lag_s: float = Field(
+        2.0,
+        ge=0,
+        description="a call's audio processed this far behind real time gets no speculative "
+        "decode or partial transcript (0 = never shed for lag)",
+    )
+    asr_max_lag_s: float = Field(
+        10.0,
+        ge=0,
+        description="the backlog bound: what a call publishes while its audio is processed "
+        "this far behind real time says behind, and the decisions made from it say complete: "
+        "false; logged and counted (0 = no bound)",
+    )
+    asr_skip_over_bound: bool = Field(
+        False,
+        description="past the bound, publish a call's utterances as 'gap' markers instead of "
+        "decoding them, until it is back under asr_shed_lag_s: timeliness over completeness",
+    )
     heartbeat_interval_s: float = Field(
         2.0, gt=0, description="how often the worker's heartbeat goes to agentstream.workers"
     )

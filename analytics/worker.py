@@ -204,6 +204,9 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
         sweep_interval_s=settings.idle_sweep_interval_s,
         batch_wait_ms=settings.whisper_batch_wait_ms if settings.asr_engine == "whisper" else 0,
         progress_interval_ms=settings.progress_interval_ms,
+        shed_lag_ms=int(settings.asr_shed_lag_s * 1000),
+        max_lag_ms=int(settings.asr_max_lag_s * 1000),
+        skip_over_bound=settings.asr_skip_over_bound,
     )
 
 
@@ -248,7 +251,12 @@ def build_worker(
     )
     tracker = OffsetTracker()
     stops_tracker = OffsetTracker()  # the calls topic's: not in the lag below
-    backlog = AudioBacklog(clock)
+    # the gauges and the episode's log lines at the service's shed lag and bound
+    backlog = AudioBacklog(
+        clock,
+        behind_s=settings.asr_shed_lag_s or 2.0,
+        warn_s=settings.asr_max_lag_s or 10.0,
+    )
     metrics.registry.register(BacklogCollector(backlog))
     metrics.registry.register(DecodeCollector(lambda: decode_counts(service)))
     worker = Worker(app, service, tracker, rules, metrics, backlog=backlog)
@@ -401,6 +409,10 @@ def decode_counts(service: TranscriptionService) -> dict[str, int]:
         "speculative_started": decoder.speculative_started,
         "speculative_used": service.speculative_used,
         "speculative_shed": decoder.speculative_shed,
+        "speculative_behind": service.speculative_behind,
+        "partials_shed": service.partials_shed,
+        "gaps": service.gaps,
+        "over_bound": sum(1 for call in service.sessions.values() if call.lag.over_bound),
     }
 
 

@@ -199,6 +199,7 @@ async def run_level(
         "latency_ms": totals["latency_ms"],
         "passthru_ms": totals["passthru_ms"],
         "passthru_complete": completeness(runs),
+        "backlog": backlog_marks(watcher),
         "processes": procs,
         "machine": {
             "cpus": os.cpu_count(),
@@ -249,6 +250,20 @@ def completeness(runs: list[Any]) -> dict[str, Any]:
     }
 
 
+def backlog_marks(watcher: TopicWatcher) -> dict[str, int]:
+    """What the backlog bound marked: finals analysed over it, gaps, incomplete decisions."""
+    outs = list(watcher.calls.values())
+    finals = [t for o in outs for t in o.finals]
+    decisions = [d for o in outs for d in o.decisions]
+    return {
+        "finals": len(finals),
+        "finals_behind": sum(1 for t in finals if t.behind),
+        "gaps": sum(len(o.gaps) for o in outs),
+        "decisions": len(decisions),
+        "decisions_incomplete": sum(1 for d in decisions if not d.complete),
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:7.0f}"
 
@@ -275,6 +290,11 @@ def print_level(result: dict[str, Any]) -> None:
     print(
         f"passthru complete: {c['complete']}/{c['answers']} (share {c['share']}); "
         f"waited_ms p50 {c['waited_ms_p50']} p95 {c['waited_ms_p95']}"
+    )
+    b = result["backlog"]
+    print(
+        f"backlog bound: finals over it {b['finals_behind']}/{b['finals']}, gaps {b['gaps']}, "
+        f"decisions incomplete {b['decisions_incomplete']}/{b['decisions']}"
     )
     m = result["machine"]
     print(

@@ -86,6 +86,7 @@ class CallRecord:
     # the scoring worker's running state from the latest score: keyword and repeat counts are
     # read from it, never counted here (one owner: analytics)
     state: CallState = field(default_factory=CallState)
+    behind: bool = False  # the latest analysis was over the worker's backlog bound behind
     # per stream SID: audio end (ms from stream start) of the latest score evaluated
     heard_until_ms: dict[str, int] = field(default_factory=dict)
     digits: list[str] = field(default_factory=list)
@@ -251,7 +252,13 @@ class Evaluator:
                 categories,
             )
         )
+        record.behind = score.behind
+        untranscribed = record.state.untranscribed_utterances
         state = record.state = score.state
+        if untranscribed > state.untranscribed_utterances:
+            # a gap passed on after the batch's scores: the score's state may not count it yet
+            update = {"untranscribed_utterances": untranscribed}
+            state = record.state = state.model_copy(update=update)
         heard = record.heard_until_ms
         heard[score.stream_sid] = max(heard.get(score.stream_sid, 0), score.end_ms)
         if state.last_dtmf and (not record.digits or record.digits[-1] != state.last_dtmf):
@@ -268,11 +275,19 @@ class Evaluator:
     def on_progress(self, score: Score) -> Decision | None:
         """A watermark (marker score): the call's audio is analysed up to ``score.end_ms``.
 
-        Evaluates the audio-time rules (``silence``, ``max_duration``) at that offset.
+        Evaluates the audio-time rules (``silence``, ``max_duration``) at that offset. A ``gap``
+        (an utterance heard but not transcribed) is speech for the silence rule, and is counted:
+        decisions made from here on say ``complete: false``, as do those made from analysis
+        over the worker's backlog bound (``Score.behind``).
         """
         record = self._record(score.call_sid, score.tenant, score.campaign, score.stream_sid)
         record.owned = True
-        self._heard(record, score.end_ms, speech=False)
+        self._heard(record, score.end_ms, speech=score.marker == "gap")
+        record.behind = score.behind
+        untranscribed = score.state.untranscribed_utterances
+        if untranscribed > record.state.untranscribed_utterances:  # a gap marker counted it
+            update = {"untranscribed_utterances": untranscribed}
+            record.state = record.state.model_copy(update=update)
         if record.escalation is not None or not record.live:
             return None
         age_ms = self._now_ms() - score.scored_at_ms
@@ -422,4 +437,7 @@ class Evaluator:
             speech_end_at_ms=score.speech_end_at_ms if score else 0,
             decided_at_ms=now,
             latency_ms=float(now - score.scored_at_ms) if score else 0.0,
+            # made on part of the call: from analysis over the ASR backlog bound behind it, or
+            # with some of its speech not transcribed
+            complete=not record.behind and record.state.untranscribed_utterances == 0,
         )

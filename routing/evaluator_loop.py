@@ -142,6 +142,8 @@ class EvaluatorLoop:
                 self.summaries.on_score(score)
             return
         self.router.on_progress(score)  # decisions first: a waiter woken below sees them
+        if score.marker == "gap" and self.summaries is not None:
+            self.summaries.on_score(score)  # counted in the call's summary
         self.publisher.publish_call_event(self.watermarks.on_marker(score))
 
     # --- ownership ------------------------------------------------------------------------------

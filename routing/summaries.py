@@ -57,6 +57,7 @@ class SummaryDraft:
     passthru_answer: str | None = None
     passthru_complete: bool | None = None
     passthru_at_ms: int | None = None
+    untranscribed: set[int] = field(default_factory=set)  # gap markers' utterance indexes
 
     def _seen(self, tenant: str, campaign: str, stream_sid: str, at_ms: int) -> None:
         if tenant != "default":
@@ -86,6 +87,14 @@ class SummaryDraft:
             self.passthru_complete = event.complete
             return True
         return False
+
+    def on_gap(self, score: Score) -> bool:
+        """A gap marker: an utterance heard but not transcribed (the ASR worker was behind)."""
+        self._seen(score.tenant, score.campaign, score.stream_sid, score.scored_at_ms)
+        if score.utterance_index in self.untranscribed:
+            return False
+        self.untranscribed.add(score.utterance_index)
+        return True
 
     def on_score(self, score: Score) -> bool:
         self._seen(score.tenant, score.campaign, score.stream_sid, score.scored_at_ms)
@@ -159,6 +168,7 @@ class SummaryDraft:
             passthru_answer=self.passthru_answer,
             passthru_complete=self.passthru_complete,
             passthru_at_ms=self.passthru_at_ms,
+            untranscribed_utterances=len(self.untranscribed),
             revision=revision,
             summarised_at_ms=summarised_at_ms,
         )
@@ -228,10 +238,11 @@ class SummaryBook:
             entry.dirty = True
 
     def on_score(self, score: Score) -> None:
-        if score.marker is not None:
+        if score.marker is not None and score.marker != "gap":
             return  # a watermark, not an utterance
         entry = self._entry(score.call_sid)
-        if entry.draft.on_score(score):
+        folded = entry.draft.on_gap(score) if score.marker else entry.draft.on_score(score)
+        if folded:
             entry.dirty = True
 
     def on_decision(self, decision: Decision) -> None:

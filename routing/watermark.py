@@ -16,7 +16,9 @@ Passthru asks :meth:`Watermarks.wait` before answering:
 * an escalated call: no wait (at most one escalation per call: the answer cannot change);
 
 each at most ``bound_s`` (``AGENTSTREAM_ROUTING_PASSTHRU_COMPLETE_WAIT_MS``, default 1.5 s).
-The answer then says ``complete`` and ``waited_ms``; ``incomplete`` answers are counted.
+The answer then says ``complete`` and ``waited_ms``; ``incomplete`` answers are counted. A call
+with an utterance heard but not transcribed (a ``gap`` marker: the worker was over its backlog
+bound) is never complete, however far it is analysed, unless it escalated.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class CallProgress:
     audio_ms: int = 0
     received_at_ms: int = 0  # ingest's wall clock for the last analysed frame
     complete: bool = False
+    untranscribed: int = 0  # utterances heard but not transcribed (gap markers)
     seen_at: float = 0.0
     waiters: set[asyncio.Event] = field(default_factory=set)
 
@@ -81,20 +84,28 @@ class Watermarks:
         return progress
 
     def advance(
-        self, call_sid: str, audio_ms: int, received_at_ms: int, complete: bool = False
+        self,
+        call_sid: str,
+        audio_ms: int,
+        received_at_ms: int,
+        complete: bool = False,
+        untranscribed: int = 0,
     ) -> None:
         """Everything heard up to ``audio_ms`` (received by ingest by ``received_at_ms``) is
-        evaluated; ``complete``: that was the call's last audio."""
+        evaluated; ``complete``: that was the call's last audio; ``untranscribed``: utterances
+        of the call so far not transcribed."""
         progress = self._progress(call_sid)
         progress.audio_ms = max(progress.audio_ms, audio_ms)
         progress.received_at_ms = max(progress.received_at_ms, received_at_ms)
         progress.complete = progress.complete or complete
+        progress.untranscribed = max(progress.untranscribed, untranscribed)
         self.poke(call_sid)
 
     def on_marker(self, score: Score) -> CallEvent:
         """Record a marker score the owner just evaluated; the ``analysed`` event to publish."""
         complete = score.marker == "end"
-        self.advance(score.call_sid, score.end_ms, score.speech_end_at_ms, complete)
+        untranscribed = score.state.untranscribed_utterances
+        self.advance(score.call_sid, score.end_ms, score.speech_end_at_ms, complete, untranscribed)
         return CallEvent(
             kind="analysed",
             call_sid=score.call_sid,
@@ -105,6 +116,7 @@ class Watermarks:
             complete=complete,
             audio_ms=score.end_ms,
             audio_received_at_ms=score.speech_end_at_ms,
+            untranscribed_utterances=untranscribed or None,
         )
 
     def on_event(self, event: CallEvent) -> None:
@@ -114,6 +126,7 @@ class Watermarks:
             event.audio_ms or 0,
             event.audio_received_at_ms or 0,
             bool(event.complete),
+            event.untranscribed_utterances or 0,
         )
 
     def poke(self, call_sid: str) -> None:
@@ -130,6 +143,13 @@ class Watermarks:
         if progress.complete:
             return True
         return not stopped and progress.received_at_ms >= request_at_ms - self.slack_ms
+
+    def answer_complete(self, call_sid: str, stopped: bool, request_at_ms: int) -> bool:
+        """Whether a Passthru answer now sees the call's whole analysis: :meth:`satisfied`, and
+        none of the call's speech left untranscribed."""
+        progress = self.calls.get(call_sid)
+        untranscribed = progress is not None and progress.untranscribed > 0
+        return not untranscribed and self.satisfied(call_sid, stopped, request_at_ms)
 
     async def wait(
         self,
@@ -157,7 +177,7 @@ class Watermarks:
                     pass  # the loop re-checks the bound on the (injected) clock
         finally:
             progress.waiters.discard(event)
-        complete = decided() or self.satisfied(call_sid, stopped(), request_ms)
+        complete = decided() or self.answer_complete(call_sid, stopped(), request_ms)
         self.answers.labels("true" if complete else "false").inc()
         return WaitResult(complete, (self.clock() - started) * 1000)
 
@@ -194,7 +214,8 @@ async def wait_for_analysis(app: web.Application, book: CallBook, call_sid: str)
         return current is not None and current.escalation is not None
 
     if (view is None and call_sid not in marks.calls) or (view is not None and view.answer):
-        complete = decided() or marks.satisfied(call_sid, stopped(), int(marks.clock() * 1000))
+        now_ms = int(marks.clock() * 1000)
+        complete = decided() or marks.answer_complete(call_sid, stopped(), now_ms)
         marks.answers.labels("true" if complete else "false").inc()
         return WaitResult(complete, 0.0)
     return await marks.wait(call_sid, stopped=stopped, decided=decided)

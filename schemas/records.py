@@ -189,6 +189,9 @@ class CallEvent(Record):
     audio_received_at_ms: int | None = Field(
         None, description="wall clock when ingest received the last analysed frame, UTC ms"
     )
+    untranscribed_utterances: int | None = Field(
+        None, description="analysed: the call's utterances so far not transcribed (gaps)"
+    )
 
 
 # --- agentstream.transcripts ------------------------------------------------------------------
@@ -233,12 +236,15 @@ class Transcript(Record):
     speech_end_at_ms: int = Field(description="wall clock when ingest received the last frame")
     produced_at_ms: int
     latency_ms: float = Field(description="speech end (ingest receipt) to transcript publish")
-    marker: Literal["progress", "end"] | None = Field(
+    marker: Literal["progress", "end", "gap"] | None = Field(
         None,
-        description=(
-            "not an utterance but a watermark (empty text): 'progress' = the call's audio is "
-            "transcribed up to end_ms; 'end' = the call stopped and its last utterance is out"
-        ),
+        description="not an utterance but a watermark (empty text): 'progress' = the call's "
+        "audio is transcribed up to end_ms; 'end' = the call stopped and its last utterance is "
+        "out; 'gap' = start_ms..end_ms was speech not transcribed: the worker was over its "
+        "backlog bound and set to skip (ASR_SKIP_OVER_BOUND); the audio stays in the topic",
+    )
+    behind: bool = Field(
+        False, description="the worker was over its backlog bound (ASR_MAX_LAG_S) behind the call"
     )
 
 
@@ -290,6 +296,9 @@ class CallState(BaseModel):
     )
     recent_texts: list[str] = Field(default_factory=list)
     started_at_ms: int | None = None
+    untranscribed_utterances: int = Field(
+        0, description="utterances not transcribed ('gap' markers): the figures above miss them"
+    )
 
 
 class Score(Record):
@@ -310,9 +319,10 @@ class Score(Record):
     transcript_at_ms: int = 0
     scored_at_ms: int
     latency_ms: float = Field(description="transcript publish to score publish")
-    marker: Literal["progress", "end"] | None = Field(
+    marker: Literal["progress", "end", "gap"] | None = Field(
         None, description="a transcript watermark passed through (see Transcript.marker)"
     )
+    behind: bool = Field(False, description="the transcript's (see Transcript.behind)")
 
 
 # --- agentstream.decisions --------------------------------------------------------------------
@@ -339,6 +349,12 @@ class Decision(Record):
     speech_end_at_ms: int = 0
     decided_at_ms: int
     latency_ms: float = Field(description="score publish to decision publish")
+    complete: bool = Field(
+        True,
+        description="False when made on part of the call: from analysis over the worker's "
+        "backlog bound behind it (Score.behind), or with some of its speech not transcribed "
+        "(CallState.untranscribed_utterances)",
+    )
 
 
 # --- agentstream.workers ----------------------------------------------------------------------
@@ -426,5 +442,8 @@ class CallSummary(Record):
         None, description="every utterance heard before the answer had been decided"
     )
     passthru_at_ms: int | None = None
+    untranscribed_utterances: int = Field(
+        0, description="utterances heard but not transcribed (ASR backlog): not counted above"
+    )
     revision: int = Field(1, description="1 for the first summary; +1 for each later fact")
     summarised_at_ms: int

@@ -43,6 +43,7 @@ class PipelineOutput:
     transcripts: list[Transcript] = field(default_factory=list)
     scores: list[Score] = field(default_factory=list)
     analysed: bool = False  # the pipeline's end-of-call watermark came through
+    gaps: list[Transcript] = field(default_factory=list)  # utterances heard, not transcribed
     decisions: list[Decision] = field(default_factory=list)
     last_seen: float = 0.0  # monotonic time of the latest record
 
@@ -125,6 +126,8 @@ class TopicWatcher:
                     calls.last_seen = time.monotonic()
                     if isinstance(record, Transcript | Score) and record.marker is not None:
                         calls.analysed = calls.analysed or record.marker == "end"
+                        if isinstance(record, Transcript) and record.marker == "gap":
+                            calls.gaps.append(record)
                         continue  # a watermark, not an utterance
                     if isinstance(record, Transcript):
                         calls.transcripts.append(record)

@@ -68,6 +68,7 @@ class Hypothesis:
         tenant: str = "default",
         campaign: str = "default",
         redacted: Sequence[RedactedSpan] = (),
+        behind: bool = False,
     ) -> Transcript:
         """The published record; ``text`` is the redacted text and ``redacted`` the spans of
         ``self.text`` it replaced: the words in them keep their timings and carry the
@@ -93,6 +94,7 @@ class Hypothesis:
             speech_end_at_ms=speech_end_at_ms,
             produced_at_ms=produced_at_ms,
             latency_ms=float(produced_at_ms - speech_end_at_ms),
+            behind=behind,
         )
 
 

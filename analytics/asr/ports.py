@@ -82,3 +82,10 @@ class ServiceConfig:
     max_queued_frames: int = 50_000
     batch_wait_ms: int = 0
     progress_interval_ms: int = 1000
+    # Backlog (the lag of the frame being processed: now - ingest's receive time), 0 = off:
+    # over shed_lag_ms no speculative decode (batch) or partial (streaming) is made; over
+    # max_lag_ms what is published says ``behind``; with skip_over_bound an utterance is then
+    # published as a ``gap`` marker, not decoded (see :mod:`analytics.asr.lag`).
+    shed_lag_ms: int = 0
+    max_lag_ms: int = 0
+    skip_over_bound: bool = False

@@ -40,7 +40,8 @@ class CallProgress:
 
     def note(self, transcript: Transcript, partition: int) -> None:
         """A transcript was published (or read back): finals and markers tell what is done."""
-        final = transcript.is_final and transcript.marker is None
+        # a gap is an utterance cut and done, like a final, only not decoded
+        final = (transcript.is_final and transcript.marker is None) or transcript.marker == "gap"
         if not final and transcript.marker is None:
             return  # a partial: its utterance may still be open
         _, floor, done = self._marks.get(transcript.call_sid, (partition, -1, -1))

@@ -127,7 +127,10 @@ def marker_scores(
 ) -> list[Score]:
     """The batch's watermark transcripts as marker Scores (in order), with the call's state.
 
-    Sent after the batch's scores, so a marker never overtakes an utterance it covers.
+    Sent after the batch's scores, so a marker never overtakes an utterance it covers. A ``gap``
+    marker (an utterance not transcribed) also counts in the call's state
+    (``untranscribed_utterances``, once: a replayed gap is recognised as an utterance is);
+    ``entries`` then holds the call's entry, to be saved.
     """
     out: list[Score] = []
     for record in records:
@@ -142,6 +145,14 @@ def marker_scores(
         key = marker.call_sid.encode()
         known = entries.get(key)
         entry = known[0] if known else load(key, record.partition)
+        if marker.marker == "gap" and not entry.is_replay(marker):
+            # an utterance heard but not transcribed (the ASR stage was over its backlog
+            # bound): the call's figures miss it, and everything decided from them says so
+            entry.mark(marker)
+            count = entry.state.untranscribed_utterances + 1
+            entry.state = entry.state.model_copy(update={"untranscribed_utterances": count})
+            entry.updated_at_ms = now_ms
+            entries.setdefault(key, (entry, record.partition))
         out.append(
             Score(
                 call_sid=marker.call_sid,
@@ -160,6 +171,7 @@ def marker_scores(
                 scored_at_ms=now_ms,
                 latency_ms=float(max(0, now_ms - marker.produced_at_ms)),
                 marker=marker.marker,
+                behind=marker.behind,
             )
         )
     return out

@@ -241,6 +241,7 @@ class ScoringStage:
                 transcript_at_ms=transcript.produced_at_ms,
                 scored_at_ms=scored_at,
                 latency_ms=float(max(0, scored_at - transcript.produced_at_ms)),
+                behind=transcript.behind,
             )
             out.append((score, entry))
         return out

@@ -51,6 +51,10 @@ def test_decode_counters_are_exported() -> None:
         "speculative_started": 5,
         "speculative_used": 3,
         "speculative_shed": 2,
+        "speculative_behind": 7,
+        "partials_shed": 1,
+        "gaps": 9,
+        "over_bound": 2,
     }
     registry.register(DecodeCollector(lambda: counts))
     value = registry.get_sample_value
@@ -58,3 +62,7 @@ def test_decode_counters_are_exported() -> None:
     assert value("agentstream_worker_decoded_utterances_total") == 6
     assert value("agentstream_worker_speculative_decodes_total", {"outcome": "shed"}) == 2
     assert value("agentstream_worker_speculative_decodes_total", {"outcome": "used"}) == 3
+    assert value("agentstream_worker_speculative_decodes_total", {"outcome": "behind"}) == 7
+    assert value("agentstream_worker_partials_shed_total") == 1
+    assert value("agentstream_worker_untranscribed_utterances_total") == 9
+    assert value("agentstream_worker_calls_over_bound") == 2

@@ -100,3 +100,53 @@ def test_replayed_old_watermarks_decide_nothing() -> None:
     clock.advance(601)
     assert ev.on_progress(old) is None
     assert ev.calls["c"].audio_ms == 50_000  # remembered, not decided
+
+
+def gap(call_sid: str, start_ms: int, end_ms: int, clock: FakeClock, count: int = 1) -> Score:
+    """An utterance heard but not transcribed (the ASR worker was over its backlog bound)."""
+    return progress(call_sid, end_ms, clock).model_copy(
+        update={
+            "marker": "gap",
+            "start_ms": start_ms,
+            "utterance_index": start_ms,
+            "utterance_id": f"{call_sid}-gap-{start_ms}",
+            "state": CallState(untranscribed_utterances=count),
+        }
+    )
+
+
+def test_a_gap_is_speech_for_the_silence_rule() -> None:
+    ev, clock = make(QUIET)
+    ev.on_call_event(call_event("start", "c", clock()))
+    ev.on_score(spoken("c", 1, 500, 2_000, clock))
+    assert ev.on_progress(gap("c", 3_000, 11_000, clock)) is None  # talking, not silent
+    assert ev.on_progress(progress("c", 12_000, clock)) is None  # 1 s after the gap
+    d = ev.on_progress(progress("c", 21_000, clock))
+    assert d is not None and d.rule_id == "quiet"
+
+
+def test_decisions_after_a_gap_say_they_were_made_on_part_of_the_call() -> None:
+    ev, clock = make(QUIET)
+    ev.on_call_event(call_event("start", "c", clock()))
+    before = ev.on_score(spoken("c", 1, 500, 2_000, clock))
+    assert before is not None and before.complete
+    ev.on_progress(gap("c", 3_000, 5_000, clock))
+    # the next score's state may predate the gap (scored from an older entry): still incomplete
+    after = ev.on_score(spoken("c", 2, 6_000, 7_000, clock))
+    assert after is not None and not after.complete
+    d = ev.on_progress(progress("c", 17_000, clock))
+    assert d is not None and d.decision == "escalate" and not d.complete
+
+
+def test_decisions_from_analysis_over_the_backlog_bound_are_incomplete() -> None:
+    ev, clock = make(QUIET)
+    ev.on_call_event(call_event("start", "c", clock()))
+    late = spoken("c", 1, 500, 2_000, clock).model_copy(update={"behind": True})
+    d = ev.on_score(late)
+    assert d is not None and not d.complete
+    # the worker caught up: decisions are whole again
+    d = ev.on_score(spoken("c", 2, 3_000, 4_000, clock))
+    assert d is not None and d.complete
+    behind_progress = progress("c", 14_000, clock).model_copy(update={"behind": True})
+    d = ev.on_progress(behind_progress)
+    assert d is not None and d.rule_id == "quiet" and not d.complete

@@ -155,3 +155,15 @@ def test_tap_passes_the_routers_own_decisions_and_answers_to_the_book() -> None:
     draft = book.draft("CA1")
     assert draft is not None and draft.escalation is not None
     assert (draft.passthru_answer, draft.passthru_complete) == ("302", False)
+
+
+def test_untranscribed_utterances_are_counted_once_and_not_as_utterances() -> None:
+    draft = _escalating_draft()
+    gap = _timed("CA1", 3, 0.0, 13000, 15000).model_copy(
+        update={"marker": "gap", "text": "", "utterance_index": 13000}
+    )
+    assert draft.on_gap(gap)
+    assert not draft.on_gap(gap)  # read again after a restart
+    summary = draft.build(summarised_at_ms=MS + 30_000)
+    assert summary.untranscribed_utterances == 1 and summary.utterance_count == 3
+    assert _escalating_draft().build(summarised_at_ms=MS).untranscribed_utterances == 0

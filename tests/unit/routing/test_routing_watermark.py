@@ -172,3 +172,33 @@ async def test_ready_reflects_routing_and_the_workers() -> None:
         assert response.status == 200
         body = await response.json()
         assert body["pipeline"] is True and body["workers_ready"] == 1
+
+
+async def test_a_call_with_untranscribed_speech_is_never_complete() -> None:
+    clock = FakeClock()
+    marks = Watermarks(bound_s=1.5, clock=clock)
+    gap = marker("c", 4_000, int(clock() * 1000), kind="gap")
+    gap = gap.model_copy(update={"state": CallState(untranscribed_utterances=1)})
+    event = marks.on_marker(gap)
+    assert event.untranscribed_utterances == 1 and not event.complete
+    task = asyncio.create_task(marks.wait("c", stopped=lambda: True, decided=lambda: False))
+    await _settle()
+    clock.advance(0.2)
+    marks.on_marker(marker("c", 6_000, int(clock() * 1000)))  # the end: analysed, not whole
+    result = await asyncio.wait_for(task, 5)
+    assert not result.complete and result.waited_ms == pytest.approx(200)  # no wait to the bound
+    # another routing instance learns it from the analysed event
+    other = Watermarks(bound_s=1.5, clock=clock)
+    other.on_event(event)
+    other.on_marker(marker("c", 6_000, int(clock() * 1000)))
+    assert not other.answer_complete("c", stopped=True, request_at_ms=int(clock() * 1000))
+    assert other.satisfied("c", stopped=True, request_at_ms=int(clock() * 1000))
+
+
+async def test_an_escalated_call_with_a_gap_is_complete() -> None:
+    clock = FakeClock()
+    marks = Watermarks(bound_s=1.5, clock=clock)
+    gap = marker("c", 4_000, int(clock() * 1000), kind="gap")
+    marks.on_marker(gap.model_copy(update={"state": CallState(untranscribed_utterances=2)}))
+    result = await marks.wait("c", stopped=lambda: True, decided=lambda: True)
+    assert result.complete  # an escalation is final: nothing later can change the answer
