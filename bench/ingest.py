@@ -29,6 +29,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvloop
@@ -276,7 +277,7 @@ async def drive(
     server_pid: int | None,
     broker_pid: int | None,
     metrics_urls: list[str],
-) -> dict:
+) -> dict[str, Any]:
     frame_bytes = args.rate * 2 * args.frame_ms // 1000
     payload = base64.b64encode(os.urandom(frame_bytes)).decode()
     frames = int(args.duration * 1000 / args.frame_ms)

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--processes",
         type=processes_arg,
+        metavar="N|auto",
         help="server processes sharing the port, or 'auto': one per core, at most "
         f"{MAX_AUTO_PROCESSES} (AGENTSTREAM_INGEST_PROCESSES, 1 = one process, no supervisor)",
     )

@@ -40,7 +40,9 @@ from tests.integration.ingest.ingest_support import (
 
 pytestmark = pytest.mark.integration
 
-MAX_CALLS_OPENED = 40  # both of 2 processes get one within 40 connections but for 2**-39
+# The kernel picks a process per connection (like a coin here): within 64 connections each of
+# two processes gets 8 but for a chance of about 1e-10.
+MAX_CALLS_OPENED = 64
 
 
 def _free_ports(count: int) -> int:
@@ -122,15 +124,22 @@ class Ingest:
         return all(h is not None and h["decisions_ready"] for h in await self.healths())
 
     async def open_call(self, path: str, call_sid: str) -> tuple[ClientConnection, int]:
-        """Open a call and start it; which process took it (its active calls went up)."""
+        """Open a call and start it; which process took it (its active calls went up).
+
+        Calls are only ever added while this runs (none closes), so exactly one count rises.
+        """
         before = await self.active()
         ws = await connect(f"ws://127.0.0.1:{self.port}{path}")
         await ws.send(start(call_sid, f"ST-{call_sid}"))
         after = before
-        while after == before:  # the handler counts the call just after the handshake
-            await asyncio.sleep(0.02)
+
+        async def counted() -> bool:  # the handler counts the call just after the handshake
+            nonlocal after
             after = await self.active()
-        (index,) = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+            return sum(after) == sum(before) + 1
+
+        await async_wait_until(counted, timeout=10)
+        (index,) = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if b == a + 1]
         return ws, index
 
     async def finish(self, timeout: float = 40.0) -> int:
@@ -181,11 +190,12 @@ def _gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-async def _escalate(bootstrap: str, prefix: str, call_sids: list[str]) -> None:
+async def _escalate(bootstrap: str, prefix: str, partitions: dict[str, int]) -> None:
+    """An escalation for each call SID, written to the decisions partition given for it."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for call_sid in call_sids:
+        for call_sid, partition in partitions.items():
             decision = Decision(
                 call_sid=call_sid,
                 decision="escalate",
@@ -195,7 +205,10 @@ async def _escalate(bootstrap: str, prefix: str, call_sids: list[str]) -> None:
                 latency_ms=1.0,
             )
             await producer.send_and_wait(
-                prefixed(DECISIONS, prefix), decision.to_bytes(), key=call_sid.encode()
+                prefixed(DECISIONS, prefix),
+                decision.to_bytes(),
+                key=call_sid.encode(),
+                partition=partition,
             )
     finally:
         await producer.stop()
@@ -207,22 +220,23 @@ async def test_two_processes_share_the_port_and_stop_on_sigterm(
     async with _running(kafka_bootstrap, topic_prefix) as ingest:
         pids = await ingest.pids()
         assert len(set(pids)) == 2 and ingest.proc.pid not in pids
-        # stream calls until each process holds one, then voicebot calls likewise
+        # stream calls until each process holds one; voicebot calls until each holds one per
+        # decisions partition (each process hands off a call from every partition below)
         calls: dict[str, tuple[ClientConnection, int]] = {}
-        for path in ("/stream", "/voicebot"):
-            held: set[int] = set()
+        for path, wanted in (("/stream", 1), ("/voicebot", DECISIONS.partitions)):
+            held = [0, 0]
             for n in range(MAX_CALLS_OPENED):
-                if held == {0, 1}:
+                if min(held) >= wanted:
                     break
                 sid = f"CA{unique}{path[1]}{n}"
                 calls[sid] = await ingest.open_call(path, sid)
-                held.add(calls[sid][1])
-            assert held == {0, 1}
+                held[calls[sid][1]] += 1
+            assert min(held) >= wanted, held
         sent: dict[str, list[bytes]] = {}
         for sid, (ws, _) in calls.items():
             sent[sid] = [pcm(1600, len(sent) * 8 + seq) for seq in range(2, 7)]
-            for seq, audio in enumerate(sent[sid], start=2):
-                await ws.send(media(f"ST-{sid}", seq, seq - 1, (seq - 2) * 100, audio))
+            for seq, frame in enumerate(sent[sid], start=2):
+                await ws.send(media(f"ST-{sid}", seq, seq - 1, (seq - 2) * 100, frame))
         total = sum(map(len, sent.values()))
 
         # every frame read (so each voicebot call's start was handled before its decision)
@@ -231,10 +245,15 @@ async def test_two_processes_share_the_port_and_stop_on_sigterm(
 
         await async_wait_until(all_read, timeout=15)
 
-        # each process follows every decision and hands off the calls it holds
+        # each process reads every decisions partition (no consumer group splits them) and
+        # hands off the calls it holds: process i's k-th call is escalated on partition k
         await async_wait_until(ingest.all_follow_decisions, timeout=15)
         bots = [sid for sid in calls if sid[len(f"CA{unique}")] == "v"]
-        await _escalate(kafka_bootstrap, topic_prefix, bots)
+        routes: dict[str, int] = {}
+        for index in (0, 1):
+            mine = [sid for sid in bots if calls[sid][1] == index]
+            routes.update({sid: k % DECISIONS.partitions for k, sid in enumerate(mine)})
+        await _escalate(kafka_bootstrap, topic_prefix, routes)
         for sid in bots:
             ws = calls[sid][0]
             assert orjson.loads(await asyncio.wait_for(ws.recv(), 15))["event"] == "clear"
@@ -266,15 +285,12 @@ async def test_a_killed_process_is_restarted_while_the_other_serves(
     async with _running(kafka_bootstrap, topic_prefix) as ingest:
         pids = await ingest.pids()
         by_index: dict[int, tuple[str, ClientConnection]] = {}
-        for n in range(MAX_CALLS_OPENED):
+        for n in range(MAX_CALLS_OPENED):  # the extra calls stay open until the end
             if len(by_index) == 2:
                 break
             sid = f"CA{unique}k{n}"
             ws, index = await ingest.open_call("/stream", sid)
-            if index in by_index:
-                await ws.close()
-            else:
-                by_index[index] = (sid, ws)
+            by_index.setdefault(index, (sid, ws))
         assert sorted(by_index) == [0, 1]
 
         os.kill(pids[0], signal.SIGKILL)
@@ -285,8 +301,8 @@ async def test_a_killed_process_is_restarted_while_the_other_serves(
         # process 1 goes on serving its call while process 0 is down and restarted
         sid, ws = by_index[1]
         frames = [pcm(1600, seq) for seq in range(2, 12)]
-        for seq, audio in enumerate(frames, start=2):
-            await ws.send(media(f"ST-{sid}", seq, seq - 1, (seq - 2) * 100, audio))
+        for seq, frame in enumerate(frames, start=2):
+            await ws.send(media(f"ST-{sid}", seq, seq - 1, (seq - 2) * 100, frame))
         await ws.send(stop(sid, f"ST-{sid}", 12))
         await asyncio.wait_for(ws.wait_closed(), 15)
         assert ws.close_code == 1000
@@ -297,8 +313,9 @@ async def test_a_killed_process_is_restarted_while_the_other_serves(
 
         await async_wait_until(restarted, timeout=20)
         assert _gone(pids[0])
-        assert "ingest-0 exited with code -9; restarting" in ingest.output
-        assert "restarted ingest-0" in ingest.output
+        # logged before the new process started; read from the pipe as it comes
+        await async_wait_until(lambda: "restarted ingest-0" in ingest.output, timeout=10)
+        assert "ingest-0 exited with code -9; restarting in 1.0 s" in ingest.output
         assert (await ingest.pids())[1] == pids[1]  # the other one was never touched
 
         ingest.proc.send_signal(signal.SIGTERM)

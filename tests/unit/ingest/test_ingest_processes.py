@@ -28,7 +28,7 @@ def _get(server: IngestServer, path: str, stats_port: bool = False) -> tuple[int
     peer = types.SimpleNamespace(remote_address=("127.0.0.1", 40000))
     response = handle(peer, request)  # type: ignore[arg-type]
     assert response is not None
-    return response.status_code, response.body
+    return response.status_code, bytes(response.body)
 
 
 def test_one_process_is_the_default_and_unchanged() -> None:
