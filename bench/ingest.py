@@ -1,14 +1,16 @@
 """Ingest load benchmark: N concurrent Exotel calls at real time against `agentstream ingest`.
 
 Starts the embedded broker (or uses --bootstrap) and the ingest server as a child process
-(or uses --url), opens N WebSocket calls that each send one media frame every --frame-ms
-(8 kHz PCM16 by default: 100 ms = 1,600 bytes, base64 in JSON, as Exotel does), reads the
-audio topic back and prints: calls held, frames/s, frame-to-broker latency (client send ->
-record readable in the topic, and server read -> Kafka ack from /metrics), server CPU per
-call and loss. Writes JSON to bench/results/ingest-<calls>.json.
+(or uses --url; with --processes N > 1 the child supervises N server processes, and server CPU
+and /metrics are summed over them), opens N WebSocket calls that each send one media frame
+every --frame-ms (8 kHz PCM16 by default: 100 ms = 1,600 bytes, base64 in JSON, as Exotel
+does), reads the audio topic back and prints: calls held, frames/s, frame-to-broker latency
+(client send -> record readable in the topic, and server read -> Kafka ack from /metrics),
+server CPU per call and loss. Writes JSON to bench/results/ingest-<calls>[-p<N>].json.
 
     .venv/bin/python bench/ingest.py --calls 1000 --duration 60
     .venv/bin/python bench/ingest.py --calls 200 --duration 20 --profile   # cProfile the server
+    .venv/bin/python bench/ingest.py --calls 1000 --duration 60 --processes 4  # ingest --processes
     .venv/bin/python bench/ingest.py --session-only   # protocol session CPU per frame, no broker
 """
 
@@ -20,12 +22,14 @@ import base64
 import os
 import pstats
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvloop
@@ -51,8 +55,8 @@ SERVER_MAIN = (
     "import argparse, logging, sys; "
     "logging.basicConfig(level=logging.WARNING); "
     "from agentstream.commands.ingest import run; "
-    "sys.exit(run(argparse.Namespace(host=None, port=None, bootstrap=None, "
-    "no_create_topics=True)))"
+    "sys.exit(run(argparse.Namespace(host=None, port=None, bootstrap=None, processes=None, "
+    "process_index=None, ready_fd=None, log_level='WARNING', no_create_topics=True)))"
 )
 
 
@@ -75,9 +79,68 @@ def clock_ticks(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (Linux /proc/<pid>/task/<tid>/children)."""
+    found = [pid]
+    for current in found:
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                found.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:  # the thread or process ended meanwhile
+                continue
+    return found
+
+
+def tree_ticks(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and its descendants, per process (the supervisor of --processes N
+    and its servers). Summing the difference of two of these over the pids in both counts the
+    processes alive for the whole measurement; one restarted meanwhile would be missed."""
+    ticks: dict[int, float] = {}
+    for p in process_tree(pid):
+        try:
+            ticks[p] = clock_ticks(p)
+        except OSError:
+            continue
+    return ticks
+
+
+def tree_cpu(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[p] - before[p] for p in after.keys() & before.keys())
+
+
+def merge_metrics(texts: list[str]) -> str:
+    """One Prometheus text from several processes': every sample summed by name and labels
+    (right for counters, histogram buckets and the gauges we read; comments dropped)."""
+    totals: dict[str, float] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                totals[key] = totals.get(key, 0.0) + float(value)
+    return "".join(f"{key} {value}\n" for key, value in totals.items())
+
+
 def http_get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local server
         return bytes(resp.read())
+
+
+def http_url(ws_url: str, path: str) -> str:
+    return ws_url.replace("ws://", "http://").rsplit("/", 1)[0] + path
+
+
+def free_ports(count: int) -> int:
+    """A base port with ``count`` free ports from it."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
 
 
 def histogram_quantiles(metrics: str, name: str) -> dict[str, float]:
@@ -213,7 +276,8 @@ async def drive(
     bootstrap: str,
     server_pid: int | None,
     broker_pid: int | None,
-) -> dict:
+    metrics_urls: list[str],
+) -> dict[str, Any]:
     frame_bytes = args.rate * 2 * args.frame_ms // 1000
     payload = base64.b64encode(os.urandom(frame_bytes)).decode()
     frames = int(args.duration * 1000 / args.frame_ms)
@@ -237,14 +301,14 @@ async def drive(
         )
     steady_from = t0 + args.ramp + frame_s
     await asyncio.sleep(max(0.0, steady_from - loop.time()))
-    cpu0 = clock_ticks(server_pid) if server_pid else None
+    cpu0 = tree_ticks(server_pid) if server_pid else None
     bcpu0 = clock_ticks(broker_pid) if broker_pid else None
     own0 = time.process_time()
     wall0 = time.monotonic()
     await asyncio.gather(*tasks)
     wall = time.monotonic() - wall0
     own = time.process_time() - own0
-    cpu = (clock_ticks(server_pid) - cpu0) if server_pid and cpu0 is not None else None
+    cpu = tree_cpu(cpu0, tree_ticks(server_pid)) if server_pid and cpu0 is not None else None
     bcpu = (clock_ticks(broker_pid) - bcpu0) if broker_pid and bcpu0 is not None else None
     await asyncio.sleep(2.0)  # let the last acks land
     done.set()
@@ -252,12 +316,16 @@ async def drive(
         received = await asyncio.wait_for(consumer, 60)
     except TimeoutError:
         received = -1
-    metrics = http_get(url.replace("ws://", "http://").rsplit("/", 1)[0] + "/metrics").decode()
+    texts = [http_get(u).decode() for u in metrics_urls]
+    metrics = merge_metrics(texts)
     sent = sum(len(c.sent_at) for c in calls)
     held = sum(1 for c in calls if not c.closed_early and not c.connect_failed)
     steady_frames = args.calls * (wall / frame_s)
     result = {
         "calls": args.calls,
+        "server_processes": args.processes,
+        # how the kernel spread the calls (SO_REUSEPORT) over the server processes
+        "calls_per_process": [int(metric_value(t, "ingest_calls_total")) for t in texts],
         "calls_held": held,
         "connect_failed": sum(c.connect_failed for c in calls),
         "closed_early": sum(c.closed_early for c in calls),
@@ -353,6 +421,12 @@ def main() -> int:
     parser.add_argument("--prefix", default="", help="topic prefix (default: a fresh one)")
     parser.add_argument("--profile", action="store_true", help="run the server under cProfile")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="agentstream ingest --processes N: N server processes on the port (default 1)",
+    )
+    parser.add_argument(
         "--session-only",
         action="store_true",
         help="only the in-process session CPU per frame (PCM16 and mu-law), no broker",
@@ -363,6 +437,8 @@ def main() -> int:
         help="server on cpu 0, broker on cpu 1, load generator on the rest (needs >= 4 cpus)",
     )
     args = parser.parse_args()
+    if args.processes > 1 and (args.profile or args.pin or args.url):
+        parser.error("--processes > 1 does not go with --profile, --pin or --url")
     if args.session_only:
         for key, value in session_cpu().items():
             print(f"{key:40} {value}")
@@ -379,6 +455,7 @@ def main() -> int:
     try:
         create_topics(bootstrap, args.prefix)
         url = args.url
+        metrics_urls = [] if url is None else [http_url(url, "/metrics")]
         prof_path = ROOT / "bench" / "results" / f"ingest-{args.calls}.prof"
         prof_path.parent.mkdir(parents=True, exist_ok=True)
         if url is None:
@@ -390,7 +467,14 @@ def main() -> int:
                 "AGENTSTREAM_INGEST_PORT": str(port),
                 "AGENTSTREAM_INGEST_HOST": "127.0.0.1",
                 "AGENTSTREAM_INGEST_MAX_CALLS": str(max(2000, args.calls + 10)),
+                "AGENTSTREAM_INGEST_PROCESSES": str(args.processes),
             }
+            # one /health + /metrics port per server process (the shared port answers for one)
+            ports = [port]
+            if args.processes > 1:
+                base = free_ports(args.processes)
+                env["AGENTSTREAM_INGEST_CHILD_METRICS_PORT"] = str(base)
+                ports = list(range(base, base + args.processes))
             # the ingest command alone (agentstream.cli would import every subcommand)
             code = SERVER_MAIN
             if args.profile:
@@ -407,18 +491,20 @@ def main() -> int:
                     pin(broker._proc.pid, {1}, "broker")
                 pin(os.getpid(), set(range(2, os.cpu_count() or 3)), "load generator")
             url = f"ws://127.0.0.1:{port}/stream"
+            metrics_urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
             deadline = time.monotonic() + 30
-            while True:
-                try:
-                    http_get(f"http://127.0.0.1:{port}/health")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("ingest server did not start") from None
-                    time.sleep(0.1)
+            for p in ports:
+                while True:
+                    try:
+                        http_get(f"http://127.0.0.1:{p}/health")
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline or server.poll() is not None:
+                            raise RuntimeError("ingest server did not start") from None
+                        time.sleep(0.1)
         pid = server.pid if server else None
         broker_pid = broker._proc.pid if broker is not None and broker._proc else None
-        result = uvloop.run(drive(args, url, bootstrap, pid, broker_pid))
+        result = uvloop.run(drive(args, url, bootstrap, pid, broker_pid, metrics_urls))
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -427,7 +513,8 @@ def main() -> int:
             broker.stop()
     for key, value in result.items():
         print(f"{key:32} {value}")
-    out = ROOT / "bench" / "results" / f"ingest-{args.calls}.json"
+    suffix = f"-p{args.processes}" if args.processes > 1 else ""
+    out = ROOT / "bench" / "results" / f"ingest-{args.calls}{suffix}.json"
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"wrote {out}")
     if args.profile and prof_path.exists():

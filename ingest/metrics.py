@@ -81,6 +81,7 @@ class IngestStats:
         self.codecs: Counter[str] = Counter()  # pcm16, mulaw, alaw, unknown
         self.call_sid_sources: Counter[str] = Counter()  # call_sid, callSid, leg_sid, ...
         self.produce_latency = Histogram()
+        self.process_index: int | None = None  # which of `ingest --processes N` (None: the only)
 
     def count_close(self, code: int) -> None:
         self.closes[code if code in CLOSE_CODE_LABELS else "other"] += 1
@@ -96,6 +97,12 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily(
             "ingest_buffer_bytes", "bytes waiting for a Kafka ack", value=s.buffer_bytes
         )
+        if s.process_index is not None:
+            yield GaugeMetricFamily(
+                "ingest_process_index",
+                "which process of `agentstream ingest --processes N` answered (0 .. N-1)",
+                value=s.process_index,
+            )
         for name, doc, value in (
             ("ingest_calls", "calls accepted", s.calls_total),
             ("ingest_frames", "media frames received", s.frames_in),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.settings import KafkaFields
@@ -17,6 +18,11 @@ from schemas.settings import KafkaFields
 logger = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# `processes=auto` starts one process per core, but no more than this: each process has its own
+# Kafka producer, decisions consumer and buffer, and past this many the broker connections cost
+# more than the frames do.
+MAX_AUTO_PROCESSES = 16
 
 
 def _split_commas(value: Any) -> Any:
@@ -34,6 +40,26 @@ class IngestSettings(KafkaFields, BaseSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - Exotel connects from outside
     port: int = Field(8080, ge=0, le=65535)
+
+    # --- processes (docs/ingest.md "Several processes") -----------------------------------
+    processes: PositiveInt | Literal["auto"] = Field(
+        1,
+        description="processes sharing the port (SO_REUSEPORT) under one supervisor; auto: one "
+        f"per core, at most {MAX_AUTO_PROCESSES}; 1: one process, no supervisor",
+    )
+    process_index: int | None = Field(
+        None, ge=0, description="which of those processes this is (set by the supervisor)"
+    )
+    reuse_port: bool = Field(
+        False, description="bind with SO_REUSEPORT (always on in the processes of processes > 1)"
+    )
+    child_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="process i of processes > 1 also answers GET /health and /metrics on this "
+        "port + i (and nothing else); 0 = off",
+    )
 
     # --- auth -----------------------------------------------------------------------------
     basic_auth: SecretStr | None = Field(
@@ -102,6 +128,14 @@ class IngestSettings(KafkaFields, BaseSettings):
     handoff_enabled: bool = True
     upstream_open_timeout_s: float = Field(5.0, gt=0)
 
+    @model_validator(mode="after")
+    def _index_in_range(self) -> IngestSettings:
+        if self.process_index is not None and self.process_index >= self.process_count():
+            raise ValueError(
+                f"process_index {self.process_index} is not below processes {self.processes}"
+            )
+        return self
+
     @field_validator("enable_idempotence", mode="before")
     @classmethod
     def _idempotence(cls, value: Any) -> Any:
@@ -148,3 +182,42 @@ class IngestSettings(KafkaFields, BaseSettings):
     def upstream_for(self, tenant: str) -> str | None:
         """The upstream bot URL for ``tenant`` (None: /voicebot behaves like /stream)."""
         return self.voicebot_upstreams.get(tenant, self.voicebot_upstream_url)
+
+    # --- processes ----------------------------------------------------------------------------
+
+    def process_count(self, available: int | None = None) -> int:
+        """``processes`` as a number: ``auto`` is one per core we may run on (``available``, else
+        this process's affinity mask), at least 1 and at most :data:`MAX_AUTO_PROCESSES`."""
+        if self.processes != "auto":
+            return self.processes
+        if available is None:
+            try:
+                available = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                available = os.cpu_count() or 1
+        return max(1, min(available, MAX_AUTO_PROCESSES))
+
+    @property
+    def calls_per_process(self) -> int:
+        """This process's share of ``max_calls`` (which bounds the whole ingest): all of it in a
+        single process, ceil(max_calls / processes) in each process of several."""
+        if self.process_index is None:
+            return self.max_calls
+        return self.calls_each(self.process_count())
+
+    def calls_each(self, processes: int) -> int:
+        """ceil(max_calls / processes): no process refuses a call while the whole has room
+        spread evenly (the kernel spreads connections, not perfectly evenly)."""
+        return -(-self.max_calls // processes)
+
+    @property
+    def binds_reuse_port(self) -> bool:
+        """SO_REUSEPORT: asked for, or one of several processes sharing the port."""
+        return self.reuse_port or self.process_index is not None
+
+    @property
+    def stats_port(self) -> int | None:
+        """This process's own /health + /metrics port (processes > 1 only), else None."""
+        if self.process_index is None or not self.child_metrics_port:
+            return None
+        return self.child_metrics_port + self.process_index

@@ -52,11 +52,12 @@ class Process(Protocol):
     def kill(self) -> None: ...
 
 
-def spawn_process(child: Child) -> Process:
+def spawn_process(child: Child, pass_fds: Sequence[int] = ()) -> Process:
+    """Start ``child`` (dies with us); ``pass_fds`` stay open in it (a readiness pipe)."""
     env = dict(os.environ)
     env.update(child.env or {})
     return subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-        list(child.argv), env=env, preexec_fn=_die_with_parent
+        list(child.argv), env=env, preexec_fn=_die_with_parent, pass_fds=tuple(pass_fds)
     )
 
 
