@@ -107,8 +107,9 @@ class ConnectionHandler:
         finally:
             if direct is not None:
                 direct.on_message = None
-            if session.started and session.call_sid is not None:
-                live.by_sid.pop(session.call_sid, None)
+            # a reconnect of the call may have taken the entry since: leave it to that socket
+            if session.call_sid is not None and live.by_sid.get(session.call_sid) is call:
+                del live.by_sid[session.call_sid]
             session.end(clock())
             write(outbox)
             if call.upstream is not None:

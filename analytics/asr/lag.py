@@ -47,7 +47,8 @@ class CallLag:
 
     @property
     def over_bound(self) -> bool:
-        return 0 < self.max_lag_ms < self.lag_ms
+        """Over the bound, or catching up after it: what the call publishes says ``behind``."""
+        return self.catching_up or 0 < self.max_lag_ms < self.lag_ms
 
     def update(self, now_ms: int, received_at_ms: int) -> None:
         """A frame ingest read at ``received_at_ms`` is processed at ``now_ms``."""
@@ -63,7 +64,7 @@ class CallLag:
                     *(self.call_sid, lag / 1000, self.gaps),
                 )
                 self.gaps = 0
-        elif self.over_bound:
+        elif 0 < self.max_lag_ms < lag:
             self.catching_up = True
             logger.warning(
                 "call %s: audio processed %.1f s behind real time, over the %g s bound: its "

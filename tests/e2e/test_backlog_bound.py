@@ -6,10 +6,14 @@ SIGSTOP for 10 s while the callers keep talking, then let go (its group membersh
 reads the calls again from its commits). The calls go on to the end and one asks for a human in
 its last words. Then:
 
-* nothing is shed but speculation: no ``gap`` (skipping is opt-in), the caller's speech
-  before, during and after the freeze is transcribed, and the escalation is caught (a 302);
-* what was analysed over the bound says ``behind``, the decisions made from it say
-  ``complete: false``, and the worker's metrics count the speculation it shed.
+* by default nothing is shed but speculation: no ``gap``, the caller's speech before, during
+  and after the freeze is transcribed, and the escalation is caught (a 302); what was analysed
+  over the bound says ``behind``, the decisions made from it say ``complete: false``, and the
+  worker's metrics count the speculation it shed;
+* with ``ASR_SKIP_OVER_BOUND`` (a second stack) the speech past the bound is published as
+  ``gap`` markers, the worker catches up and transcribes the last words, the escalation made
+  after the gaps says ``complete: false``, so does the calm call's Passthru answer, and the
+  worker's metrics count the gaps.
 
 No timing assertion: the stack, the models and the broker are real; outcomes are checked.
 """
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.sim.calls import CallSpec, SimOptions, Simulator, plan_calls
+from agentstream.sim.calls import CallRun, CallSpec, SimOptions, Simulator, plan_calls
 from agentstream.sim.results import TopicWatcher
 from agentstream.stack.broker import EmbeddedBroker, free_port
 from agentstream.stack.local import LocalStack
@@ -51,9 +55,8 @@ class Running:
     metrics_port: int
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    tmp = tmp_path_factory.mktemp("backlog-bound")
+@contextlib.contextmanager
+def _running(tmp: Path, skip: bool) -> Iterator[Running]:
     metrics_port = free_port()
     with EmbeddedBroker() as broker:
         create_topics(broker.bootstrap, PREFIX)
@@ -63,6 +66,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             "AGENTSTREAM_WORKER_METRICS_PORT": str(metrics_port),
             # outcomes are checked, not latency: the answer waits for the analysis
             "AGENTSTREAM_ROUTING_PASSTHRU_COMPLETE_WAIT_MS": "60000",
+            "AGENTSTREAM_WORKER_ASR_SKIP_OVER_BOUND": "true" if skip else "false",
         }
         stack = LocalStack(broker.bootstrap, PREFIX, workers=1, extra_env=env, log_dir=tmp)
         stack.start(timeout_s=240)
@@ -76,7 +80,7 @@ def _specs(tmp: Path) -> list[CallSpec]:
     calm = [trimmed(read_pcm(CALLS / f"{n}-calm.wav")) for n in ("collections", "faq-deflection")]
     human = last_phrase(read_pcm(CALLS / "asks-for-human.wav"))
     parts = {
-        "calm-then-human": ([calm[0], calm[1], human], "escalate"),
+        "calm-then-human": ([calm[0], calm[1], calm[0], human], "escalate"),
         "calm-only": ([calm[1], calm[0]], "continue"),
     }
     return [
@@ -96,7 +100,8 @@ def _logs(stack: LocalStack) -> str:
     return "\n".join(f"--- {s.name}\n{s.log()[-2500:]}" for s in stack.services)
 
 
-async def test_a_frozen_worker_catches_up_with_gaps_and_says_so(running: Running) -> None:
+async def _play_through_a_freeze(running: Running) -> tuple[list[CallRun], TopicWatcher]:
+    """Two calls; the worker frozen 5 s in for FREEZE_S while the callers keep talking."""
     stack = running.stack
     options = SimOptions(
         ingest_url=stack.ingest_url,
@@ -127,6 +132,42 @@ async def test_a_frozen_worker_catches_up_with_gaps_and_says_so(running: Running
             play.cancel()
         await watcher.stop()
     assert worker.alive(), _logs(stack)
+    return runs, watcher
+
+
+async def test_a_frozen_worker_says_it_is_behind_and_loses_nothing(tmp_path: Path) -> None:
+    with _running(tmp_path, skip=False) as running:
+        runs, watcher = await _play_through_a_freeze(running)
+        await _check_behind_and_whole(running, runs, watcher)
+
+
+async def test_a_frozen_worker_set_to_skip_catches_up_with_gaps(tmp_path: Path) -> None:
+    with _running(tmp_path, skip=True) as running:
+        runs, watcher = await _play_through_a_freeze(running)
+        stack = running.stack
+        for run in runs:
+            out = watcher.calls[run.call_sid]
+            label = f"{run.spec.name}: {run.status}\n{_logs(stack)}"
+            assert run.error is None and run.frames_sent == run.frames_total, label
+            assert out.gaps and all(g.behind for g in out.gaps), label
+            # caught up: speech after the gaps is transcribed again
+            last_gap = max(g.end_ms for g in out.gaps)
+            assert any(t.start_ms >= last_gap for t in out.finals), label
+            assert run.passthru_decision == run.spec.expected, label
+        human, calm = sorted(runs, key=lambda r: r.spec.expected != "escalate")
+        escalation = [
+            d for d in watcher.calls[human.call_sid].decisions if d.decision == "escalate"
+        ]
+        assert escalation and not escalation[0].complete  # made after gaps
+        assert calm.passthru_complete is False, calm.passthru_body  # part of it untranscribed
+        gapped = "agentstream_worker_untranscribed_utterances_total"
+        assert _metric(running.metrics_port, gapped) >= 2
+
+
+async def _check_behind_and_whole(
+    running: Running, runs: list[CallRun], watcher: TopicWatcher
+) -> None:
+    stack = running.stack
     for run in runs:
         out = watcher.calls[run.call_sid]
         label = f"{run.spec.name}: {run.status}\n{_logs(stack)}"

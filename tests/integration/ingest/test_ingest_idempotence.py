@@ -32,7 +32,9 @@ async def test_auto_falls_back_on_a_broker_that_refuses_it(
     try:
         refusals = [r for r in caplog.records if "refuses idempotent" in r.getMessage()]
         assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
-        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        # the sink's own errors (a record another test's leftovers log here is not the sink's)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not [r for r in errors if r.name.startswith(("ingest", "aiokafka"))], errors
         sink.send_record(sink.calls_topic, b"CA1", b"{}", read_at=0.0)
         assert await sink.flush(timeout_s=10)
     finally:

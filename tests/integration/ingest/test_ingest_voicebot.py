@@ -138,3 +138,27 @@ async def test_without_upstream_behaves_like_stream_and_hands_off(
         ("handoff", None),
         ("stop", "handoff"),
     ]
+
+
+async def test_a_reconnect_is_still_handed_off_after_the_old_socket_closes(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Exotel reconnects a call's Voicebot stream while the old socket is still open; the old
+    one then closes. The escalation must still reach the new socket."""
+    async with running_server(kafka_bootstrap, topic_prefix) as server:
+        await async_wait_until(lambda: server.decisions.ready, timeout=15)
+        async with connect(ws_url(server, "/voicebot")) as new:
+            async with connect(ws_url(server, "/voicebot")) as old:
+                await old.send(start("CA-R", "ST-R1"))
+                await async_wait_until(lambda: "CA-R" in server.live.by_sid)
+                await new.send(start("CA-R", "ST-R2"))  # the reconnect takes the call over
+                await new.send(media("ST-R2", 2, 1, 0, pcm(1600, 3)))
+                await async_wait_until(lambda: server.stats.frames_acked == 1)
+                assert server.live.by_sid["CA-R"].session.stream_sid == "ST-R2"
+            # the old socket closed: the call is still the new one's
+            await async_wait_until(lambda: server.stats.active_calls == 1)
+            await _escalate(kafka_bootstrap, topic_prefix, "CA-R")
+            cleared = orjson.loads(await asyncio.wait_for(new.recv(), 10))
+            assert cleared == {"event": "clear", "stream_sid": "ST-R2"}
+            await new.wait_closed()
+            assert new.close_code == 1000
