@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from analytics.metrics import WorkerMetrics
+from analytics.backlog import AudioBacklog, BacklogCollector
+from analytics.metrics import DecodeCollector, WorkerMetrics
 from ingest.metrics import IngestStats, make_registry
 from routing.metrics import RoutingMetrics
 
@@ -97,15 +99,20 @@ def test_compose_runs_prometheus_and_grafana_with_these_files() -> None:
 def exposed_metric_names() -> set[str]:
     """Every sample name the three services can expose (from their own registries)."""
     names: set[str] = set()
+    worker = WorkerMetrics().registry  # plus the collectors the worker registers at build
+    worker.register(BacklogCollector(AudioBacklog()))
+    worker.register(DecodeCollector(lambda: defaultdict(int)))
     for registry in (
         RoutingMetrics().registry,
-        WorkerMetrics().registry,
+        worker,
         make_registry(IngestStats()),
     ):
         for line in generate_latest(registry).decode().splitlines():
             if line.startswith("# TYPE "):
                 _, _, name, kind = line.split()
                 names.add(name)
+                if kind == "counter":
+                    names.add(f"{name.removesuffix('_total')}_total")
                 if kind == "histogram":
                     names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
     return names
