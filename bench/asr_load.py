@@ -129,6 +129,8 @@ async def run_level(
     backlog = service.queued
     rss1 = rss_mb()
     mean_batch = service.decoder.mean_batch
+    vad = service.vad_batcher
+    vad_batch = vad.frames / vad.batches if vad.batches else 0.0
     await service.stop()
     # skip the first 5 s (model warm-up, calls starting mid-utterance)
     lat = np.array(
@@ -148,6 +150,7 @@ async def run_level(
         "rss_mb": rss1,
         "rss_growth_mb": rss1 - rss0,
         "mean_batch": mean_batch,
+        "vad_batch": vad_batch,
         "backlog_frames": backlog,
         "late_frames": late_frames,
         "errors": len(sink.dead),
@@ -175,7 +178,7 @@ def main() -> None:
     )
     print(
         f"{'calls':>5} {'finals':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'CPU':>5} "
-        f"{'%/call':>6} {'RSS MB':>7} {'batch':>5} {'backlog':>7} {'load':>5}"
+        f"{'%/call':>6} {'RSS MB':>7} {'batch':>5} {'VAD':>5} {'backlog':>7} {'load':>5}"
     )
     results = []
     held = 0
@@ -185,7 +188,8 @@ def main() -> None:
         print(
             f"{n:>5} {r['finals']:>6} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['max_ms']:>7.0f} "
             f"{r['cpu_cores']:>5.2f} {r['cpu_per_call_pct']:>6.1f} {r['rss_mb']:>7.0f} "
-            f"{r['mean_batch']:>5.2f} {r['backlog_frames']:>7} {r['loadavg_1m']:>5.1f}",
+            f"{r['mean_batch']:>5.2f} {r['vad_batch']:>5.2f} {r['backlog_frames']:>7} "
+            f"{r['loadavg_1m']:>5.1f}",
             flush=True,
         )
         if r["p95_ms"] < args.budget_ms and r["backlog_frames"] < n * 5:

@@ -23,12 +23,12 @@ from analytics.asr.vad import (
     RATE_HZ,
     ResumePoint,
     Segmenter,
-    SegmentResult,
     SileroVad,
     SpeechChunk,
     SpeechSegment,
     TentativeEnd,
 )
+from analytics.asr.vadbatch import VadBatcher
 from schemas.deadletter import dead_letter
 from schemas.records import AudioFrameMeta
 
@@ -49,7 +49,7 @@ class CallHost(Protocol):
     lead_in_ms: int
     decoder: BatchDecoder
     asr_executor: ThreadPoolExecutor
-    vad_executor: ThreadPoolExecutor
+    vad_batcher: VadBatcher
     queued: int  # frames queued in calls, not yet processed
     published: int
     errors: int
@@ -156,9 +156,6 @@ class CallTranscriber:
         self.service.capacity_changed()
         self.service.forget(self)
 
-    def _segment(self, pcm: bytes, rate_hz: int) -> SegmentResult:
-        return self.segmenter.feed(self.front.process(pcm, rate_hz))
-
     async def _progress(self) -> None:
         position = self.segmenter.position_ms
         interval = self.service.config.progress_interval_ms
@@ -192,9 +189,8 @@ class CallTranscriber:
         self.last_meta = meta
         self.last_received_at_ms = max(self.last_received_at_ms, meta.received_at_ms)
         self.last_sequence = max(self.last_sequence, meta.sequence_number)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.service.vad_executor, self._segment, pcm, meta.sample_rate_hz
+        result = await self.service.vad_batcher.segment(
+            self.segmenter, self.front, pcm, meta.sample_rate_hz
         )
         if result.had_speech:
             self.last_speech_received_at_ms = meta.received_at_ms

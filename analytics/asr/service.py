@@ -5,7 +5,8 @@ Plain asyncio (no faust): :mod:`analytics.worker` only routes records here; test
 * Each call has a :class:`CallTranscriber` with its own queue and task: a call's frames are
   processed in order, calls are independent.
 * Frame -> front end (:mod:`analytics.asr.frontend`) -> VAD (energy gate first: silence is nearly
-  free) runs in a small executor; streaming recognisers get speech chunks in the inference one.
+  free) runs in one thread, the frames of every call waiting for it in one batch
+  (:mod:`analytics.asr.vadbatch`); streaming recognisers get speech chunks in the inference one.
 * Utterance ends from all calls go to one :class:`analytics.asr.decoder.BatchDecoder`: when
   an inference thread is free it takes every waiting utterance (up to ``max_batch``) into one
   ``finish_batch`` call.
@@ -44,6 +45,7 @@ from analytics.asr.ports import Done, Redact, Rereading, ServiceConfig, Transcri
 from analytics.asr.replay import lead_in_ms
 from analytics.asr.stops import Stop, Stops
 from analytics.asr.vad import ResumePoint, SileroVad
+from analytics.asr.vadbatch import VadBatcher
 from schemas.records import AudioFrameMeta
 
 __all__ = ["ServiceConfig", "TranscriptionService", "CallTranscriber", "TranscriptSink"]
@@ -77,6 +79,7 @@ class TranscriptionService:
             max_workers=self.config.executor_workers, thread_name_prefix="asr"
         )
         self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        self.vad_batcher = VadBatcher(self.vad_executor)  # every call's VAD, batched
         self.lead_in_ms = lead_in_ms(self.config.front, self.config.vad, vad is not None)
         self.decoder = BatchDecoder(
             recognizer,

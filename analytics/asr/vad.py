@@ -10,9 +10,11 @@ with 64 samples of context and a recurrent state carried from window to window:
 * ``faster-whisper``: the v6 export bundled with faster-whisper
   (``faster_whisper/assets/silero_vad_v6.onnx``), scoring a batch of windows in one call.
 
-One ``InferenceSession`` is shared by every call in the process (``run`` is thread-safe); each call
-has its own :class:`Segmenter` (states, buffers). Windows quieter than an energy floor skip the
-model: silence costs almost nothing.
+One ``InferenceSession`` (:mod:`analytics.asr.silero`) is shared by every call in the process;
+each call has its own :class:`Segmenter` (states, buffers), and the worker scores the windows of
+all its calls together (:mod:`analytics.asr.vadbatch`: :meth:`Segmenter.take`, the model, then
+:meth:`Segmenter.cut`). Windows quieter than an energy floor skip the model: silence costs almost
+nothing.
 
 :class:`Segmenter` turns a call's audio into utterances: speech starts when the speech probability
 crosses ``threshold`` and ends after ``min_silence_ms`` below ``threshold - 0.15``; the utterance is
@@ -32,157 +34,27 @@ the stream's window grid, and each window is scored by the older one, which has 
 
 from __future__ import annotations
 
-import importlib.util
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from analytics.asr.audio import FloatAudio
+from analytics.asr.silero import CONTEXT as CONTEXT
+from analytics.asr.silero import RATE_HZ as RATE_HZ
+from analytics.asr.silero import WINDOW as WINDOW
+from analytics.asr.silero import WINDOW_MS as WINDOW_MS
+from analytics.asr.silero import SileroVad as SileroVad
+from analytics.asr.silero import VadError as VadError
+from analytics.asr.silero import VadModel as VadModel
+from analytics.asr.silero import VadState as VadState
+from analytics.asr.silero import default_vad_path as default_vad_path
+from analytics.asr.silero import silero_package_path as silero_package_path
 
-RATE_HZ = 16_000
-WINDOW = 512
-CONTEXT = 64
-WINDOW_MS = WINDOW * 1000 // RATE_HZ  # 32
 HISTORY_WINDOWS = 160  # a window is scored by a VAD state that has heard 5 to 10 s of audio
 HISTORY_MS = 2 * HISTORY_WINDOWS * WINDOW_MS  # all a window's probability depends on (10 240)
-
-
-class VadError(RuntimeError):
-    """The VAD model is missing or failed to load."""
-
-
-VadModel = Literal["silero-vad", "faster-whisper"]
-
-
-def silero_package_path() -> Path:
-    """``silero_vad.onnx`` of the ``silero-vad`` package (found, not imported: it imports torch)."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or spec.origin is None:
-        raise VadError(
-            "Silero VAD 6.2 not found: pip install --no-deps silero-vad==6.2.3 "
-            "(or AGENTSTREAM_WORKER_VAD_MODEL=faster-whisper)"
-        )
-    path = Path(spec.origin).parent / "data" / "silero_vad.onnx"
-    if not path.is_file():
-        raise VadError(f"Silero VAD model not found at {path} (reinstall 'silero-vad')")
-    return path
-
-
-def default_vad_path() -> Path:
-    """The Silero VAD model bundled with faster-whisper."""
-    spec = importlib.util.find_spec("faster_whisper")
-    if spec is None or spec.origin is None:
-        raise VadError("Silero VAD model not found: install the 'faster-whisper' package")
-    path = Path(spec.origin).parent / "assets" / "silero_vad_v6.onnx"
-    if not path.is_file():
-        raise VadError(f"Silero VAD model not found at {path} (reinstall 'faster-whisper')")
-    return path
-
-
-class SileroVad:
-    """A shared Silero VAD session; ``probabilities`` is pure given the caller's state.
-
-    The model's inputs tell which kind it is: (``input``, ``state``, ``sr``) for the package's
-    v6.2, (``input``, ``h``, ``c``) for faster-whisper's export.
-    """
-
-    def __init__(self, path: Path | None = None, model: VadModel = "silero-vad") -> None:
-        import onnxruntime  # heavy, only when a worker starts
-
-        if path is None:
-            path = silero_package_path() if model == "silero-vad" else default_vad_path()
-        opts = onnxruntime.SessionOptions()
-        opts.inter_op_num_threads = 1
-        opts.intra_op_num_threads = 1
-        opts.enable_cpu_mem_arena = False
-        opts.log_severity_level = 4
-        self._session: Any = onnxruntime.InferenceSession(
-            str(path), providers=["CPUExecutionProvider"], sess_options=opts
-        )
-        self.stateful = "state" in {i.name for i in self._session.get_inputs()}
-        self._rate = np.array(RATE_HZ, dtype=np.int64)
-
-    def probabilities(
-        self, windows: FloatAudio, state: VadState
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """Speech probability per 512-sample window (``windows``: shape (n, 512)); updates state."""
-        if self.stateful:
-            return self._probabilities_stateful(windows, state)
-        batch = np.empty((windows.shape[0], WINDOW + CONTEXT), dtype=np.float32)
-        previous = state.context
-        for i in range(windows.shape[0]):
-            batch[i, :CONTEXT] = previous
-            batch[i, CONTEXT:] = windows[i]
-            previous = windows[i, -CONTEXT:]
-        out, state.h, state.c = self._session.run(
-            None, {"input": batch, "h": state.h, "c": state.c}
-        )
-        state.context = np.array(previous, dtype=np.float32)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
-
-    def probabilities_each(
-        self, window: FloatAudio, states: Sequence[VadState]
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """One 512-sample window through several independent states (v6.2: one batch, about
-        1.3 times the cost of one state; the results equal one run per state)."""
-        if not self.stateful:
-            return np.array(
-                [self.probabilities(window[np.newaxis, :], s)[0] for s in states], np.float32
-            )
-        x = np.empty((len(states), WINDOW + CONTEXT), dtype=np.float32)
-        for i, state in enumerate(states):
-            if state.h.shape != (2, 1, 128):
-                state.h = np.zeros((2, 1, 128), dtype=np.float32)
-            x[i, :CONTEXT] = state.context
-        x[:, CONTEXT:] = window
-        h = np.concatenate([state.h for state in states], axis=1)
-        prob, h = self._session.run(None, {"input": x, "state": h, "sr": self._rate})
-        context = np.array(window[-CONTEXT:], dtype=np.float32)
-        for i, state in enumerate(states):
-            state.h = np.ascontiguousarray(h[:, i : i + 1])
-            state.context = context
-        return np.asarray(prob, dtype=np.float32).reshape(-1)
-
-    def _probabilities_stateful(
-        self, windows: FloatAudio, state: VadState
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        # v6.2 batches independent streams, not a sequence: one run per window, in order.
-        # Its state is one (2, 1, 128) tensor, kept in ``state.h``.
-        if state.h.shape != (2, 1, 128):
-            state.h = np.zeros((2, 1, 128), dtype=np.float32)
-        out = np.empty(windows.shape[0], dtype=np.float32)
-        x = np.empty((1, WINDOW + CONTEXT), dtype=np.float32)
-        x[0, :CONTEXT] = state.context
-        for i in range(windows.shape[0]):
-            x[0, CONTEXT:] = windows[i]
-            prob, state.h = self._session.run(
-                None, {"input": x, "state": state.h, "sr": self._rate}
-            )
-            out[i] = prob[0, 0]
-            x[0, :CONTEXT] = windows[i, -CONTEXT:]
-        state.context = np.array(x[0, :CONTEXT], dtype=np.float32)
-        return out
-
-
-@dataclass
-class VadState:
-    h: np.ndarray[Any, np.dtype[np.float32]] = field(
-        default_factory=lambda: np.zeros((1, 1, 128), dtype=np.float32)
-    )
-    c: np.ndarray[Any, np.dtype[np.float32]] = field(
-        default_factory=lambda: np.zeros((1, 1, 128), dtype=np.float32)
-    )
-    context: np.ndarray[Any, np.dtype[np.float32]] = field(
-        default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32)
-    )
-
-    def reset(self) -> None:
-        fresh = VadState()
-        self.h, self.c, self.context = fresh.h, fresh.c, fresh.context
 
 
 @dataclass(frozen=True)
@@ -239,6 +111,16 @@ class ResumePoint:
     open_from_ms: int = 0
 
 
+@dataclass(frozen=True)
+class Windows:
+    """A chunk's whole 512-sample windows (n, 512), their mean power, the first one's sample
+    position in the call (what :meth:`Segmenter.take` gives :meth:`Segmenter.cut`)."""
+
+    audio: FloatAudio
+    powers: np.ndarray[Any, np.dtype[np.float32]]
+    start: int
+
+
 @dataclass
 class SegmentResult:
     """What one ``Segmenter.feed`` produced, in order."""
@@ -293,25 +175,28 @@ class Segmenter:
     def position_ms(self) -> int:
         return self._position * 1000 // RATE_HZ
 
-    def _prob(self, window: FloatAudio, start: int, power: float) -> float:
-        """Speech probability of one window, a function of the last ``HISTORY_MS`` of audio
-        (module docstring). Windows under the energy floor skip the model and score 0, inside
-        an utterance too: whether a window is scored must not depend on the segmenter's state.
-        """
-        k = start // WINDOW
-        phase = k % (2 * HISTORY_WINDOWS)
+    def gate(self, windows: Windows, i: int) -> float | None:
+        """Window ``i``'s speech probability without the model (0 under the energy floor; 1
+        with no model), or None: score it with :meth:`pick`. Resets a VAD state where its turn
+        starts. A probability is a function of the last ``HISTORY_MS`` of audio (module
+        docstring): whether a window is scored must not depend on the segmenter's state."""
+        phase = (windows.start // WINDOW + i) % (2 * HISTORY_WINDOWS)
         if phase in (0, HISTORY_WINDOWS):
             self.states[phase // HISTORY_WINDOWS].reset()
-        if power < self._floor_power:
+        if windows.powers[i] < self._floor_power:
             return 0.0
         if self.vad is None:
             return 1.0
-        probs = self.vad.probabilities_each(window, self.states)
+        return None
+
+    @staticmethod
+    def pick(windows: Windows, i: int, probs: np.ndarray[Any, np.dtype[np.float32]]) -> float:
+        """Window ``i``'s probability from its scores by both states (the older state's)."""
+        phase = (windows.start // WINDOW + i) % (2 * HISTORY_WINDOWS)
         return float(probs[0] if phase >= HISTORY_WINDOWS else probs[1])
 
-    def feed(self, audio: FloatAudio) -> SegmentResult:
-        """Consume a chunk of 16 kHz audio; returns finished utterances and this chunk's speech."""
-        result = SegmentResult()
+    def take(self, audio: FloatAudio) -> Windows:
+        """The whole windows a chunk of 16 kHz audio completes (the rest waits for the next)."""
         if self._skip:
             skipped = min(self._skip, audio.shape[0])
             self._skip -= skipped
@@ -319,11 +204,36 @@ class Segmenter:
         data = np.concatenate([self._pending, audio]) if self._pending.size else audio
         n = data.shape[0] // WINDOW
         self._pending = np.array(data[n * WINDOW :], dtype=np.float32)
+        audio = np.asarray(data[: n * WINDOW], dtype=np.float32).reshape(n, WINDOW)
+        powers = np.mean(np.square(audio, dtype=np.float32), axis=1)
+        return Windows(audio, powers, self._position)
+
+    def score(self, windows: Windows) -> list[float]:
+        """Each window's speech probability, this call's windows alone (the model once per
+        window scored); :func:`analytics.asr.vadbatch.score_many` scores several calls'."""
+        probs: list[float] = []
+        for i in range(len(windows.audio)):
+            prob = self.gate(windows, i)
+            if prob is None:
+                assert self.vad is not None
+                scores = self.vad.probabilities_each(windows.audio[i], self.states)
+                prob = self.pick(windows, i, scores)
+            probs.append(prob)
+        return probs
+
+    def feed(self, audio: FloatAudio) -> SegmentResult:
+        """Consume a chunk of 16 kHz audio; returns finished utterances and this chunk's speech."""
+        windows = self.take(audio)
+        return self.cut(windows, self.score(windows))
+
+    def cut(self, taken: Windows, probs: Sequence[float]) -> SegmentResult:
+        """Cut utterances over the windows :meth:`take` gave, with their probabilities."""
+        result = SegmentResult()
+        n = len(taken.audio)
         if n == 0:
             result.in_speech = self.in_speech
             return result
-        windows = np.asarray(data[: n * WINDOW], dtype=np.float32).reshape(n, WINDOW)
-        powers = np.mean(np.square(windows, dtype=np.float32), axis=1)
+        windows = taken.audio
         cfg = self.config
         low = max(0.01, cfg.threshold - 0.15)
         silence_limit = max(1, cfg.min_silence_ms // WINDOW_MS)
@@ -343,7 +253,7 @@ class Segmenter:
             window = windows[i]
             start = self._position
             self._position += WINDOW
-            prob = self._prob(window, start, float(powers[i]))
+            prob = probs[i]
             if not self.in_speech:
                 if prob >= cfg.threshold and start >= self._open_from:
                     run.append(self._open(window, start))
