@@ -120,6 +120,14 @@ class DecodeCollector(Collector):
             "bound and AGENTSTREAM_WORKER_ASR_SKIP_OVER_BOUND is on",
             counts["gaps"],
         )
+        yield CounterMetricFamily(
+            "agentstream_worker_vad_batches",
+            "VAD runs over the waiting frames of every call (frames / batches = mean batch)",
+            counts["vad_batches"],
+        )
+        yield CounterMetricFamily(
+            "agentstream_worker_vad_frames", "frames through the VAD", counts["vad_frames"]
+        )
         yield GaugeMetricFamily(
             "agentstream_worker_calls_over_bound",
             "live calls whose latest frame was processed over the backlog bound "

@@ -147,6 +147,13 @@ class WorkerSettings(KafkaFields, BaseSettings):
     progress_interval_ms: int = Field(
         1000, ge=0, description="audio between progress markers while silent (0 = off)"
     )
+    vad_batch_wait_ms: int = Field(
+        15,
+        ge=0,
+        le=50,
+        description="an idle VAD thread waits this long for more calls' frames to score together "
+        "(0 = it takes what waits)",
+    )
     asr_shed_lag_s: float = Field(
         2.0,
         ge=0,

@@ -203,6 +203,7 @@ def service_config(settings: WorkerSettings) -> ServiceConfig:
         stop_grace_s=settings.stop_grace_s,
         sweep_interval_s=settings.idle_sweep_interval_s,
         batch_wait_ms=settings.whisper_batch_wait_ms if settings.asr_engine == "whisper" else 0,
+        vad_batch_wait_ms=settings.vad_batch_wait_ms,
         progress_interval_ms=settings.progress_interval_ms,
         shed_lag_ms=int(settings.asr_shed_lag_s * 1000),
         max_lag_ms=int(settings.asr_max_lag_s * 1000),
@@ -413,6 +414,8 @@ def decode_counts(service: TranscriptionService) -> dict[str, int]:
         "partials_shed": service.partials_shed,
         "gaps": service.gaps,
         "over_bound": sum(1 for call in service.sessions.values() if call.lag.over_bound),
+        "vad_batches": service.vad_batcher.batches,
+        "vad_frames": service.vad_batcher.frames,
     }
 
 

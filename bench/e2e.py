@@ -30,9 +30,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -164,6 +166,7 @@ async def run_level(
     wall = time.monotonic() - started
     settled = await watcher.settle(args.settle)
     await watcher.stop()
+    batches = worker_batches(stack)
     procs = monitor.stop()
     busy1, total1 = machine_cpu()
     ours = sum(p["cpu_s"] for p in procs.values())
@@ -200,6 +203,7 @@ async def run_level(
         "passthru_ms": totals["passthru_ms"],
         "passthru_complete": completeness(runs),
         "backlog": backlog_marks(watcher),
+        "worker_batches": batches,
         "processes": procs,
         "machine": {
             "cpus": os.cpu_count(),
@@ -264,6 +268,34 @@ def backlog_marks(watcher: TopicWatcher) -> dict[str, int]:
     }
 
 
+def worker_batches(stack: LocalStack) -> dict[str, float]:
+    """Each worker's mean decode and VAD batch since it started, from its /metrics."""
+    out: dict[str, float] = {}
+    for service in stack.workers_running():
+        found = re.search(r"metrics on (http://\S+/metrics)", service.log())
+        if found is None:
+            continue
+        try:
+            with urllib.request.urlopen(found.group(1), timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        values = {
+            line.split()[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("agentstream_worker_") and " " in line
+        }
+
+        out[f"{service.name} decode"] = _ratio(values, "decoded_utterances", "decode_batches")
+        out[f"{service.name} VAD"] = _ratio(values, "vad_frames", "vad_batches")
+    return out
+
+
+def _ratio(values: dict[str, float], num: str, den: str) -> float:
+    d = values.get(f"agentstream_worker_{den}_total", 0.0)
+    return round(values.get(f"agentstream_worker_{num}_total", 0.0) / d, 2) if d else 0.0
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:7.0f}"
 
@@ -296,6 +328,9 @@ def print_level(result: dict[str, Any]) -> None:
         f"backlog bound: finals over it {b['finals_behind']}/{b['finals']}, gaps {b['gaps']}, "
         f"decisions incomplete {b['decisions_incomplete']}/{b['decisions']}"
     )
+    if result["worker_batches"]:
+        means = ", ".join(f"{k} {v}" for k, v in result["worker_batches"].items())
+        print(f"mean batch since start: {means}")
     m = result["machine"]
     print(
         f"machine: {m['busy_percent']}% busy of {m['cpus']} CPUs; CPU s ours {m['ours_cpu_s']}, "

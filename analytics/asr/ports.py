@@ -81,6 +81,7 @@ class ServiceConfig:
     sweep_interval_s: float = 1.0
     max_queued_frames: int = 50_000
     batch_wait_ms: int = 0
+    vad_batch_wait_ms: int = 0  # an idle VAD thread waits this long for more calls' frames
     progress_interval_ms: int = 1000
     # Backlog (the lag of the frame being processed: now - ingest's receive time), 0 = off:
     # over shed_lag_ms no speculative decode (batch) or partial (streaming) is made; over

@@ -79,7 +79,8 @@ class TranscriptionService:
             max_workers=self.config.executor_workers, thread_name_prefix="asr"
         )
         self.vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
-        self.vad_batcher = VadBatcher(self.vad_executor)  # every call's VAD, batched
+        # every call's VAD, batched
+        self.vad_batcher = VadBatcher(self.vad_executor, self.config.vad_batch_wait_ms / 1000)
         self.lead_in_ms = lead_in_ms(self.config.front, self.config.vad, vad is not None)
         self.decoder = BatchDecoder(
             recognizer,
@@ -134,6 +135,12 @@ class TranscriptionService:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.decoder.stop()
+        vad = self.vad_batcher
+        if vad.batches:
+            logger.info(
+                "VAD: %d frames in %d batches (mean %.2f)",
+                *(vad.frames, vad.batches, vad.frames / vad.batches),
+            )
         self.asr_executor.shutdown(wait=True)
         self.vad_executor.shutdown(wait=True)
 

@@ -84,8 +84,9 @@ class VadBatcher:
     """Hands calls' frames to the VAD thread in batches; owned by the worker's transcription
     service (one per process), used by each call's transcriber from the event loop."""
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, executor: ThreadPoolExecutor, wait_s: float = 0.0) -> None:
         self.executor = executor
+        self.wait_s = wait_s  # an idle VAD thread waits this long for more calls' frames
         self._waiting: list[tuple[Job, asyncio.Future[SegmentResult]]] = []
         self._busy = False  # a batch is in the VAD thread, or about to go
         self.batches = 0
@@ -100,7 +101,10 @@ class VadBatcher:
         self._waiting.append(((segmenter, front, pcm, rate_hz), future))
         if not self._busy:
             self._busy = True
-            loop.call_soon(self._dispatch)  # frames handed over in this loop turn join
+            if self.wait_s > 0:
+                loop.call_later(self.wait_s, self._dispatch)
+            else:
+                loop.call_soon(self._dispatch)  # frames handed over in this loop turn join
         return await future
 
     def _dispatch(self) -> None:

@@ -55,6 +55,8 @@ def test_decode_counters_are_exported() -> None:
         "partials_shed": 1,
         "gaps": 9,
         "over_bound": 2,
+        "vad_batches": 10,
+        "vad_frames": 40,
     }
     registry.register(DecodeCollector(lambda: counts))
     value = registry.get_sample_value
@@ -66,3 +68,5 @@ def test_decode_counters_are_exported() -> None:
     assert value("agentstream_worker_partials_shed_total") == 1
     assert value("agentstream_worker_untranscribed_utterances_total") == 9
     assert value("agentstream_worker_calls_over_bound") == 2
+    assert value("agentstream_worker_vad_frames_total") == 40
+    assert value("agentstream_worker_vad_batches_total") == 10
