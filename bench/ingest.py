@@ -22,7 +22,6 @@ import base64
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agentstream.stack.broker import EmbeddedBroker, free_port  # noqa: E402
+from agentstream.stack.broker import EmbeddedBroker, free_port, free_port_run  # noqa: E402
 from agentstream.stack.topics import create_topics  # noqa: E402
 
 
@@ -127,20 +126,6 @@ def http_get(url: str) -> bytes:
 
 def http_url(ws_url: str, path: str) -> str:
     return ws_url.replace("ws://", "http://").rsplit("/", 1)[0] + path
-
-
-def free_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it."""
-    for _ in range(50):
-        base = free_port()
-        try:
-            for port in range(base + 1, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
 
 
 def histogram_quantiles(metrics: str, name: str) -> dict[str, float]:
@@ -472,7 +457,7 @@ def main() -> int:
             # one /health + /metrics port per server process (the shared port answers for one)
             ports = [port]
             if args.processes > 1:
-                base = free_ports(args.processes)
+                base = free_port_run(args.processes)
                 env["AGENTSTREAM_INGEST_CHILD_METRICS_PORT"] = str(base)
                 ports = list(range(base, base + args.processes))
             # the ingest command alone (agentstream.cli would import every subcommand)

@@ -19,6 +19,7 @@ import uvloop
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from agentstream.stack.settings import count_or_auto
 from agentstream.stack.topics import create_topics
 from ingest.settings import MAX_AUTO_PROCESSES, IngestSettings
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument(
         "--processes",
-        type=processes_arg,
+        type=count_or_auto,
         metavar="N|auto",
         help="server processes sharing the port, or 'auto': one per core, at most "
         f"{MAX_AUTO_PROCESSES} (AGENTSTREAM_INGEST_PROCESSES, 1 = one process, no supervisor)",
@@ -50,18 +51,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--process-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
-
-
-def processes_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
-    return count
 
 
 def run(args: argparse.Namespace) -> int:

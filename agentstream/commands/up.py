@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentstream.stack.broker import BrokerError, EmbeddedBroker
 from agentstream.stack.readiness import announce_ready, local_url, pipeline_ready
-from agentstream.stack.settings import BrokerSettings, UpSettings, worker_count
+from agentstream.stack.settings import BrokerSettings, UpSettings, count_or_auto, worker_count
 from agentstream.stack.supervisor import Child, Supervisor
 from agentstream.stack.topics import create_topics
 from analytics.settings import WorkerSettings
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
     parser.add_argument(
         "--workers",
-        type=_workers_arg,
+        type=count_or_auto,
         help="analytics worker processes, or 'auto': one per 2 cores (each decodes on 2 threads) "
         "up to the audio topic's partitions (default auto)",
     )
@@ -43,18 +43,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated subset of ingest,worker,routing to start ('none': broker only)",
     )
     parser.set_defaults(func=run)
-
-
-def _workers_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
-    return count
 
 
 def _service_available(name: str) -> bool:

@@ -54,6 +54,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with ``count`` free ports from it (one per process of a service)."""
+    for _ in range(50):
+        base = free_port(host)
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)

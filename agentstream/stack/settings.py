@@ -36,6 +36,21 @@ class UpSettings(BaseSettings):
     crash_loop_window_s: float = 60.0  # ... within this many seconds: give up, exit non-zero
 
 
+def count_or_auto(text: str) -> int | str:
+    """An argparse type: ``auto`` or a positive number (processes of a service)."""
+    import argparse
+
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return count
+
+
 def cores() -> int:
     """CPU cores this process may run on (its affinity mask, else the machine's count)."""
     try:

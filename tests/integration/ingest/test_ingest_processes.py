@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 
-from agentstream.stack.broker import free_port
+from agentstream.stack.broker import free_port, free_port_run
 from schemas.records import Decision
 from schemas.topics import DECISIONS, prefixed
 from tests.helpers import async_wait_until
@@ -43,20 +43,6 @@ pytestmark = pytest.mark.integration
 # The kernel picks a process per connection (like a coin here): within 64 connections each of
 # two processes gets 8 but for a chance of about 1e-10.
 MAX_CALLS_OPENED = 64
-
-
-def _free_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it (the per-process /health ports)."""
-    for _ in range(50):
-        base = free_port()
-        try:
-            for port in range(base + 1, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
 
 
 def _get(port: int, path: str) -> bytes | None:
@@ -150,7 +136,7 @@ class Ingest:
 
 async def _start(bootstrap: str, prefix: str, port: int | None = None) -> Ingest:
     port = port or free_port()
-    stats_base = _free_ports(2)
+    stats_base = free_port_run(2)
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
