@@ -250,10 +250,11 @@ def build_worker(
         clock=clock,
         rereading=partition_rereading(audio_name, order, lambda: app.consumer),
     )
-    tracker, lag_bound = OffsetTracker(), settings.asr_max_lag_s or 10.0
+    tracker = OffsetTracker()
     stops_tracker = OffsetTracker()  # the calls topic's: not in the lag below
     # the gauges and the episode's log lines at the service's shed lag and bound
-    backlog = AudioBacklog(clock, behind_s=settings.asr_shed_lag_s or 2.0, warn_s=lag_bound)
+    shed_s, bound_s = settings.asr_shed_lag_s or 2.0, settings.asr_max_lag_s or 10.0
+    backlog = AudioBacklog(clock, behind_s=shed_s, warn_s=bound_s)
     metrics.registry.register(BacklogCollector(backlog))
     metrics.registry.register(DecodeCollector(lambda: decode_counts(service)))
     worker = Worker(app, service, tracker, rules, metrics, backlog=backlog)
