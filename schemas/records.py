@@ -288,7 +288,7 @@ class CallState(BaseModel):
     silence_since_speech_ms: int = 0
     last_dtmf: str | None = None
     repeat_count: int = Field(
-        0, description="consecutive utterances that repeat the previous one (first rule's count)"
+        0, description="consecutive utterances each repeating one of its run (first rule's count)"
     )
     repeat_counts: dict[str, int] = Field(
         default_factory=dict,

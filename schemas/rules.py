@@ -112,9 +112,10 @@ class RepetitionRule(_RuleBase):
         gt=0.0,
         le=1.0,
         description=(
-            "overlap of two consecutive utterances' content words (Dice; words stemmed, fillers "
-            "dropped, one mishearing tolerated in long words) that counts as a repeat; the one "
-            "setting for it: analytics counts repeats with it, routing compares the count"
+            "overlap of an utterance's content words with those of any utterance in the "
+            "current run of repeats (Dice; words stemmed, fillers dropped, one mishearing "
+            "tolerated in long words) that counts as one more repeat; the one setting for it: "
+            "analytics counts repeats with it, routing compares the count"
         ),
     )
 

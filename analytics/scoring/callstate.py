@@ -173,17 +173,17 @@ def fold_utterance(
     hits = dict(state.keyword_hits)
     for hit in keywords:
         hits[hit.category] = hits.get(hit.category, 0) + 1
-    previous = state.recent_texts[-1] if state.recent_texts else None
-    alike = similarity(previous, text) if previous is not None else 0.0
     rules = dict(repetition) if repetition else {}
     counts = {
-        rule_id: state.repeat_counts.get(rule_id, 0) + 1 if alike >= threshold else 0
+        rule_id: _next_run(state.recent_texts, state.repeat_counts.get(rule_id, 0), text, threshold)
         for rule_id, threshold in rules.items()
     }
     if counts:
         repeats = next(iter(counts.values()))
     else:
-        repeats = state.repeat_count + 1 if alike >= DEFAULT_REPEAT_SIMILARITY else 0
+        repeats = _next_run(
+            state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY
+        )
     recent = [*state.recent_texts, text][-max(1, params.recent_texts) :]
     silence = 0 if first else max(0, start_ms - state.last_speech_end_ms)
     return state.model_copy(
@@ -203,6 +203,18 @@ def fold_utterance(
             "recent_texts": recent,
         }
     )
+
+
+def _next_run(recent: Sequence[str], run: int, text: str, threshold: float) -> int:
+    """The repeat run after ``text``: one longer when it says again what any utterance of the
+    current run said (the run is the last ``run + 1`` texts, as far as ``recent`` reaches), else
+    0. Any, not only the last: a caller saying one thing four times is heard a little differently
+    each time ("check my order status" as "kick my order status", then "kick my order's
+    tandest"), and one poorly heard repeat must not break the run. A different request ends it.
+    """
+    run_texts = recent[-(run + 1) :] if recent else ()
+    alike = max((similarity(said, text) for said in run_texts), default=0.0)
+    return run + 1 if alike >= threshold else 0
 
 
 def fold_event(state: CallState, event: CallEvent) -> CallState:

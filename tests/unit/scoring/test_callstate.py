@@ -77,6 +77,56 @@ def test_repeats_count_consecutive_similar_utterances() -> None:
     assert s.repeat_count == 0
 
 
+def test_a_poorly_heard_repeat_does_not_break_the_run() -> None:
+    # the demo's "check my order status" four times, as int8 Whisper heard it on one CPU
+    heard = [
+        "I want to kick my order status.",
+        "I want to connect my order status.",
+        "I want to kick my order's tandest.",  # 0.33 like the one before, 0.67 like the first
+        "I want to kick my order status.",
+    ]
+    s = CallState()
+    runs = []
+    for n, text in enumerate(heard):
+        s = feed(s, 0.0, text, n * 2000, n * 2000 + 1000, repetition={"loop": 0.6})
+        runs.append(s.repeat_counts["loop"])
+    assert runs == [0, 1, 2, 3]
+    assert s.repeat_count == 3
+
+
+def test_a_broken_run_is_not_resumed_by_an_older_utterance() -> None:
+    s = CallState()
+    said = ["I want to check my balance", "what are your opening hours", "check my balance"]
+    for n, text in enumerate(said):
+        s = feed(s, 0.0, text, n * 2000, n * 2000 + 1000, repetition={"loop": 0.6})
+    assert s.repeat_counts == {"loop": 0}  # the run restarted at the other request
+    s = feed(s, 0.0, "I want to check my balance.", 7000, 8000, repetition={"loop": 0.6})
+    assert s.repeat_counts == {"loop": 1}
+
+
+def test_a_run_looks_back_no_further_than_the_recent_texts() -> None:
+    heard = [
+        "I want to kick my order status.",
+        "I want to connect my order status.",
+        "I want to kick my order's tandest.",  # like the first only
+    ]
+    for kept, run in ((1, 0), (2, 2)):
+        params = FoldParams(window_n=3, ewma_alpha=0.5, recent_texts=kept)
+        s = CallState()
+        for n, text in enumerate(heard):
+            s = fold_utterance(
+                s,
+                score=0.0,
+                keywords=(),
+                text=text,
+                start_ms=n * 2000,
+                end_ms=n * 2000 + 500,
+                params=params,
+                repetition={"loop": 0.6},
+            )
+        assert s.repeat_counts == {"loop": run}, kept
+
+
 def test_similarity() -> None:
     assert similarity("Agent!", "agent") == 1.0
     assert similarity("book an appointment", "what is the weather") < 0.5
