@@ -181,9 +181,7 @@ def fold_utterance(
     if counts:
         repeats = next(iter(counts.values()))
     else:
-        repeats = _next_run(
-            state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY
-        )
+        repeats = _next_run(state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY)
     recent = [*state.recent_texts, text][-max(1, params.recent_texts) :]
     silence = 0 if first else max(0, start_ms - state.last_speech_end_ms)
     return state.model_copy(
