@@ -77,7 +77,11 @@ def _running(tmp: Path, skip: bool) -> Iterator[Running]:
 
 
 def _specs(tmp: Path) -> list[CallSpec]:
-    calm = [trimmed(read_pcm(CALLS / f"{n}-calm.wav")) for n in ("collections", "faq-deflection")]
+    # calm scripts whose every line stays calm however Whisper hears it: int8 decoding differs
+    # by CPU, and on AVX-512 faq-deflection's "What time are you open on Sunday?" came out as
+    # "I was time not yours for open on Sunday." (sentiment -0.82): with the lines around it
+    # skipped as gaps, it and one neutral line fired the angry-caller rule on the calm call.
+    calm = [trimmed(read_pcm(CALLS / f"{n}-calm.wav")) for n in ("collections", "interview")]
     human = last_phrase(read_pcm(CALLS / "asks-for-human.wav"))
     parts = {
         "calm-then-human": ([calm[0], calm[1], calm[0], human], "escalate"),
