@@ -33,7 +33,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analytics.scoring.callstate import DEFAULT_REPEAT_SIMILARITY, similarity  # noqa: E402
+from analytics.scoring.callstate import (  # noqa: E402
+    DEFAULT_REPEAT_SIMILARITY,
+    FoldParams,
+    next_repeat_run,
+)
 from analytics.scoring.keywords import KeywordSpotter, categories_or_default  # noqa: E402
 from schemas.rules import RulesFile, default_rules  # noqa: E402
 
@@ -202,10 +206,13 @@ def demo_text(spotters: Spotters) -> Tally:
 
 def longest_run(texts: list[str], threshold: float = DEFAULT_REPEAT_SIMILARITY) -> int:
     """The longest run of consecutive repeats, as the scoring fold counts them."""
+    keep = FoldParams().recent_texts
     run = best = 0
-    for earlier, later in zip(texts, texts[1:], strict=False):
-        run = run + 1 if similarity(earlier, later) >= threshold else 0
+    recent: list[str] = []
+    for text in texts:
+        run = next_repeat_run(recent, run, text, threshold)
         best = max(best, run)
+        recent = [*recent, text][-keep:]
     return best
 
 
@@ -224,7 +231,7 @@ def demo_asr(spotters: Spotters, heard: dict[str, list[str]]) -> Tally:
     settings = WorkerSettings()
     recognizer = load_recognizer(settings)
     recognizer.warm_up()
-    vad, config = SileroVad(), service_config(settings).vad
+    vad, config = SileroVad(), service_config(settings)
     tally = Tally()
     for call in yaml.safe_load((ROOT / "demo" / "scenarios.yaml").read_text())["calls"]:
         wav = ROOT / "demo" / "calls" / f"{call['id']}.wav"

@@ -176,6 +176,12 @@ def transcribe_files(
         results = asyncio.Queue()
 
         async def run() -> None:
+            try:
+                await transcribe_all()
+            finally:
+                await results.put(None)  # the reader stops; a failure is raised from the task
+
+        async def transcribe_all() -> None:
             async with OfflineTranscriber(recognizer, vad, config, redact) as transcriber:
                 for path in items:
                     started = time.perf_counter()
@@ -196,7 +202,6 @@ def transcribe_files(
                             time.perf_counter() - started,
                         )
                     )
-            await results.put(None)
 
         task = loop.create_task(run())
         while True:

@@ -175,13 +175,13 @@ def fold_utterance(
         hits[hit.category] = hits.get(hit.category, 0) + 1
     rules = dict(repetition) if repetition else {}
     counts = {
-        rule_id: _next_run(state.recent_texts, state.repeat_counts.get(rule_id, 0), text, threshold)
+        rule_id: next_repeat_run(state.recent_texts, state.repeat_counts.get(rule_id, 0), text, threshold)
         for rule_id, threshold in rules.items()
     }
     if counts:
         repeats = next(iter(counts.values()))
     else:
-        repeats = _next_run(state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY)
+        repeats = next_repeat_run(state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY)
     recent = [*state.recent_texts, text][-max(1, params.recent_texts) :]
     silence = 0 if first else max(0, start_ms - state.last_speech_end_ms)
     return state.model_copy(
@@ -203,7 +203,7 @@ def fold_utterance(
     )
 
 
-def _next_run(recent: Sequence[str], run: int, text: str, threshold: float) -> int:
+def next_repeat_run(recent: Sequence[str], run: int, text: str, threshold: float) -> int:
     """The repeat run after ``text``: one longer when it says again what any utterance of the
     current run said (the run is the last ``run + 1`` texts, as far as ``recent`` reaches), else
     0. Any, not only the last: a caller saying one thing four times is heard a little differently
