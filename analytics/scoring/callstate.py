@@ -175,13 +175,17 @@ def fold_utterance(
         hits[hit.category] = hits.get(hit.category, 0) + 1
     rules = dict(repetition) if repetition else {}
     counts = {
-        rule_id: next_repeat_run(state.recent_texts, state.repeat_counts.get(rule_id, 0), text, threshold)
+        rule_id: next_repeat_run(
+            state.recent_texts, state.repeat_counts.get(rule_id, 0), text, threshold
+        )
         for rule_id, threshold in rules.items()
     }
     if counts:
         repeats = next(iter(counts.values()))
     else:
-        repeats = next_repeat_run(state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY)
+        repeats = next_repeat_run(
+            state.recent_texts, state.repeat_count, text, DEFAULT_REPEAT_SIMILARITY
+        )
     recent = [*state.recent_texts, text][-max(1, params.recent_texts) :]
     silence = 0 if first else max(0, start_ms - state.last_speech_end_ms)
     return state.model_copy(
