@@ -106,7 +106,14 @@ class IngestSettings(KafkaFields, BaseSettings):
     buffer_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1, description="audio kept while Kafka is slow/down"
     )
-    linger_ms: float = Field(5.0, ge=0)
+    linger_ms: float = Field(
+        20.0,
+        ge=0,
+        description=(
+            "how long a partition's sender waits for more frames before a produce request: "
+            "20 ms cut the embedded broker's CPU by 40 % at 1,000 calls (README, Capacity)"
+        ),
+    )
     batch_max_bytes: int = Field(256 * 1024, ge=1024)
     acks: str = "all"
     enable_idempotence: Literal["auto", "on", "off"] = Field(
