@@ -285,7 +285,6 @@ def worker_batches(stack: LocalStack) -> dict[str, float]:
             for line in text.splitlines()
             if line.startswith("agentstream_worker_") and " " in line
         }
-
         out[f"{service.name} decode"] = _ratio(values, "decoded_utterances", "decode_batches")
         out[f"{service.name} VAD"] = _ratio(values, "vad_frames", "vad_batches")
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Literal
 
@@ -38,8 +39,6 @@ class UpSettings(BaseSettings):
 
 def count_or_auto(text: str) -> int | str:
     """An argparse type: ``auto`` or a positive number (processes of a service)."""
-    import argparse
-
     if text == "auto":
         return text
     try:
