@@ -146,7 +146,16 @@ def test_up_restarts_a_killed_worker_and_keeps_the_stack_and_broker(tmp_path: Pa
         first = _workers(proc.pid)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(_workers(proc.pid)) == 2 and victim not in _workers(proc.pid), 30)
+        logged = tmp_path / "up.log"
+
+        def restarted() -> bool:
+            # the supervisor's own word first: /proc's child lists can lag or miss a process
+            if "restarted worker-" not in logged.read_text(errors="replace"):
+                return False
+            now = _workers(proc.pid)
+            return len(now) == 2 and victim not in now
+
+        wait_until(restarted, 30)
         assert proc.poll() is None, "up stopped when one worker died"
         assert (first - {victim}) <= _workers(proc.pid), "the other worker was restarted too"
         assert _topics_ready(f"127.0.0.1:{port}"), "the broker (and its topics) went away"
